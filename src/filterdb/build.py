@@ -1,0 +1,293 @@
+"""The one orchestrator of a build: plan the zoo, read models in workers, commit in order.
+
+Workers read one model each, write its immutable shard and return only metadata,
+so memory is bounded by the largest model per worker, not by the zoo. The main
+process commits finished models in name order, which makes the database the same
+whatever the worker count or completion order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import extract
+from .errors import FilterDBError, IndexFileError, ModelReadError
+from .index import PlannedModel, plan_zoo
+from .readers import Limits, model_extensions, open_model
+from .store import layout
+from .store.shard import read_record_json, write_shard
+from .store.writer import DatabaseWriter, ModelEntry
+
+ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
+
+
+@dataclass
+class BuildOptions:
+    """How to build: worker processes, stored kernel shapes, strictness, reader limits."""
+
+    workers: int = 1
+    shapes: tuple[tuple[int, int], ...] | None = None
+    strict: bool = False
+    limits: Limits = field(default_factory=Limits)
+    commit_seconds: float = 1.0
+
+
+@dataclass
+class ModelOutcome:
+    """What happened to one model of the zoo."""
+
+    model: str
+    path: str
+    status: str
+    reason: str = ""
+    model_id: int | None = None
+    filters: dict[str, int] = field(default_factory=dict)
+    nan_count: int = 0
+    inf_count: int = 0
+
+
+@dataclass
+class BuildReport:
+    """The machine-readable result of a build; ``save`` writes it as JSON."""
+
+    database: str
+    zoo: str
+    index: str | None
+    workers: int
+    planned: int = 0
+    seconds: float = 0.0
+    findings: list[str] = field(default_factory=list)
+    outcomes: list[ModelOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    def filters_added(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for outcome in self.outcomes:
+            if outcome.status == ADDED:
+                for shape, n in outcome.filters.items():
+                    totals[shape] = totals.get(shape, 0) + n
+        return dict(sorted(totals.items()))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["summary"] = {s: self.count(s) for s in (ADDED, PRESENT, SKIPPED, FAILED)}
+        data["filters_added"] = self.filters_added()
+        return data
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, path)
+
+
+@dataclass
+class _Job:
+    planned: PlannedModel
+    known_hashes: dict[str, str]
+    shards: Path
+    shapes: tuple[tuple[int, int], ...]
+    limits: Limits
+
+
+def build(zoo, database, index=None, options: BuildOptions | None = None,
+          on_outcome: Callable[[ModelOutcome, BuildReport], None] | None = None) -> BuildReport:
+    """Build or extend a filter database from a folder of models.
+
+    Parameters
+    ----------
+    zoo : str or Path
+        Folder of model files (searched recursively) or one model file.
+    database : str or Path
+        Master HDF5 file to create or append to.
+    index : str or Path, optional
+        Meta index (CSV or YAML), one row per model.
+    options : BuildOptions, optional
+    on_outcome : callable, optional
+        Called with each model's outcome as it is decided (for progress display).
+
+    Returns
+    -------
+    BuildReport
+        Also saved as ``DATABASE.build.json``.
+
+    Raises
+    ------
+    IndexFileError
+        With ``strict``, when zoo and index disagree.
+
+    Examples
+    --------
+    >>> report = build("zoo/", "db.h5", index="zoo/index.csv")   # doctest: +SKIP
+    >>> report.count("added")                                       # doctest: +SKIP
+    12
+    """
+    options = options or BuildOptions()
+    started = time.perf_counter()
+    database = Path(database)
+    plan = plan_zoo(zoo, model_extensions(), index)
+    if options.strict and plan.findings:
+        raise IndexFileError(f"{index or zoo}: {len(plan.findings)} index problem(s), "
+                             f"first: {plan.findings[0]}")
+    report = BuildReport(database=str(database), zoo=str(zoo),
+                         index=str(index) if index else None, workers=options.workers,
+                         planned=len(plan.models), findings=list(plan.findings))
+    notify = on_outcome or (lambda outcome, report: None)
+    with DatabaseWriter(database, options.shapes) as writer:
+        jobs = [_Job(planned, writer.known_hashes, writer.shards, writer.shapes,
+                     options.limits) for planned in plan.models]
+        try:
+            _run(jobs, writer, options, report, notify)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            report.seconds = time.perf_counter() - started
+            if not report.interrupted:
+                writer.remove_orphan_shards()
+            report.save(layout.report_path(database))
+    if report.interrupted:
+        raise FilterDBError(f"{database}: build interrupted; {report.count(ADDED)} model(s) "
+                            "committed. Run the same command again to resume.")
+    return report
+
+
+def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
+         report: BuildReport, notify) -> None:
+    """Process jobs, committing finished models in job order."""
+    results: dict[int, ModelEntry | ModelOutcome] = {}
+    next_commit = 0
+    ready: list[tuple[int, ModelEntry]] = []
+    last_commit = time.monotonic()
+    committed_hashes = dict(writer.known_hashes)
+    committed_names = set(writer.known_names)
+
+    def settle(final: bool) -> None:
+        nonlocal next_commit, last_commit
+        while next_commit in results:
+            result = results.pop(next_commit)
+            if isinstance(result, ModelOutcome):
+                report.outcomes.append(result)
+                notify(result, report)
+            elif result.sha256 in committed_hashes or result.model in committed_names:
+                outcome = (
+                    ModelOutcome(result.model, result.source_path, PRESENT,
+                                 f"same content as {committed_hashes[result.sha256]}")
+                    if result.sha256 in committed_hashes else
+                    ModelOutcome(result.model, result.source_path, SKIPPED,
+                                 "another model of this name is already in the database"))
+                report.outcomes.append(outcome)
+                notify(outcome, report)
+            else:
+                committed_hashes[result.sha256] = result.model
+                committed_names.add(result.model)
+                ready.append((next_commit, result))
+            next_commit += 1
+        due = final or time.monotonic() - last_commit >= options.commit_seconds
+        if ready and due:
+            entries = [entry for _, entry in ready]
+            ids = writer.commit(entries)
+            for entry, model_id in zip(entries, ids, strict=True):
+                outcome = _added(entry, model_id)
+                report.outcomes.append(outcome)
+                notify(outcome, report)
+            ready.clear()
+            last_commit = time.monotonic()
+
+    try:
+        if options.workers <= 1:
+            for number, job in enumerate(jobs):
+                results[number] = _process(job)
+                settle(final=False)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(options.workers, mp_context=context) as pool:
+                pending = {pool.submit(_process, job): number for number, job in enumerate(jobs)}
+                try:
+                    while pending:
+                        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            results[pending.pop(future)] = future.result()
+                        settle(final=False)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        settle(final=True)
+
+
+def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
+    counts = entry.summary["shape_counts"]
+    return ModelOutcome(entry.model, entry.source_path, ADDED, model_id=model_id,
+                        filters={layout.shape_label(s): n for s, n in counts.items()},
+                        nan_count=sum(r["nan_count"] for r in entry.layers),
+                        inf_count=sum(r["inf_count"] for r in entry.layers))
+
+
+def _process(job: _Job) -> ModelEntry | ModelOutcome:
+    """Read one model and write its shard; never raises for a bad model file."""
+    planned = job.planned
+    try:
+        sha256 = file_sha256(planned.path)
+        if sha256 in job.known_hashes:
+            return ModelOutcome(planned.name, str(planned.path), PRESENT,
+                                f"same content as {job.known_hashes[sha256]}")
+        shard = job.shards / layout.shard_name(sha256, job.shapes)
+        if shard.exists():
+            cached = _entry_from_shard(shard, planned, sha256)
+            if cached is not None:
+                return cached
+        record = open_model(planned.path, job.limits)
+        layers = extract.ordered_layers(record)
+        if not layers:
+            raise ModelReadError(planned.path, "no convolution layers with 2-D kernels")
+        entry = ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
+                           shard=shard.name, meta=dict(planned.meta),
+                           summary=extract.model_summary(record, layers),
+                           layers=extract.layer_rows(layers))
+        counts = {shape: entry.summary["shape_counts"].get(shape, 0) for shape in job.shapes}
+        write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
+                    {"model": planned.name, "sha256": sha256},
+                    json.dumps(_entry_json(entry)))
+        return entry
+    except ModelReadError as error:
+        return ModelOutcome(planned.name, str(planned.path), FAILED, error.reason)
+    except Exception as error:  # a reader bug must not end the build; report it per model
+        return ModelOutcome(planned.name, str(planned.path), FAILED,
+                            f"unexpected {type(error).__name__}: {error}")
+
+
+def _entry_json(entry: ModelEntry) -> dict:
+    summary = dict(entry.summary)
+    summary["shape_counts"] = [[*shape, n] for shape, n in summary["shape_counts"].items()]
+    return {"summary": summary, "layers": entry.layers}
+
+
+def _entry_from_shard(shard: Path, planned: PlannedModel, sha256: str) -> ModelEntry | None:
+    """Reuse a complete shard a killed build left behind for the same file."""
+    try:
+        data = json.loads(read_record_json(shard))
+    except (OSError, KeyError, ValueError):
+        return None
+    summary = data["summary"]
+    summary["shape_counts"] = {(kh, kw): n for kh, kw, n in summary["shape_counts"]}
+    return ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
+                      shard=shard.name, meta=dict(planned.meta), summary=summary,
+                      layers=data["layers"])
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,38 @@
+"""Command-line interface: ``filterdb COMMAND ...``; one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from ..errors import FilterDBError
+from . import build, demo, info, layers
+
+COMMANDS = (build, info, layers, demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="filterdb",
+        description="Build, inspect and analyse databases of trained convolution filters.")
+    top.add_argument("--version", action="version", version=f"filterdb {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; known errors become one line on stderr and exit status 2."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except FilterDBError as error:
+        print(f"filterdb: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("filterdb: interrupted", file=sys.stderr)
+        return 130

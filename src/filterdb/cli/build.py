@@ -1,0 +1,57 @@
+"""``filterdb build ZOO --index INDEX -o DB``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
+from ..store import layout
+from .progress import BuildProgress
+
+NAME = "build"
+HELP = "Build or extend a filter database from a folder of models."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("zoo", type=Path, help="folder of model files (searched recursively)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="database file (.h5)")
+    parser.add_argument("--index", type=Path, help="meta index, CSV or YAML, one row per model")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--shapes", default=None,
+                        help="kernel shapes to store, e.g. 3x3,5x5,1x3 (default 3x3)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on index problems and on any model that cannot be read")
+
+
+def run(args) -> int:
+    shapes = None
+    if args.shapes:
+        try:
+            shapes = tuple(layout.parse_shape(s) for s in args.shapes.split(","))
+        except ValueError as error:
+            print(f"filterdb: error: --shapes: {error}", file=sys.stderr)
+            return 2
+    if args.workers < 1:
+        print("filterdb: error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict)
+    with BuildProgress() as progress:
+        report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
+    for finding in report.findings:
+        print(f"index: {finding}", file=sys.stderr)
+    for outcome in report.outcomes:
+        if outcome.status in (FAILED, SKIPPED):
+            print(f"{outcome.status}: {outcome.path}: {outcome.reason}", file=sys.stderr)
+        elif outcome.nan_count or outcome.inf_count:
+            print(f"warning: {outcome.path}: {outcome.nan_count} NaN and {outcome.inf_count} "
+                  "Inf weights (kept)", file=sys.stderr)
+    added = report.filters_added()
+    shapes_text = ", ".join(f"{n:,} {s}" for s, n in added.items()) or "no filters"
+    print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "
+          f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed; "
+          f"{shapes_text} filters read in {report.seconds:.1f} s")
+    print(f"build report: {layout.report_path(Path(report.database))}")
+    nothing_built = not Path(report.database).exists()
+    problems = report.count(FAILED) + report.count(SKIPPED) + len(report.findings)
+    return 1 if nothing_built or (args.strict and problems) else 0

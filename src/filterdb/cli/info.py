@@ -1,0 +1,46 @@
+"""``filterdb info DB``: what a database holds, read from its tables only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import open as open_db
+from ..store import layout
+
+NAME = "info"
+HELP = "Summarise a database: models by task, category, producer, framework; filters; size."
+
+GROUPINGS = ("Task", "Visual Category", "producer", "Framework")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("database", type=Path)
+
+
+def run(args) -> int:
+    db = open_db(args.database)
+    models = db.models
+    shards = layout.shards_dir(db.path)
+    size = db.path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5"))
+    print(f"database:  {db.path}")
+    print(f"schema:    {db.attrs['schema']} {db.attrs['schema_version']} "
+          f"(filterdb {db.attrs['filterdb_version']})")
+    print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
+    print(f"models:    {len(models)}   layers: {len(db.layers)}")
+    print("filters stored:")
+    for shape in db.shapes:
+        print(f"  {layout.shape_label(shape):>7}  {db.filter_count(shape):>15,}  "
+              f"/{layout.filters_dataset(shape)}")
+    counted = sorted((c for c in models.columns if c.startswith("(") and c.endswith(" filters")),
+                     key=lambda c: -int(models[c].sum()))
+    print("filters by kernel shape (all layers):")
+    for column in counted:
+        print(f"  {column[:-len(' filters')]:>7}  {int(models[column].sum()):>15,}")
+    for column in GROUPINGS:
+        if column not in models:
+            continue
+        counts = models[column].replace("", "(empty)").value_counts()
+        print(f"models by {column}:")
+        for value, count in counts.items():
+            print(f"  {count:>5}  {value}")
+    return 0

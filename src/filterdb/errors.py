@@ -1,0 +1,30 @@
+"""The error types filterdb raises; the CLI turns each into one line."""
+
+from __future__ import annotations
+
+import os
+
+
+class FilterDBError(Exception):
+    """Base class of every error filterdb reports to its user."""
+
+
+class ModelReadError(FilterDBError):
+    """A model file cannot be read; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MissingDependencyError(ModelReadError):
+    """A reader needs an optional package that is not installed."""
+
+
+class IndexFileError(FilterDBError):
+    """The meta index is unreadable or inconsistent with the zoo (under --strict)."""
+
+
+class DatabaseError(FilterDBError):
+    """The database is missing, locked, of another schema or damaged."""

@@ -1,0 +1,163 @@
+"""The meta index: one row per model, matched to the zoo's files and checked against it.
+
+Knows nothing of model formats or HDF5; the caller passes the file suffixes to scan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import IndexFileError
+from .store.layout import INDEX_COLUMNS
+
+#: Columns a complete row must fill.
+REQUIRED_COLUMNS = ("Task", "Visual Category")
+#: Older spellings: 0.1.0 called the visual category "Datatype".
+ALIASES = {"datatype": "Visual Category"}
+ID_COLUMNS = ("model", "path")
+
+
+@dataclass
+class PlannedModel:
+    """A zoo file and the index fields that describe it."""
+
+    name: str
+    path: Path
+    meta: dict[str, str]
+
+
+@dataclass
+class ZooPlan:
+    """What a build will read, and what the zoo/index cross-check found."""
+
+    models: list[PlannedModel]
+    findings: list[str] = field(default_factory=list)
+
+
+def _key(column: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", column.lower())
+
+
+_CANONICAL = {_key(c): c for c in (*INDEX_COLUMNS, *ID_COLUMNS)} | {
+    _key(k): v for k, v in ALIASES.items()}
+
+
+def read_index(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or YAML meta index into a DataFrame of strings with published column names.
+
+    YAML may be a list of mappings or a mapping from model name to fields.
+
+    Examples
+    --------
+    >>> read_index("zoo/index.csv").columns[:3].tolist()   # doctest: +SKIP
+    ['model', 'Name', 'Task']
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(path.read_text())
+            if isinstance(data, dict):
+                data = [{"model": name, **(fields or {})} for name, fields in data.items()]
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise IndexFileError(f"{path}: expected a list of rows or a mapping of models")
+            frame = pd.DataFrame(data).astype(object).where(lambda f: f.notna(), "")
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise IndexFileError(f"{path}: cannot read the meta index ({reason})") from None
+    frame = frame.rename(columns=lambda c: _CANONICAL.get(_key(str(c)), str(c).strip()))
+    if frame.columns.duplicated().any():
+        twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise IndexFileError(f"{path}: columns given twice: {', '.join(twice)}")
+    if not {"model", "Name", "path"} & set(frame.columns):
+        raise IndexFileError(f"{path}: needs a 'model', 'Name' or 'path' column to match files")
+    return frame.astype(str).apply(lambda col: col.str.strip())
+
+
+def scan_zoo(zoo: str | Path, suffixes: set[str]) -> list[Path]:
+    """Model files under ``zoo`` (recursively, hidden folders skipped), sorted."""
+    zoo = Path(zoo)
+    if zoo.is_file():
+        return [zoo]
+    if not zoo.is_dir():
+        raise IndexFileError(f"{zoo}: no such model file or folder")
+    return sorted(p for p in zoo.rglob("*")
+                  if p.is_file() and p.suffix.lower() in suffixes
+                  and not any(part.startswith(".") for part in p.relative_to(zoo).parts))
+
+
+def plan_zoo(zoo: str | Path, suffixes: set[str], index: str | Path | None = None) -> ZooPlan:
+    """Match zoo files to index rows and report inconsistencies.
+
+    A row names its file by a ``path`` column (relative to the zoo) or by its
+    ``model`` (else ``Name``) equal to the file's stem. Files without a row are
+    built with empty fields; rows without a file, empty required fields and
+    duplicate names are findings.
+    """
+    zoo = Path(zoo)
+    files = scan_zoo(zoo, suffixes)
+    root = zoo if zoo.is_dir() else zoo.parent
+    findings: list[str] = []
+    rows = pd.DataFrame() if index is None else read_index(index)
+    by_path = {p.resolve(): p for p in files}
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p)
+
+    matched: dict[Path, tuple[str, dict]] = {}
+    for number, row in enumerate(rows.to_dict("records"), start=2):
+        name = row.get("model") or row.get("Name") or Path(row.get("path", "")).stem
+        if row.get("path"):
+            candidate = (root / row["path"]).resolve()
+            target = candidate if candidate in by_path or candidate.is_file() else None
+        else:
+            stems = by_stem.get(name, [])
+            target = stems[0].resolve() if len(stems) == 1 else None
+            if len(stems) > 1:
+                findings.append(f"row {number} ({name}): several files named {name}; "
+                                "add a path column")
+                continue
+        if target is None:
+            findings.append(f"row {number} ({name}): no model file in {zoo}")
+            continue
+        if target in matched:
+            findings.append(f"row {number} ({name}): file {target.name} already matched by "
+                            f"row for {matched[target][0]}")
+            continue
+        empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
+        if empty:
+            findings.append(f"row {number} ({name}): empty {', '.join(empty)}")
+        fields = {k: v for k, v in row.items() if k not in ID_COLUMNS}
+        matched[target] = (name, fields)
+
+    models = []
+    for p in files:
+        if p.resolve() in matched:
+            name, fields = matched[p.resolve()]
+        else:
+            name, fields = p.stem, {}
+            if index is not None:
+                findings.append(f"{p}: no row in the index")
+        models.append(PlannedModel(name=name, path=p, meta=fields))
+    for extra in sorted(set(matched) - set(by_path)):
+        name, fields = matched[extra]
+        models.append(PlannedModel(name=name, path=extra, meta=fields))
+    counts = Counter(m.name for m in models)
+    for name, count in sorted(counts.items()):
+        if count > 1:
+            findings.append(f"model name {name!r} given to {count} files; only the first "
+                            "is built")
+    seen: set[str] = set()
+    unique = []
+    for model in sorted(models, key=lambda m: (m.name, str(m.path))):
+        if model.name not in seen:
+            seen.add(model.name)
+            unique.append(model)
+    return ZooPlan(models=unique, findings=findings)

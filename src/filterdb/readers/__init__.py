@@ -1,0 +1,85 @@
+"""Model readers: one module per format, each turning a file into a ModelRecord.
+
+A reader module defines ``NAME``, ``EXTENSIONS``, ``sniff(head, path) -> bool``
+and ``read(path, limits) -> ModelRecord``. :func:`open_model` picks the reader
+by content first and by extension second. Nothing outside this package knows a
+model format.
+
+Examples
+--------
+>>> from filterdb.readers import open_model            # doctest: +SKIP
+>>> record = open_model("zoo/resnet18.onnx")           # doctest: +SKIP
+>>> [layer.kernel_shape for layer in record.layers][:2]  # doctest: +SKIP
+[(7, 7), (3, 3)]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from ..errors import ModelReadError
+from ..records import ModelRecord
+
+#: Registered readers, in the order their ``sniff`` is tried: name -> module.
+READERS: dict[str, str] = {
+    "onnx": "filterdb.readers.onnx",
+}
+
+HEAD_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a reader enforces before it spends memory on a file."""
+
+    max_file_bytes: int = 8 * 2**30
+    max_tensor_elements: int = 2**31
+
+
+def reader_modules() -> dict[str, ModuleType]:
+    return {name: importlib.import_module(module) for name, module in READERS.items()}
+
+
+def model_extensions() -> set[str]:
+    """Lower-case file suffixes some reader claims, e.g. ``{".onnx"}``."""
+    return {ext for module in reader_modules().values() for ext in module.EXTENSIONS}
+
+
+def find_reader(path: str | os.PathLike) -> ModuleType:
+    """The reader module for ``path``: by content first, by extension second."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError as error:
+        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    modules = reader_modules()
+    for module in modules.values():
+        if module.sniff(head, path):
+            return module
+    for module in modules.values():
+        if path.suffix.lower() in module.EXTENSIONS:
+            return module
+    known = ", ".join(sorted(model_extensions()))
+    raise ModelReadError(path, f"no reader for this file (known formats: {known})")
+
+
+def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRecord:
+    """Read one model file into a :class:`~filterdb.records.ModelRecord`.
+
+    Raises
+    ------
+    ModelReadError
+        For anything wrong with the file, naming the file and the reason.
+    """
+    path = Path(path)
+    limits = limits or Limits()
+    size = path.stat().st_size if path.exists() else 0
+    if size > limits.max_file_bytes:
+        raise ModelReadError(path, f"file of {size} bytes exceeds the limit of "
+                                   f"{limits.max_file_bytes} bytes")
+    return find_reader(path).read(path, limits)

@@ -1,0 +1,240 @@
+"""ONNX reader: every Conv-like node with a 4-D weight, wherever the weight comes from."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelReadError
+from ..graph import GraphCycleError, Node, node_depths, total_depth
+from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
+
+NAME = "onnx"
+EXTENSIONS = {".onnx"}
+
+# ModelProto field tags that can follow ir_version (field 1, varint) at the start of a file.
+_SECOND_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72}
+
+# op type -> (kind, index of the weight input)
+_CONV_OPS = {
+    "Conv": (CONV, 1),
+    "FusedConv": (CONV, 1),
+    "ConvTranspose": (CONV_TRANSPOSE, 1),
+    "ConvInteger": (QUANTIZED_CONV, 1),
+    "QLinearConv": (QUANTIZED_CONV, 3),
+}
+_PASS_THROUGH = {"Identity", "Cast"}
+
+
+def sniff(head: bytes, path: Path) -> bool:
+    """An ONNX file starts with ir_version (tag 0x08, a small varint) and a model field."""
+    return len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in _SECOND_TAGS
+
+
+def read(path: Path, limits) -> ModelRecord:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as error:
+        raise ModelReadError(path, f"not a valid ONNX model ({_first_line(error)})") from None
+    graph = model.graph
+    if not graph.node:
+        raise ModelReadError(path, "ONNX model has no graph nodes")
+    tensors = _TensorSource(path, graph, limits)
+    nodes = [Node(n.name or f"{n.op_type}_{i}", list(n.input), list(n.output))
+             for i, n in enumerate(graph.node)]
+    initializer_names = {t.name for t in graph.initializer}
+    try:
+        depths = node_depths(nodes, [i.name for i in graph.input
+                                     if i.name not in initializer_names])
+    except GraphCycleError as error:
+        raise ModelReadError(path, str(error)) from None
+
+    layers = []
+    for index, node in enumerate(graph.node):
+        if node.op_type not in _CONV_OPS:
+            continue
+        layer = _conv_layer(node, nodes[index].name, tensors)
+        if layer is None:
+            continue
+        layer.depth = depths[index] if depths[index] is not None else 0
+        layer.order = index
+        layers.append(layer)
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    return ModelRecord(
+        name=path.stem,
+        path=os.fspath(path),
+        framework="onnx",
+        producer=producer,
+        opset=opset,
+        operator_counts=dict(Counter(n.op_type for n in graph.node)),
+        total_depth=total_depth(depths),
+        layers=layers,
+    )
+
+
+def _conv_layer(node, name: str, tensors: _TensorSource) -> ConvLayer | None:
+    kind, weight_index = _CONV_OPS[node.op_type]
+    if len(node.input) <= weight_index or not node.input[weight_index]:
+        raise ModelReadError(tensors.path, f"{node.op_type} node {name!r} has no weight input")
+    weight, source_dtype = tensors.resolve(node.input[weight_index], name)
+    if weight.ndim != 4:
+        return None  # 1-D and 3-D convolutions hold no 2-D filters
+    if node.op_type == "ConvInteger":
+        zero_point = _optional_input(node, 3, tensors, name)
+        weight = _dequantize(weight, None, zero_point)
+    elif node.op_type == "QLinearConv":
+        scale = tensors.resolve(node.input[4], name)[0]
+        zero_point = _optional_input(node, 5, tensors, name)
+        weight = _dequantize(weight, scale, zero_point)
+    attrs = {a.name: a for a in node.attribute}
+    groups = int(attrs["group"].i) if "group" in attrs else 1
+    if kind == CONV_TRANSPOSE:
+        c_out, c_in_per_group = weight.shape[1] * groups, weight.shape[0] // groups
+    else:
+        c_out, c_in_per_group = weight.shape[0], weight.shape[1]
+    return ConvLayer(
+        name=name,
+        op_type=kind,
+        weight=np.asarray(weight, dtype=np.float32),
+        c_out=int(c_out),
+        c_in_per_group=int(c_in_per_group),
+        groups=groups,
+        strides=tuple(attrs["strides"].ints) if "strides" in attrs else (1, 1),
+        dilations=tuple(attrs["dilations"].ints) if "dilations" in attrs else (1, 1),
+        source_dtype=source_dtype,
+    )
+
+
+def _optional_input(node, index, tensors, name):
+    if len(node.input) > index and node.input[index]:
+        return tensors.resolve(node.input[index], name)[0]
+    return None
+
+
+def _dequantize(values: np.ndarray, scale, zero_point, axis: int = 0) -> np.ndarray:
+    """(values - zero_point) * scale; per-channel parameters broadcast along ``axis``."""
+
+    def along_axis(param):
+        param = np.asarray(param, dtype=np.float32)
+        if param.ndim == 1 and param.size > 1:
+            shape = [1] * values.ndim
+            shape[axis] = param.size
+            return param.reshape(shape)
+        return param.reshape(())
+
+    result = values.astype(np.float32)
+    if zero_point is not None:
+        result -= along_axis(zero_point)
+    if scale is not None:
+        result *= along_axis(scale)
+    return result
+
+
+class _TensorSource:
+    """Finds the constant tensor behind a name: initializer, Constant, Cast/Identity chain
+    or DequantizeLinear, reading external data only from inside the model's folder."""
+
+    def __init__(self, path: Path, graph, limits):
+        self.path = path
+        self.folder = path.resolve().parent
+        self.limits = limits
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output}
+
+    def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
+        """The tensor's values (original dtype) and the name of its source dtype."""
+        if name in self.initializers:
+            return self._array(self.initializers[name])
+        node = self.producers.get(name)
+        if node is None or hops > 64:
+            raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
+                                            f"{consumer!r}: it is not a constant")
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is None:
+                raise ModelReadError(self.path, f"Constant node {node.name!r} feeding "
+                                                f"{consumer!r} holds no tensor value")
+            return self._array(value)
+        if node.op_type in _PASS_THROUGH:
+            return self.resolve(node.input[0], consumer, hops + 1)
+        if node.op_type == "DequantizeLinear":
+            values, source_dtype = self.resolve(node.input[0], consumer, hops + 1)
+            scale = self.resolve(node.input[1], consumer, hops + 1)[0]
+            zero_point = (self.resolve(node.input[2], consumer, hops + 1)[0]
+                          if len(node.input) > 2 and node.input[2] else None)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            return _dequantize(values, scale, zero_point, axis % max(values.ndim, 1)), \
+                source_dtype
+        raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
+                                        f"{consumer!r}: it is computed by a {node.op_type} node")
+
+    def _array(self, tensor) -> tuple[np.ndarray, str]:
+        import onnx
+        from onnx import numpy_helper
+
+        dims = [int(d) for d in tensor.dims]
+        elements = int(np.prod(dims, dtype=object)) if dims else 1
+        if any(d < 0 for d in dims) or elements > self.limits.max_tensor_elements:
+            raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims}, "
+                                            "beyond the element limit")
+        try:
+            np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            dtype_name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
+        except (KeyError, ValueError):
+            raise ModelReadError(self.path, f"tensor {tensor.name!r} has unknown data type "
+                                            f"{tensor.data_type}") from None
+        itemsize = np.dtype(np_dtype).itemsize
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor = self._with_external_data(tensor, elements * itemsize)
+        elif tensor.HasField("raw_data") and len(tensor.raw_data) != elements * itemsize:
+            raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but holds "
+                                            f"{len(tensor.raw_data)} bytes")
+        try:
+            return numpy_helper.to_array(tensor).reshape(dims), dtype_name
+        except (ValueError, TypeError) as error:
+            raise ModelReadError(self.path, f"tensor {tensor.name!r}: "
+                                            f"{_first_line(error)}") from None
+
+    def _with_external_data(self, tensor, nbytes: int):
+        import onnx
+
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (self.folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(self.folder):
+            raise ModelReadError(self.path, f"external data {location!r} of tensor "
+                                            f"{tensor.name!r} lies outside the model's folder")
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", nbytes))
+        if length != nbytes:
+            raise ModelReadError(self.path, f"external data of tensor {tensor.name!r} has "
+                                            f"{length} bytes, its dims need {nbytes}")
+        try:
+            with open(target, "rb") as handle:
+                handle.seek(offset)
+                raw = handle.read(nbytes)
+        except OSError as error:
+            raise ModelReadError(self.path, f"external data {location!r} of tensor "
+                                            f"{tensor.name!r}: {error.strerror}") from None
+        if len(raw) != nbytes:
+            raise ModelReadError(self.path, f"external data {location!r} of tensor "
+                                            f"{tensor.name!r} is truncated")
+        inline = onnx.TensorProto()
+        inline.CopyFrom(tensor)
+        del inline.external_data[:]
+        inline.data_location = onnx.TensorProto.DEFAULT
+        inline.raw_data = raw
+        return inline
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,205 @@
+"""Reading a database: tables, selections and streamed filter reads.
+
+Reads go straight to the shard that holds each layer's rows (row ranges merged,
+read in id order), so reading k filters costs O(k) whatever the database size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from ..errors import DatabaseError
+from . import layout
+from .layout import Shape
+
+
+class FilterDB:
+    """A filter database opened for reading; picklable (it keeps only its path).
+
+    Parameters
+    ----------
+    path : str or Path
+        The master HDF5 file.
+
+    Examples
+    --------
+    >>> db = FilterDB("db.h5")                                       # doctest: +SKIP
+    >>> sel = db.select(Task="Classification", conv_depth_norm=(0, 0.1))  # doctest: +SKIP
+    >>> sel.read().shape                                             # doctest: +SKIP
+    (12096, 3, 3)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatabaseError(f"{self.path}: no such database file")
+        try:
+            with h5py.File(self.path, "r") as handle:
+                self.attrs = dict(handle.attrs)
+        except OSError as error:
+            raise DatabaseError(f"{self.path}: not an HDF5 file ({error})") from None
+        if self.attrs.get("schema") != layout.SCHEMA_NAME:
+            raise DatabaseError(f"{self.path}: not a filterdb database")
+        self.shapes: tuple[Shape, ...] = tuple(
+            layout.parse_shape(s) for s in json.loads(self.attrs["shapes"]))
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def __repr__(self) -> str:
+        return f"FilterDB({str(self.path)!r}, models={len(self.models)})"
+
+    @cached_property
+    def models(self) -> pd.DataFrame:
+        """One row per model: index fields, provenance, counts per shape and operator."""
+        return pd.read_hdf(self.path, layout.MODELS)
+
+    @cached_property
+    def layers(self) -> pd.DataFrame:
+        """One row per conv layer, with ``filter_id_start``/``filter_id_stop`` (exclusive)."""
+        return pd.read_hdf(self.path, layout.LAYERS)
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        """The published ``/meta`` view."""
+        return pd.read_hdf(self.path, layout.META)
+
+    def filter_count(self, shape: Shape = (3, 3)) -> int:
+        column = layout.shape_column(shape)
+        return int(self.models[column].sum()) if column in self.models else 0
+
+    def model_filter_starts(self, shape: Shape = (3, 3)) -> pd.Series:
+        """Global id of each model's first filter of ``shape``, indexed by model_id."""
+        column = layout.shape_column(shape)
+        counts = (self.models[column].to_numpy() if column in self.models
+                  else np.zeros(len(self.models), dtype=np.int64))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return pd.Series(starts, index=self.models["model_id"].to_numpy())
+
+    def select(self, shape: Shape | str = (3, 3), **conditions) -> Selection:
+        """Filters of the layers that meet every condition.
+
+        Parameters
+        ----------
+        shape : (kh, kw) or str, default (3, 3)
+            Kernel shape; must be one the database stores.
+        **conditions
+            ``column=value`` on any model or layer column: a scalar for equality, a
+            list or set for membership, a tuple ``(low, high)`` for an inclusive range.
+
+        Returns
+        -------
+        Selection
+
+        Examples
+        --------
+        >>> db.select(Task=["Classification", "Segmentation"], depthwise=False)  # doctest: +SKIP
+        """
+        shape = layout.parse_shape(shape) if isinstance(shape, str) else tuple(shape)
+        if shape not in self.shapes:
+            stored = ", ".join(layout.shape_label(s) for s in self.shapes)
+            raise ValueError(f"{self.path}: shape {layout.shape_label(shape)} is not stored "
+                             f"(stored: {stored})")
+        layers = self.layers
+        layers = layers[(layers["kh"] == shape[0]) & (layers["kw"] == shape[1])]
+        model_columns = [c for c in self.models.columns if c not in layers.columns]
+        table = layers.join(self.models.set_index("model_id")[model_columns], on="model_id")
+        mask = np.ones(len(table), dtype=bool)
+        for column, condition in conditions.items():
+            if column not in table.columns:
+                raise ValueError(f"no column {column!r}; choose from: "
+                                 + ", ".join(sorted(map(str, table.columns))))
+            values = table[column]
+            if isinstance(condition, tuple):
+                if len(condition) != 2:
+                    raise ValueError(f"{column}: a range is a (low, high) pair")
+                mask &= ((values >= condition[0]) & (values <= condition[1])).to_numpy()
+            elif isinstance(condition, list | set | frozenset):
+                mask &= values.isin(list(condition)).to_numpy()
+            else:
+                mask &= (values == condition).to_numpy()
+        return Selection(self, shape, table.loc[mask, ["model_id", "filter_id_start",
+                                                       "filter_id_stop"]])
+
+
+class Selection:
+    """Filters of chosen layers; iterate in chunks or read at once.
+
+    Ranges are merged and sorted by filter id so reads are sequential.
+    """
+
+    def __init__(self, db: FilterDB, shape: Shape, rows: pd.DataFrame):
+        self.db = db
+        self.shape = shape
+        self.ranges = _merge(rows)
+
+    def __len__(self) -> int:
+        return int(sum(stop - start for _, start, stop in self.ranges))
+
+    def __repr__(self) -> str:
+        return f"<Selection of {len(self)} {layout.shape_label(self.shape)} filters>"
+
+    @property
+    def filter_ids(self) -> np.ndarray:
+        """The selected filter ids, ascending."""
+        if not self.ranges:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(a, b) for _, a, b in self.ranges])
+
+    def read(self) -> np.ndarray:
+        """All selected filters as a float32 (k, kh, kw) array."""
+        out = np.empty((len(self), *self.shape), dtype=np.float32)
+        position = 0
+        for chunk in self.iter_chunks(1 << 20):
+            out[position:position + len(chunk)] = chunk
+            position += len(chunk)
+        return out
+
+    def iter_chunks(self, rows: int = 1 << 18) -> Iterator[np.ndarray]:
+        """Yield the selected filters in id order, at most ``rows`` at a time."""
+        if rows < 1:
+            raise ValueError("rows must be positive")
+        shards = layout.shards_dir(self.db.path)
+        shard_of = self.db.models.set_index("model_id")["shard"]
+        first_id = self.db.model_filter_starts(self.shape)
+        name = layout.filters_dataset(self.shape)
+        open_model, handle = None, None
+        try:
+            for model_id, start, stop in self.ranges:
+                if model_id != open_model:
+                    if handle is not None:
+                        handle.close()
+                    handle = h5py.File(shards / shard_of[model_id], "r")
+                    open_model = model_id
+                dataset = handle[name]
+                local = start - int(first_id[model_id])
+                for at in range(0, stop - start, rows):
+                    count = min(rows, stop - start - at)
+                    yield dataset[local + at:local + at + count]
+        finally:
+            if handle is not None:
+                handle.close()
+
+
+def _merge(rows: pd.DataFrame) -> list[tuple[int, int, int]]:
+    """Sorted, merged (model_id, start, stop) ranges; ranges never span models."""
+    merged: list[list[int]] = []
+    ordered = rows.sort_values("filter_id_start")
+    for model_id, start, stop in ordered.itertuples(index=False):
+        if stop <= start:
+            continue
+        if merged and merged[-1][0] == model_id and merged[-1][2] == start:
+            merged[-1][2] = stop
+        else:
+            merged.append([int(model_id), int(start), int(stop)])
+    return [tuple(r) for r in merged]

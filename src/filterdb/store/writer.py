@@ -1,0 +1,284 @@
+"""Transactional writer: shards renamed into place, then an atomically replaced master.
+
+A commit writes a complete new master file under a temporary name and renames
+it over the old one, so a reader or a crash sees either the previous or the new
+state, never a mix. Shards are immutable and named by the model's content hash,
+so a shard left by a killed build is reused when the same model is built again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .._version import __version__
+from ..errors import DatabaseError
+from . import layout
+from .layout import Shape
+from .meta import published_meta
+
+
+@dataclass
+class ModelEntry:
+    """A model whose shard is on disk, ready to be committed."""
+
+    model: str
+    sha256: str
+    source_path: str
+    shard: str
+    meta: dict[str, str]
+    summary: dict
+    layers: list[dict] = field(default_factory=list)
+
+
+class DatabaseLock:
+    """An exclusive ``flock`` on ``DB.h5.lock``; the kernel releases it if the holder dies."""
+
+    def __init__(self, db_path: Path):
+        self.path = layout.lock_path(db_path)
+        self.handle = None
+
+    def acquire(self) -> None:
+        self.handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            self.handle = None
+            raise DatabaseError(f"{self.path.with_suffix('')}: locked by a running writer "
+                                f"({holder}); wait for it to finish") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+class DatabaseWriter:
+    """Appends models to a database, one atomic commit at a time.
+
+    Parameters
+    ----------
+    path : str or Path
+        The master file; created on the first commit.
+    shapes : sequence of (kh, kw), optional
+        Kernel shapes stored as filter datasets. Defaults to the database's own, or
+        3x3 for a new one; a different set for an existing database is an error.
+
+    Examples
+    --------
+    >>> with DatabaseWriter("db.h5") as writer:     # doctest: +SKIP
+    ...     writer.commit([entry])
+    """
+
+    def __init__(self, path, shapes=None):
+        self.path = Path(path)
+        self.shards = layout.shards_dir(self.path)
+        self.lock = DatabaseLock(self.path)
+        self.lock.acquire()
+        try:
+            self._load(shapes)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.shards.mkdir(parents=True, exist_ok=True)
+        for stale in self.shards.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def _load(self, shapes) -> None:
+        requested = tuple(tuple(s) for s in shapes) if shapes else None
+        if not self.path.exists():
+            self.shapes = requested or layout.DEFAULT_SHAPES
+            self.models = pd.DataFrame()
+            self.layers = pd.DataFrame()
+            self.index_columns: list[str] = []
+            return
+        try:
+            with h5py.File(self.path, "r") as handle:
+                attrs = dict(handle.attrs)
+            self.models = pd.read_hdf(self.path, layout.MODELS)
+            self.layers = pd.read_hdf(self.path, layout.LAYERS)
+        except (OSError, KeyError, ValueError) as error:
+            raise DatabaseError(f"{self.path}: not a readable filterdb database "
+                                f"({error})") from None
+        if attrs.get("schema") != layout.SCHEMA_NAME:
+            raise DatabaseError(f"{self.path}: not a filterdb database (no schema attribute)")
+        if int(attrs.get("schema_version", -1)) != layout.SCHEMA_VERSION:
+            raise DatabaseError(f"{self.path}: schema version {attrs.get('schema_version')} "
+                                f"is not {layout.SCHEMA_VERSION}")
+        self.shapes = tuple(layout.parse_shape(s) for s in json.loads(attrs["shapes"]))
+        self.index_columns = json.loads(attrs["index_columns"])
+        if requested and set(requested) != set(self.shapes):
+            stored = ",".join(layout.shape_label(s) for s in self.shapes)
+            raise DatabaseError(f"{self.path}: stores shapes {stored}; build with the "
+                                "same --shapes to append")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.lock.release()
+
+    @property
+    def known_hashes(self) -> dict[str, str]:
+        """sha256 -> model name of every committed model."""
+        if self.models.empty:
+            return {}
+        return dict(zip(self.models["sha256"], self.models["model"], strict=True))
+
+    @property
+    def known_names(self) -> set[str]:
+        return set() if self.models.empty else set(self.models["model"])
+
+    def filter_count(self, shape: Shape) -> int:
+        column = layout.shape_column(shape)
+        if self.models.empty or column not in self.models:
+            return 0
+        return int(self.models[column].sum())
+
+    def commit(self, entries: list[ModelEntry]) -> list[int]:
+        """Add models in the given order and publish them atomically; returns their ids."""
+        if not entries:
+            return []
+        next_id = len(self.models)
+        starts = {shape: self.filter_count(shape) for shape in self.shapes}
+        model_rows, layer_rows, ids = [], [], []
+        for entry in entries:
+            model_id = next_id + len(ids)
+            ids.append(model_id)
+            model_rows.append(self._model_row(model_id, entry, starts))
+            for row in entry.layers:
+                shape = (row["kh"], row["kw"])
+                row = {"model_id": model_id, **row}
+                local = row.pop("local_start")
+                start = starts[shape] + local if shape in starts else -1
+                row["filter_id_start"] = start
+                row["filter_id_stop"] = start + row["n_filters"] if start >= 0 else -1
+                layer_rows.append(row)
+            for shape in self.shapes:
+                starts[shape] += entry.summary["shape_counts"].get(shape, 0)
+            for column in entry.meta:
+                if column not in self.index_columns:
+                    self.index_columns.append(column)
+        models = _concat(self.models, pd.DataFrame(model_rows))
+        layers = _concat(self.layers, pd.DataFrame(layer_rows))
+        self._write_master(_tidy_models(models, self.index_columns), layers)
+        return ids
+
+    def _model_row(self, model_id: int, entry: ModelEntry, starts: dict) -> dict:
+        summary = entry.summary
+        meta = dict(entry.meta)
+        # The index says how a model was trained; fill gaps with what the file shows.
+        meta["Framework"] = meta.get("Framework") or summary["format"]
+        meta["Precision"] = meta.get("Precision") or summary["weight_dtype"]
+        three = summary["shape_counts"].get((3, 3), 0)
+        row = {"model_id": model_id, "model": entry.model, **meta}
+        row.update({key: summary[key] for key in (
+            "format", "weight_dtype", "producer", "opset", "depth", "n_layers",
+            "total_filters", "3x3_filter_share")})
+        row["filter_id_start"] = starts.get((3, 3), -1)
+        row["filter_id_stop"] = starts[(3, 3)] + three if (3, 3) in starts else -1
+        row["nan_count"] = sum(layer["nan_count"] for layer in entry.layers)
+        row["inf_count"] = sum(layer["inf_count"] for layer in entry.layers)
+        row.update({layout.shape_column(s): n for s, n in summary["shape_counts"].items()})
+        row.update({layout.OPERATOR_PREFIX + op: n
+                    for op, n in summary["operator_counts"].items()})
+        row.update({"source_path": entry.source_path, "sha256": entry.sha256,
+                    "shard": entry.shard})
+        return row
+
+    def _write_master(self, models: pd.DataFrame, layers: pd.DataFrame) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with pd.HDFStore(tmp, mode="w") as store:
+                store.put(layout.MODELS, models, format="table")
+                store.put(layout.LAYERS, layers, format="table")
+                store.put(layout.META, published_meta(models, layers, self.index_columns),
+                          format="table")
+            with h5py.File(tmp, "a") as handle:
+                for shape in self.shapes:
+                    self._virtual_filters(handle, models, shape)
+                handle.attrs.update({
+                    "schema": layout.SCHEMA_NAME,
+                    "schema_version": layout.SCHEMA_VERSION,
+                    "filterdb_version": __version__,
+                    "shapes": json.dumps([layout.shape_label(s) for s in self.shapes]),
+                    "index_columns": json.dumps(self.index_columns),
+                    "n_models": len(models),
+                })
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.models, self.layers = models, layers
+
+    def _virtual_filters(self, handle: h5py.File, models: pd.DataFrame, shape: Shape) -> None:
+        name = layout.filters_dataset(shape)
+        column = layout.shape_column(shape)
+        counts = models[column].to_numpy() if column in models else np.zeros(len(models), int)
+        total = int(counts.sum())
+        if total == 0:
+            handle.create_dataset(name, shape=(0, *shape), dtype=np.float32)
+            return
+        virtual = h5py.VirtualLayout(shape=(total, *shape), dtype=np.float32)
+        start = 0
+        for shard, count in zip(models["shard"], counts, strict=True):
+            if count:
+                source = h5py.VirtualSource(f"{self.shards.name}/{shard}", name,
+                                            shape=(int(count), *shape))
+                virtual[start:start + count] = source
+                start += int(count)
+        handle.create_virtual_dataset(name, virtual, fillvalue=np.nan)
+
+    def remove_orphan_shards(self) -> int:
+        """Delete shards no committed model references; returns how many."""
+        used = set() if self.models.empty else set(self.models["shard"])
+        orphans = [p for p in self.shards.glob("*.h5") if p.name not in used]
+        for orphan in orphans:
+            orphan.unlink(missing_ok=True)
+        return len(orphans)
+
+
+def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    return new if old.empty else pd.concat([old, new], ignore_index=True)
+
+
+def _tidy_models(models: pd.DataFrame, index_columns: list[str]) -> pd.DataFrame:
+    """Fill the gaps appending leaves: counts with 0, text with ''; stable column order."""
+    counts = [c for c in models.columns
+              if c.startswith(layout.OPERATOR_PREFIX) or c.endswith(" filters")]
+    models[counts] = models[counts].fillna(0).astype(np.int64)
+    text = [c for c in index_columns if c in models.columns]
+    models[text] = models[text].fillna("").astype(str)
+    core = ["model_id", "model", *text]
+    shapes = sorted(c for c in counts if c.endswith(" filters"))
+    operators = sorted(c for c in counts if c.startswith(layout.OPERATOR_PREFIX))
+    rest = [c for c in models.columns if c not in core + shapes + operators]
+    return models[core + rest + shapes + operators].reset_index(drop=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,467 @@
+"""Tests of the ONNX reader through ``filterdb.readers.open_model``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from filterdb.errors import ModelReadError
+from filterdb.extract import conv_depths, ordered_layers
+from filterdb.readers import Limits, open_model
+
+from . import onnx_builders as ob
+
+
+def _layer(record, name):
+    matches = [layer for layer in record.layers if layer.name == name]
+    assert len(matches) == 1, [layer.name for layer in record.layers]
+    return matches[0]
+
+
+def _inferred_channels(path) -> int:
+    """Output channels of the model's single output, by ONNX shape inference."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    return dims[1].dim_value
+
+
+# 1 -------------------------------------------------------------------------
+
+def test_plain_conv_initializer_and_attributes(tmp_path):
+    weight = ob.random_weight((6, 3, 3, 3), seed=1)
+    path = ob.single_conv(tmp_path / "plain.onnx", weight, strides=[2, 2], dilations=[2, 1])
+    record = open_model(path)
+
+    assert len(record.layers) == 1
+    layer = record.layers[0]
+    assert layer.name == "conv0"
+    assert layer.op_type == "conv"
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert (layer.c_out, layer.c_in_per_group, layer.groups) == (6, 3, 1)
+    assert layer.strides == (2, 2)
+    assert layer.dilations == (2, 1)
+    assert layer.source_dtype == "float32"
+    assert layer.kernel_shape == (3, 3)
+    assert layer.n_filters == 18
+    assert layer.depthwise is False
+    assert layer.depth == 0
+    assert layer.order == 0
+    np.testing.assert_array_equal(layer.filters(), weight.reshape(18, 3, 3))
+    assert record.name == "plain"
+    assert record.path == os.fspath(path)
+    assert record.framework == "onnx"
+
+
+def test_defaults_when_attributes_absent(tmp_path):
+    weight = ob.random_weight((2, 1, 5, 3), seed=2)
+    record = open_model(ob.single_conv(tmp_path / "defaults.onnx", weight))
+    layer = record.layers[0]
+    assert layer.strides == (1, 1)
+    assert layer.dilations == (1, 1)
+    assert layer.groups == 1
+    assert layer.kernel_shape == (5, 3)
+    # one input channel, one group: a plain conv, not a depthwise one
+    assert layer.depthwise is False
+    np.testing.assert_array_equal(layer.filters(), weight.reshape(2, 5, 3))
+
+
+# 2 -------------------------------------------------------------------------
+
+def test_grouped_conv_is_not_depthwise(tmp_path):
+    weight = ob.random_weight((6, 2, 3, 3), seed=3)
+    path = ob.single_conv(tmp_path / "grouped.onnx", weight, group=2)
+    layer = open_model(path).layers[0]
+    assert (layer.c_out, layer.c_in_per_group, layer.groups) == (6, 2, 2)
+    assert layer.c_out == _inferred_channels(path)
+    assert layer.depthwise is False
+    assert layer.n_filters == 12
+    np.testing.assert_array_equal(layer.weight, weight)
+
+
+def test_depthwise_conv(tmp_path):
+    weight = ob.random_weight((5, 1, 3, 3), seed=4)
+    path = ob.single_conv(tmp_path / "dw.onnx", weight, group=5)
+    layer = open_model(path).layers[0]
+    assert (layer.c_out, layer.c_in_per_group, layer.groups) == (5, 1, 5)
+    assert layer.c_out == _inferred_channels(path)
+    assert layer.depthwise is True
+    assert layer.n_filters == 5
+    np.testing.assert_array_equal(layer.filters(), weight.reshape(5, 3, 3))
+
+
+# 3 -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("group", "c_out", "c_in_per_group"), [(1, 3, 4), (2, 6, 2)])
+def test_conv_transpose_layout(tmp_path, group, c_out, c_in_per_group):
+    # ConvTranspose stores (C_in, C_out / group, kh, kw); non-square kernel on purpose
+    weight = ob.random_weight((4, 3, 3, 2), seed=5 + group)
+    path = ob.single_conv(tmp_path / "convt.onnx", weight, op_type="ConvTranspose",
+                          group=group, strides=[2, 2])
+    layer = open_model(path).layers[0]
+    assert layer.op_type == "conv_transpose"
+    assert layer.groups == group
+    assert layer.c_out == c_out
+    assert layer.c_in_per_group == c_in_per_group
+    assert layer.c_out == _inferred_channels(path)
+    assert layer.strides == (2, 2)
+    assert layer.kernel_shape == (3, 2)
+    assert layer.n_filters == 12
+    np.testing.assert_array_equal(layer.weight, weight)
+    np.testing.assert_array_equal(layer.filters(), weight.reshape(-1, 3, 2))
+
+
+# 4 -------------------------------------------------------------------------
+
+def test_weight_from_constant_node_without_initializers(tmp_path):
+    path, weight, _bias = ob.constant_weight_conv(tmp_path / "paddle.onnx")
+    assert not onnx.load(str(path)).graph.initializer
+    record = open_model(path)
+    assert len(record.layers) == 1
+    layer = record.layers[0]
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert layer.source_dtype == "float32"
+    assert (layer.c_out, layer.c_in_per_group) == (4, 3)
+    assert layer.depth == 0
+    # Constant nodes read no real input: they hold no depth level
+    assert record.total_depth == 1
+    assert record.operator_counts == {"Constant": 2, "Conv": 1}
+
+
+# 5 -------------------------------------------------------------------------
+
+def test_weight_through_cast_keeps_source_dtype(tmp_path):
+    path, weight16 = ob.cast_weight_conv(tmp_path / "cast.onnx")
+    layer = open_model(path).layers[0]
+    assert layer.source_dtype == "float16"
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, weight16.astype(np.float32))
+    assert layer.depth == 0
+
+
+def test_weight_through_identity(tmp_path):
+    path, weight = ob.identity_weight_conv(tmp_path / "identity.onnx")
+    record = open_model(path)
+    layer = record.layers[0]
+    assert layer.source_dtype == "float32"
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert layer.order == 2
+    assert record.operator_counts == {"Identity": 2, "Conv": 1}
+
+
+# 6 -------------------------------------------------------------------------
+
+def test_dequantize_linear_per_tensor(tmp_path):
+    weight_q = ob.random_ints((4, 3, 3, 3), np.int8, seed=6)
+    scale = np.float32(0.0375)
+    zero_point = np.int8(-3)
+    path = ob.dequantized_weight_conv(tmp_path / "dq.onnx", weight_q, scale, zero_point)
+    layer = open_model(path).layers[0]
+
+    expected = ((weight_q.astype(np.float64) - float(zero_point)) * float(scale)).astype(
+        np.float32)
+    assert layer.source_dtype == "int8"
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, expected)
+
+
+@pytest.mark.parametrize("axis", [0, -4])
+def test_dequantize_linear_per_channel(tmp_path, axis):
+    weight_q = ob.random_ints((4, 3, 3, 3), np.int8, seed=7)
+    scale = ob.random_scales(4, seed=7)
+    zero_point = np.array([-5, 0, 3, 7], dtype=np.int8)
+    path = ob.dequantized_weight_conv(tmp_path / "dq_axis.onnx", weight_q, scale,
+                                      zero_point, axis=axis)
+    layer = open_model(path).layers[0]
+
+    expected = np.empty(weight_q.shape, dtype=np.float32)
+    for channel in range(4):
+        expected[channel] = ((weight_q[channel].astype(np.float64) - int(zero_point[channel]))
+                             * float(scale[channel]))
+    assert layer.source_dtype == "int8"
+    np.testing.assert_array_equal(layer.weight, expected)
+
+
+# 7 -------------------------------------------------------------------------
+
+def test_conv_integer_subtracts_weight_zero_point(tmp_path):
+    weight = ob.random_ints((4, 3, 3, 3), np.uint8, seed=8)
+    zero_point = np.uint8(131)
+    path = ob.conv_integer(tmp_path / "convint.onnx", weight, zero_point)
+    layer = open_model(path).layers[0]
+
+    expected = (weight.astype(np.int64) - 131).astype(np.float32)
+    assert layer.op_type == "quantized_conv"
+    assert layer.source_dtype == "uint8"
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, expected)
+    assert (layer.c_out, layer.c_in_per_group) == (4, 3)
+
+
+def test_qlinear_conv_per_channel(tmp_path):
+    weight = ob.random_ints((4, 3, 3, 3), np.int8, seed=9)
+    w_scale = ob.random_scales(4, seed=9)
+    w_zero_point = np.array([2, -1, 0, 4], dtype=np.int8)
+    path = ob.qlinear_conv(tmp_path / "qconv.onnx", weight, w_scale, w_zero_point)
+    layer = open_model(path).layers[0]
+
+    expected = ((weight.astype(np.float64) - w_zero_point.astype(np.float64)[:, None, None, None])
+                * w_scale.astype(np.float64)[:, None, None, None]).astype(np.float32)
+    assert layer.op_type == "quantized_conv"
+    assert layer.name == "qconv0"
+    assert layer.source_dtype == "int8"
+    np.testing.assert_array_equal(layer.weight, expected)
+
+
+# 8 -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("dtype", "elem_type", "name"), [
+    (np.float16, TensorProto.FLOAT16, "float16"),
+    (np.float64, TensorProto.DOUBLE, "float64"),
+])
+def test_float_initializer_dtypes(tmp_path, dtype, elem_type, name):
+    weight = ob.random_weight((4, 3, 3, 3), seed=10, dtype=dtype)
+    path = ob.typed_weight_conv(tmp_path / f"{name}.onnx", ob.tensor("W", weight),
+                                elem_type, in_channels=3)
+    layer = open_model(path).layers[0]
+    assert layer.source_dtype == ("double" if name == "float64" else name)
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, weight.astype(np.float32))
+
+
+def test_bfloat16_initializer(tmp_path):
+    values = ob.random_weight((4, 3, 3, 3), seed=11)
+    proto, expected = ob.bfloat16_tensor("W", values)
+    path = ob.typed_weight_conv(tmp_path / "bf16.onnx", proto, TensorProto.BFLOAT16,
+                                in_channels=3, check=False)
+    layer = open_model(path).layers[0]
+    assert layer.source_dtype == "bfloat16"
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, expected)
+    # bfloat16 keeps float32's exponent and 8 bits of mantissa
+    np.testing.assert_allclose(layer.weight, values, rtol=2**-7)
+
+
+# 9 -------------------------------------------------------------------------
+
+def test_parallel_branches_share_conv_depth(tmp_path):
+    path, weights = ob.parallel_branches(tmp_path / "branches.onnx")
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == ["conv_a", "conv_b", "conv_c"]
+    assert [layer.depth for layer in record.layers] == [0, 0, 2]
+    assert [layer.order for layer in record.layers] == [0, 1, 3]
+    assert conv_depths(record.layers) == [(0, 0.0), (0, 0.0), (1, 1.0)]
+    for layer in record.layers:
+        np.testing.assert_array_equal(layer.weight, weights[layer.name])
+    assert record.total_depth == 3
+    assert record.operator_counts == {"Conv": 3, "Add": 1}
+
+
+def test_unequal_branches_take_longest_path(tmp_path):
+    record = open_model(ob.unequal_branches(tmp_path / "unequal.onnx"))
+    assert [layer.name for layer in record.layers] == ["conv_a", "conv_b", "conv_c"]
+    assert [layer.depth for layer in record.layers] == [1, 0, 3]
+    assert conv_depths(record.layers) == [(1, 0.5), (0, 0.0), (2, 1.0)]
+    assert [layer.name for layer in ordered_layers(record)] == ["conv_b", "conv_a", "conv_c"]
+    assert record.total_depth == 4
+
+
+def test_node_order_in_file_does_not_change_depths(tmp_path):
+    """Nodes stored out of topological order still get longest-path depths."""
+    path, _ = ob.parallel_branches(tmp_path / "sorted.onnx")
+    model = onnx.load(str(path))
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    record = open_model(ob.save(model, tmp_path / "reversed.onnx"))
+    assert [layer.name for layer in record.layers] == ["conv_c", "conv_b", "conv_a"]
+    assert [layer.depth for layer in record.layers] == [2, 0, 0]
+    assert [layer.order for layer in record.layers] == [0, 2, 3]
+    assert [layer.name for layer in ordered_layers(record)] == ["conv_b", "conv_a", "conv_c"]
+    assert record.total_depth == 3
+
+
+# 10 ------------------------------------------------------------------------
+
+def test_single_conv_depth_norm_is_zero(tmp_path):
+    weight = ob.random_weight((4, 3, 3, 3), seed=12)
+    record = open_model(ob.single_conv(tmp_path / "one.onnx", weight))
+    assert conv_depths(record.layers) == [(0, 0.0)]
+    assert record.total_depth == 1
+
+
+# 11 ------------------------------------------------------------------------
+
+def test_computed_weight_raises_naming_node(tmp_path):
+    path = ob.computed_weight_conv(tmp_path / "computed.onnx")
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert caught.value.path == os.fspath(path)
+    assert "'conv0'" in caught.value.reason
+    assert "Add" in caught.value.reason
+    assert str(caught.value) == f"{path}: {caught.value.reason}"
+
+
+def test_constant_side_computation_not_counted_in_depth(tmp_path):
+    record = open_model(ob.conv_with_constant_side_branch(tmp_path / "side.onnx"))
+    assert record.total_depth == 2  # conv0 (0) and relu0 (1) only
+    assert [layer.depth for layer in record.layers] == [0]
+    assert record.operator_counts == {"Conv": 1, "Relu": 1, "Constant": 1, "Mul": 1,
+                                      "Add": 1, "Neg": 1}
+
+
+# 12 ------------------------------------------------------------------------
+
+def test_external_data_is_read(tmp_path):
+    path, weight = ob.with_external_weight(tmp_path / "ext.onnx")
+    assert (tmp_path / "w.bin").is_file()
+    assert not onnx.load(str(path), load_external_data=False).graph.initializer[0].raw_data
+    layer = open_model(path).layers[0]
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert layer.n_filters == 24
+
+
+def test_external_data_missing(tmp_path):
+    path, _ = ob.with_external_weight(tmp_path / "ext.onnx")
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert caught.value.path == os.fspath(path)
+    assert "w.bin" in caught.value.reason
+
+
+def test_external_data_truncated(tmp_path):
+    path, weight = ob.with_external_weight(tmp_path / "ext.onnx")
+    data = (tmp_path / "w.bin").read_bytes()
+    (tmp_path / "w.bin").write_bytes(data[: weight.nbytes - 4])
+    with pytest.raises(ModelReadError, match="truncated"):
+        open_model(path)
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute"])
+def test_external_data_outside_folder(tmp_path, kind):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path, weight = ob.with_external_weight(folder / "ext.onnx")
+    # the escaping target exists and holds the right bytes: only its place is wrong
+    evil = tmp_path / "evil.bin"
+    shutil.copyfile(folder / "w.bin", evil)
+    location = "../evil.bin" if kind == "relative" else os.fspath(evil)
+    ob.relocate_external_data(path, location)
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert "outside" in caught.value.reason
+    assert caught.value.path == os.fspath(path)
+
+
+# 13 ------------------------------------------------------------------------
+
+def test_weight_from_graph_input_raises_naming_node(tmp_path):
+    path = ob.weight_from_graph_input(tmp_path / "input_weight.onnx")
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert "'conv0'" in caught.value.reason
+    assert "'W'" in caught.value.reason
+
+
+def test_cycle_raises(tmp_path):
+    path = ob.cyclic(tmp_path / "cycle.onnx")
+    with pytest.raises(ModelReadError, match="cycle") as caught:
+        open_model(path)
+    assert caught.value.path == os.fspath(path)
+
+
+def test_truncated_file_raises(tmp_path):
+    weight = ob.random_weight((16, 8, 3, 3), seed=13)
+    good = ob.single_conv(tmp_path / "good.onnx", weight)
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelReadError) as caught:
+        open_model(bad)
+    assert caught.value.path == os.fspath(bad)
+
+
+def test_text_file_named_onnx_raises(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\nsecond line of plain text\n" * 20)
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert caught.value.path == os.fspath(path)
+
+
+def test_raw_data_shorter_than_dims_raises(tmp_path):
+    path = ob.short_raw_data(tmp_path / "short.onnx")
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert "'W'" in caught.value.reason
+    assert "216 bytes" in caught.value.reason
+
+
+def test_missing_file_raises(tmp_path):
+    path = tmp_path / "absent.onnx"
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert caught.value.path == os.fspath(path)
+
+
+def test_unknown_extension_raises(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with pytest.raises(ModelReadError, match="no reader"):
+        open_model(path)
+
+
+def test_onnx_content_found_under_other_extension(tmp_path):
+    weight = ob.random_weight((4, 3, 3, 3), seed=14)
+    path = ob.single_conv(tmp_path / "model.bin", weight)
+    np.testing.assert_array_equal(open_model(path).layers[0].weight, weight)
+
+
+def test_limits_are_enforced(tmp_path):
+    weight = ob.random_weight((4, 3, 3, 3), seed=15)
+    path = ob.single_conv(tmp_path / "limits.onnx", weight)
+    with pytest.raises(ModelReadError, match="element limit"):
+        open_model(path, Limits(max_tensor_elements=weight.size - 1))
+    with pytest.raises(ModelReadError, match="exceeds the limit"):
+        open_model(path, Limits(max_file_bytes=path.stat().st_size - 1))
+    assert len(open_model(path, Limits(max_tensor_elements=weight.size)).layers) == 1
+
+
+# 14 ------------------------------------------------------------------------
+
+def test_conv1d_is_ignored(tmp_path):
+    record = open_model(ob.conv1d(tmp_path / "conv1d.onnx"))
+    assert record.layers == []
+    assert record.operator_counts == {"Conv": 1}
+    assert record.total_depth == 1
+
+
+# 15 ------------------------------------------------------------------------
+
+def test_operator_counts_total_depth_and_provenance(tmp_path):
+    path, weights = ob.chain_conv_relu_conv(tmp_path / "chain.onnx")
+    record = open_model(path)
+    assert record.operator_counts == {"Conv": 2, "Relu": 1}
+    assert record.total_depth == 3
+    assert [layer.depth for layer in record.layers] == [0, 2]
+    assert [layer.order for layer in record.layers] == [0, 2]
+    assert conv_depths(record.layers) == [(0, 0.0), (1, 1.0)]
+    for layer, weight in zip(record.layers, weights, strict=True):
+        np.testing.assert_array_equal(layer.weight, weight)
+    assert record.producer == f"{ob.PRODUCER_NAME} {ob.PRODUCER_VERSION}"
+    assert record.opset == ob.OPSET
+
+
+def test_opset_ignores_other_domains(tmp_path):
+    weight = ob.random_weight((4, 3, 3, 3), seed=16)
+    model = ob.make_model([ob.conv("conv0", "x", "W", "y")], [ob.image_input("x", 3)],
+                          [ob.output("y")], [ob.tensor("W", weight)], opset=17)
+    model.opset_import.insert(0, helper.make_opsetid("com.microsoft", 1))
+    record = open_model(ob.save(model, tmp_path / "domains.onnx"))
+    assert record.opset == 17
