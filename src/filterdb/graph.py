@@ -81,9 +81,21 @@ def node_depths(nodes: Sequence[Node], graph_inputs: Iterable[str]) -> list[int 
             if pending[succ] == 0:
                 queue.append(succ)
     if done != len(nodes):
-        stuck = next(i for i, count in enumerate(pending) if count > 0)
-        raise GraphCycleError(f"the graph has a cycle through node {nodes[stuck].name!r}")
+        raise GraphCycleError(f"the graph has a cycle through node "
+                              f"{nodes[_node_on_cycle(nodes, producer, pending)].name!r}")
     return depth
+
+
+def _node_on_cycle(nodes: Sequence[Node], producer: dict[str, int], pending: list[int]) -> int:
+    """Walk unfinished predecessors from an unfinished node until one repeats: it is on a
+    cycle (every unfinished node has an unfinished predecessor)."""
+    index = next(i for i, count in enumerate(pending) if count > 0)
+    seen: set[int] = set()
+    while index not in seen:
+        seen.add(index)
+        index = next(producer[name] for name in nodes[index].inputs
+                     if name in producer and pending[producer[name]] > 0)
+    return index
 
 
 def total_depth(depths: Iterable[int | None]) -> int:

@@ -54,8 +54,9 @@ def image_input(name: str, channels: int, elem_type=TensorProto.FLOAT, rank: int
     return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-def output(name: str, elem_type=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem_type, None)
+def output(name: str, elem_type=TensorProto.FLOAT, rank: int = 4):
+    """A graph output of known rank and unknown dimensions."""
+    return helper.make_tensor_value_info(name, elem_type, [None] * rank)
 
 
 def conv(name: str, x: str, w: str, y: str, op_type: str = "Conv", **attrs):
@@ -102,8 +103,8 @@ def single_conv(path: Path, weight: np.ndarray, *, op_type: str = "Conv",
     rank = weight.ndim
     elem = helper.np_dtype_to_tensor_dtype(weight.dtype)
     node = conv("conv0", "x", "W", "y", op_type=op_type, group=group, **attrs)
-    model = make_model([node], [image_input("x", in_channels, elem, rank)], [output("y", elem)],
-                       [tensor("W", weight)], check=check)
+    model = make_model([node], [image_input("x", in_channels, elem, rank)],
+                       [output("y", elem, rank)], [tensor("W", weight)], check=check)
     return save(model, path)
 
 
@@ -270,7 +271,7 @@ def conv_with_constant_side_branch(path: Path, seed: int = 0) -> Path:
              helper.make_node("Mul", ["s0", "s0"], ["s1"], name="mul_side"),
              helper.make_node("Add", ["s1", "s0"], ["s2"], name="add_side"),
              helper.make_node("Neg", ["s2"], ["side"], name="neg_side")]
-    model = make_model(nodes, [image_input("x", 3)], [output("y"), output("side")],
+    model = make_model(nodes, [image_input("x", 3)], [output("y"), output("side", rank=1)],
                        [tensor("W", random_weight((4, 3, 3, 3), seed))])
     return save(model, path)
 
@@ -333,3 +334,30 @@ def relocate_external_data(path: Path, location: str) -> None:
             if entry.key == "location":
                 entry.value = location
     save(model, path)
+
+
+def block_dequantized_weight_conv(path: Path, weight_q: np.ndarray, scale: np.ndarray,
+                                  zero_point: np.ndarray, axis: int, block_size: int) -> Path:
+    """int8 initializer -> blocked DequantizeLinear (opset 21 ``block_size``) -> Conv weight."""
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws", "Wzp"], ["W"], name="dq_w",
+                              axis=axis, block_size=block_size),
+             conv("conv0", "x", "W", "y")]
+    model = make_model(nodes, [image_input("x", weight_q.shape[1])], [output("y")],
+                       [tensor("Wq", weight_q), tensor("Ws", scale), tensor("Wzp", zero_point)])
+    return save(model, path)
+
+
+def int4_dequantized_weight_conv(path: Path, values: np.ndarray, scale: np.float32) -> Path:
+    """INT4 initializer (two values packed per byte) -> DequantizeLinear -> Conv weight.
+
+    ``values`` are small integers in [-8, 7]; needs ml_dtypes (onnx >= 1.16 ships with it).
+    """
+    import ml_dtypes
+
+    weight_q = numpy_helper.from_array(values.astype(ml_dtypes.int4), "Wq")
+    assert weight_q.data_type == TensorProto.INT4
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "Ws"], ["W"], name="dq_w"),
+             conv("conv0", "x", "W", "y")]
+    model = make_model(nodes, [image_input("x", values.shape[1])], [output("y")],
+                       [weight_q, tensor("Ws", scale)])
+    return save(model, path)

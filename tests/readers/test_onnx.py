@@ -46,7 +46,7 @@ def test_plain_conv_initializer_and_attributes(tmp_path):
     assert (layer.c_out, layer.c_in_per_group, layer.groups) == (6, 3, 1)
     assert layer.strides == (2, 2)
     assert layer.dilations == (2, 1)
-    assert layer.source_dtype == "float32"
+    assert layer.source_dtype == "float32"  # the ConvLayer default spelling
     assert layer.kernel_shape == (3, 3)
     assert layer.n_filters == 18
     assert layer.depthwise is False
@@ -125,7 +125,7 @@ def test_weight_from_constant_node_without_initializers(tmp_path):
     assert len(record.layers) == 1
     layer = record.layers[0]
     np.testing.assert_array_equal(layer.weight, weight)
-    assert layer.source_dtype == "float32"
+    assert layer.source_dtype == "float32"  # the ConvLayer default spelling
     assert (layer.c_out, layer.c_in_per_group) == (4, 3)
     assert layer.depth == 0
     # Constant nodes read no real input: they hold no depth level
@@ -148,7 +148,7 @@ def test_weight_through_identity(tmp_path):
     path, weight = ob.identity_weight_conv(tmp_path / "identity.onnx")
     record = open_model(path)
     layer = record.layers[0]
-    assert layer.source_dtype == "float32"
+    assert layer.source_dtype == "float32"  # the ConvLayer default spelling
     np.testing.assert_array_equal(layer.weight, weight)
     assert layer.order == 2
     assert record.operator_counts == {"Identity": 2, "Conv": 1}
@@ -185,6 +185,35 @@ def test_dequantize_linear_per_channel(tmp_path, axis):
                              * float(scale[channel]))
     assert layer.source_dtype == "int8"
     np.testing.assert_array_equal(layer.weight, expected)
+
+
+def test_dequantize_linear_blocked(tmp_path):
+    """opset-21 block quantization: one scale per block of 2 input channels."""
+    weight_q = ob.random_ints((4, 4, 3, 3), np.int8, seed=17)
+    scale = ob.random_scales(4 * 2 * 3 * 3, seed=17).reshape(4, 2, 3, 3)
+    zero_point = ob.random_ints((4, 2, 3, 3), np.int8, seed=18) // 16
+    path = ob.block_dequantized_weight_conv(tmp_path / "dq_block.onnx", weight_q, scale,
+                                            zero_point, axis=1, block_size=2)
+    layer = open_model(path).layers[0]
+
+    expected = np.empty(weight_q.shape, dtype=np.float32)
+    for o in range(4):
+        for i in range(4):
+            expected[o, i] = ((weight_q[o, i].astype(np.float64)
+                               - zero_point[o, i // 2].astype(np.float64))
+                              * scale[o, i // 2].astype(np.float64))
+    assert layer.source_dtype == "int8"
+    np.testing.assert_array_equal(layer.weight, expected)
+
+
+def test_dequantize_linear_int4(tmp_path):
+    """INT4 weights pack two values per byte: 108 values in 54 bytes."""
+    values = np.random.default_rng(19).integers(-8, 8, size=(4, 3, 3, 3)).astype(np.int8)
+    scale = np.float32(0.125)
+    path = ob.int4_dequantized_weight_conv(tmp_path / "int4.onnx", values, scale)
+    layer = open_model(path).layers[0]
+    assert layer.source_dtype == "int4"
+    np.testing.assert_array_equal(layer.weight, values.astype(np.float32) * np.float32(0.125))
 
 
 # 7 -------------------------------------------------------------------------
@@ -229,7 +258,7 @@ def test_float_initializer_dtypes(tmp_path, dtype, elem_type, name):
     path = ob.typed_weight_conv(tmp_path / f"{name}.onnx", ob.tensor("W", weight),
                                 elem_type, in_channels=3)
     layer = open_model(path).layers[0]
-    assert layer.source_dtype == ("double" if name == "float64" else name)
+    assert layer.source_dtype == name
     assert layer.weight.dtype == np.float32
     np.testing.assert_array_equal(layer.weight, weight.astype(np.float32))
 

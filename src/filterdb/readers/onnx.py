@@ -27,6 +27,8 @@ _CONV_OPS = {
     "QLinearConv": (QUANTIZED_CONV, 3),
 }
 _PASS_THROUGH = {"Identity", "Cast"}
+# TensorProto data types stored two per byte (INT4, UINT4, FLOAT4E2M1).
+_PACKED_4BIT = {22, 21, 23}
 
 
 def sniff(head: bytes, path: Path) -> bool:
@@ -87,13 +89,14 @@ def _conv_layer(node, name: str, tensors: _TensorSource) -> ConvLayer | None:
     weight, source_dtype = tensors.resolve(node.input[weight_index], name)
     if weight.ndim != 4:
         return None  # 1-D and 3-D convolutions hold no 2-D filters
-    if node.op_type == "ConvInteger":
-        zero_point = _optional_input(node, 3, tensors, name)
-        weight = _dequantize(weight, None, zero_point)
-    elif node.op_type == "QLinearConv":
-        scale = tensors.resolve(node.input[4], name)[0]
-        zero_point = _optional_input(node, 5, tensors, name)
-        weight = _dequantize(weight, scale, zero_point)
+    try:
+        if node.op_type == "ConvInteger":
+            weight = _dequantize(weight, None, _optional_input(node, 3, tensors, name))
+        elif node.op_type == "QLinearConv":
+            scale = tensors.resolve(node.input[4], name)[0]
+            weight = _dequantize(weight, scale, _optional_input(node, 5, tensors, name))
+    except ValueError as error:
+        raise ModelReadError(tensors.path, f"{node.op_type} node {name!r}: {error}") from None
     attrs = {a.name: a for a in node.attribute}
     groups = int(attrs["group"].i) if "group" in attrs else 1
     if kind == CONV_TRANSPOSE:
@@ -119,16 +122,24 @@ def _optional_input(node, index, tensors, name):
     return None
 
 
-def _dequantize(values: np.ndarray, scale, zero_point, axis: int = 0) -> np.ndarray:
-    """(values - zero_point) * scale; per-channel parameters broadcast along ``axis``."""
+def _dequantize(values: np.ndarray, scale, zero_point, axis: int = 0,
+                block_size: int = 0) -> np.ndarray:
+    """(values - zero_point) * scale; per-channel parameters broadcast along ``axis``,
+    blocked ones (opset 21, same rank as ``values``) repeated ``block_size`` times."""
 
     def along_axis(param):
         param = np.asarray(param, dtype=np.float32)
-        if param.ndim == 1 and param.size > 1:
+        if param.size == 1:
+            return param.reshape(())
+        if param.ndim == 1:
             shape = [1] * values.ndim
             shape[axis] = param.size
             return param.reshape(shape)
-        return param.reshape(())
+        if param.ndim == values.ndim and block_size > 0:
+            repeated = np.repeat(param, block_size, axis=axis)
+            return np.take(repeated, np.arange(values.shape[axis]), axis=axis)
+        raise ValueError(f"quantization parameter of shape {param.shape} does not fit "
+                         f"a weight of shape {values.shape}")
 
     result = values.astype(np.float32)
     if zero_point is not None:
@@ -170,9 +181,15 @@ class _TensorSource:
             scale = self.resolve(node.input[1], consumer, hops + 1)[0]
             zero_point = (self.resolve(node.input[2], consumer, hops + 1)[0]
                           if len(node.input) > 2 and node.input[2] else None)
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            return _dequantize(values, scale, zero_point, axis % max(values.ndim, 1)), \
-                source_dtype
+            attrs = {a.name: a.i for a in node.attribute}
+            try:
+                weight = _dequantize(values, scale, zero_point,
+                                     attrs.get("axis", 1) % max(values.ndim, 1),
+                                     attrs.get("block_size", 0))
+            except ValueError as error:
+                raise ModelReadError(self.path, f"DequantizeLinear node {node.name!r} feeding "
+                                                f"{consumer!r}: {error}") from None
+            return weight, source_dtype
         raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
                                         f"{consumer!r}: it is computed by a {node.op_type} node")
 
@@ -186,19 +203,20 @@ class _TensorSource:
             raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims}, "
                                             "beyond the element limit")
         try:
-            np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            dtype_name = onnx.TensorProto.DataType.Name(tensor.data_type).lower()
+            np_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
         except (KeyError, ValueError):
             raise ModelReadError(self.path, f"tensor {tensor.name!r} has unknown data type "
                                             f"{tensor.data_type}") from None
-        itemsize = np.dtype(np_dtype).itemsize
+        # 4-bit types pack two values per byte.
+        nbytes = ((elements + 1) // 2 if tensor.data_type in _PACKED_4BIT
+                  else elements * np_dtype.itemsize)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            tensor = self._with_external_data(tensor, elements * itemsize)
-        elif tensor.HasField("raw_data") and len(tensor.raw_data) != elements * itemsize:
+            tensor = self._with_external_data(tensor, nbytes)
+        elif tensor.HasField("raw_data") and len(tensor.raw_data) != nbytes:
             raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but holds "
                                             f"{len(tensor.raw_data)} bytes")
         try:
-            return numpy_helper.to_array(tensor).reshape(dims), dtype_name
+            return numpy_helper.to_array(tensor).reshape(dims), np_dtype.name
         except (ValueError, TypeError) as error:
             raise ModelReadError(self.path, f"tensor {tensor.name!r}: "
                                             f"{_first_line(error)}") from None

@@ -1,0 +1,245 @@
+"""Degeneration metrics of conv layers and the verdicts built on them.
+
+Formulas follow the CNN Filter DB method (``method.md``) and agree with
+torchconvquality 0.3.0 where that tool is defined. Where it breaks, the values
+here are defined and documented:
+
+=========================  ======================  ==========================
+case                       torchconvquality        filterdb
+=========================  ======================  ==========================
+one output channel         orthogonality -inf      orthogonality 1.0 (no pairs)
+one or two filters         NaN / negative norm     entropies 0.0 (no spread)
+zero variance ratios       NaN (0 log 0)           0 log 0 = 0
+all-zero layer             warnings, NaN           sparsity 1, entropies 0
+no non-sparse filter       NaN clean entropies     clean entropies 0.0
+float16 / bfloat16 input   raises                  computed in float64
+=========================  ======================  ==========================
+
+The variance spectrum comes from the k*k x k*k scatter matrix of each layer
+(``eigvalsh``, batched over layers of equal kernel size) instead of an SVD of the
+n x k*k filter matrix; orthogonality from a Gram matrix computed in row blocks.
+BLAS runs single-threaded here: the matrices are small, and a busy-waiting
+thread pool collapses when another process holds the other core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+#: Logistic fit of the entropy of random layers against log2(n) (torchconvquality 0.3.0).
+ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
+#: Rows of the Gram matrix per block: bounds memory at ~block x c_out floats.
+GRAM_BLOCK_ROWS = 512
+
+METRIC_COLUMNS = ("n", "sparsity", "variance_entropy", "variance_entropy_norm",
+                  "variance_entropy_clean", "variance_entropy_clean_norm", "orthogonality",
+                  "weight_l1", "weight_l2", "weight_max")
+
+OK, SPARSE, LOW_DIVERSITY, RANDOM_LIKE = "ok", "sparse", "low-diversity", "random-like"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits that turn metrics into verdicts (see ``docs/quality.md`` for how they were set).
+
+    Attributes
+    ----------
+    sparse : float
+        A layer with at least this share of sparse filters is ``sparse``.
+    low_diversity : float
+        A layer whose normalised clean entropy is below this is ``low-diversity``.
+    random_like : float
+        A layer whose normalised entropy is at least this, with sparsity below
+        ``random_sparsity``, is ``random-like``.
+    random_sparsity : float
+        Fresh initialisations have almost no sparse filters.
+    untrained_share : float
+        A model is "looks untrained" when more than this share of layers is random-like.
+    sparsity_eps : float
+        Relative threshold for a sparse filter: every |value| < eps * max|W|.
+    """
+
+    sparse: float = 0.5
+    low_diversity: float = 0.5
+    random_like: float = 0.9
+    random_sparsity: float = 0.01
+    untrained_share: float = 0.5
+    sparsity_eps: float = 0.01
+
+
+def entropy_threshold(n: int | np.ndarray) -> np.ndarray:
+    """Expected variance entropy of a random layer with ``n`` filters."""
+    scale, x0, k, offset = ENTROPY_FIT
+    return scale / (1 + np.exp(-k * (np.log2(np.maximum(n, 1)) - x0))) + offset
+
+
+def sparse_mask(filters: np.ndarray, eps: float = 0.01) -> np.ndarray:
+    """Boolean per filter: every value below eps * max|W| (threshold 1 for an all-zero layer).
+
+    Examples
+    --------
+    >>> sparse_mask(np.array([[0.0, 0.001], [1.0, 0.0]]))
+    array([ True, False])
+    """
+    magnitude = np.abs(filters)
+    threshold = float(magnitude.max(initial=0.0)) * eps
+    threshold = threshold if threshold > 0 else 1.0
+    return (magnitude < threshold).all(axis=1)
+
+
+def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
+    """Entropy (log10) of the variance ratios of an (n, k*k) filter matrix, and its
+    normalised form. Single-layer wrapper around :func:`batched_entropies`."""
+    entropy, normalised = batched_entropies(filters[None].astype(np.float64),
+                                            np.ones((1, len(filters)), dtype=bool))
+    return float(entropy[0]), float(normalised[0])
+
+
+def batched_entropies(stack: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entropies for L layers at once.
+
+    Parameters
+    ----------
+    stack : (L, n_max, d) float64
+        Filters of each layer, padded with anything beyond each layer's rows.
+    masks : (L, n_max) bool
+        Which rows count (padding and, for the clean variant, sparse filters excluded).
+    """
+    weights = masks.astype(np.float64)
+    counts = weights.sum(axis=1)
+    sums = np.einsum("ln,lnd->ld", weights, stack)
+    scatter = np.einsum("ln,lnd,lne->lde", weights, stack, stack)
+    safe = np.maximum(counts, 1)[:, None, None]
+    scatter -= sums[:, :, None] * sums[:, None, :] / safe
+    return _entropy_from_scatter(scatter, counts)
+
+
+def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = np.clip(np.linalg.eigvalsh(scatter), 0.0, None)
+    total = values.sum(axis=1, keepdims=True)
+    ratios = np.divide(values, total, out=np.zeros_like(values), where=total > 0)
+    logs = np.log10(ratios, out=np.zeros_like(ratios), where=ratios > 0)
+    entropy = -(ratios * logs).sum(axis=1)
+    entropy[counts < 3] = 0.0  # one or two filters span at most one direction
+    normalised = np.where(counts >= 3, entropy / entropy_threshold(counts), 0.0)
+    return entropy, normalised
+
+
+def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> float:
+    """1 - mean |G - I| over off-diagonal pairs of the row-normalised (c_out, rest) weight.
+
+    Computed in row blocks so memory stays at ``block_rows * c_out`` floats; 1.0 for
+    a single output channel.
+    """
+    rows = weight.reshape(weight.shape[0], -1)
+    c_out = rows.shape[0]
+    if c_out < 2:
+        return 1.0
+    dtype = np.float64 if rows.size <= 2**25 else np.float32
+    rows = rows.astype(dtype)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    rows = rows / norms
+    total = 0.0
+    for start in range(0, c_out, block_rows):
+        block = rows[start:start + block_rows] @ rows.T
+        index = np.arange(len(block))
+        block[index, start + index] -= 1
+        total += float(np.abs(block, out=block).sum(dtype=np.float64))
+    return 1.0 - total / (c_out * (c_out - 1))
+
+
+def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict]:
+    """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw), batched by kernel size.
+
+    Returns one dict per weight with the keys of :data:`METRIC_COLUMNS`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> row = layer_metrics([rng.standard_normal((64, 64, 3, 3))])[0]
+    >>> round(row["variance_entropy"], 2), row["sparsity"]
+    (0.95, 0.0)
+    """
+    results: list[dict] = [{} for _ in weights]
+    with threadpool_limits(limits=1):
+        by_size: dict[int, list[int]] = {}
+        for index, weight in enumerate(weights):
+            if weight.ndim != 4:
+                raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
+            by_size.setdefault(weight.shape[2] * weight.shape[3], []).append(index)
+            results[index].update(_norms_and_orthogonality(weight))
+        for size, indices in by_size.items():
+            _entropies_for(weights, indices, size, eps, results)
+    return results
+
+
+def _norms_and_orthogonality(weight: np.ndarray) -> dict:
+    values = weight.astype(np.float64, copy=False)
+    return {"weight_l1": float(np.abs(values).sum()),
+            "weight_l2": float(np.sqrt(np.square(values).sum())),
+            "weight_max": float(np.abs(values).max(initial=0.0)),
+            "orthogonality": orthogonality(weight)}
+
+
+def _entropies_for(weights, indices, size, eps, results) -> None:
+    """Scatter matrices per layer (masked full and clean), one batched eigvalsh."""
+    scatters, counts = [], []
+    for index in indices:
+        filters = weights[index].reshape(-1, size).astype(np.float64)
+        mask = sparse_mask(filters, eps)
+        n = len(filters)
+        results[index]["n"] = n
+        results[index]["sparsity"] = float(mask.sum() / n) if n else 0.0
+        for rows in (filters, filters[~mask]):
+            sums = rows.sum(axis=0)
+            scatter = rows.T @ rows - np.outer(sums, sums) / max(len(rows), 1)
+            scatters.append(scatter)
+            counts.append(len(rows))
+    entropy, normalised = _entropy_from_scatter(np.stack(scatters), np.array(counts))
+    for position, index in enumerate(indices):
+        results[index]["variance_entropy"] = float(entropy[2 * position])
+        results[index]["variance_entropy_norm"] = float(normalised[2 * position])
+        results[index]["variance_entropy_clean"] = float(entropy[2 * position + 1])
+        results[index]["variance_entropy_clean_norm"] = float(normalised[2 * position + 1])
+
+
+def layer_verdict(metrics: dict, thresholds: Thresholds = Thresholds()) -> tuple[str, str]:
+    """(verdict, reason in words) for one layer's metrics."""
+    if metrics["sparsity"] >= thresholds.sparse:
+        return SPARSE, (f"{metrics['sparsity']:.0%} of filters are near zero "
+                        f"(limit {thresholds.sparse:.0%})")
+    if (metrics["variance_entropy_norm"] >= thresholds.random_like
+            and metrics["sparsity"] < thresholds.random_sparsity):
+        return RANDOM_LIKE, (f"filters as diverse as random initialisation (normalised "
+                             f"entropy {metrics['variance_entropy_norm']:.2f} >= "
+                             f"{thresholds.random_like})")
+    if metrics["n"] >= 3 and metrics["variance_entropy_clean_norm"] < thresholds.low_diversity:
+        return LOW_DIVERSITY, (f"filters are copies of few patterns (normalised clean "
+                               f"entropy {metrics['variance_entropy_clean_norm']:.2f} < "
+                               f"{thresholds.low_diversity})")
+    return OK, ""
+
+
+def model_verdict(verdicts: Sequence[str], thresholds: Thresholds = Thresholds()) -> dict:
+    """Share of degenerated layers and a model-level verdict."""
+    n = len(verdicts)
+    random_share = sum(v == RANDOM_LIKE for v in verdicts) / n if n else 0.0
+    degenerated = sum(v != OK for v in verdicts) / n if n else 0.0
+    if random_share > thresholds.untrained_share:
+        verdict = "looks untrained"
+    elif degenerated > 0:
+        verdict = "has degenerated layers"
+    else:
+        verdict = "ok"
+    return {"layers": n, "degenerated_share": degenerated, "random_like_share": random_share,
+            "verdict": verdict}
+
+
+__all__ = ["METRIC_COLUMNS", "Thresholds", "asdict", "batched_entropies", "entropy_threshold",
+           "layer_metrics", "layer_verdict", "model_verdict", "orthogonality", "sparse_mask",
+           "variance_entropy"]
