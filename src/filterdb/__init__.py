@@ -1,6 +1,7 @@
 """filterdb: build, store, check and analyse databases of trained convolution filters."""
 
 from ._version import __version__
+from .api import quality
 from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
 from .store.reader import FilterDB, Selection
 
@@ -28,4 +29,4 @@ def open(path) -> FilterDB:  # noqa: A001 - mirrors h5py.File / xarray.open_data
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",
-           "Selection", "__version__", "open"]
+           "Selection", "__version__", "open", "quality"]

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import extract
+from . import extract, layer_quality
 from .errors import FilterDBError, IndexFileError, ModelReadError
 from .index import PlannedModel, plan_zoo
 from .readers import Limits, model_extensions, open_model
@@ -27,6 +27,9 @@ from .store.shard import read_record_json, write_shard
 from .store.writer import DatabaseWriter, ModelEntry
 
 ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
+#: Quality columns of the layers table ("n" is already there as n_filters).
+QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (
+    "verdict", "reason")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class BuildOptions:
     shapes: tuple[tuple[int, int], ...] | None = None
     strict: bool = False
     limits: Limits = field(default_factory=Limits)
+    thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
     commit_seconds: float = 1.0
 
 
@@ -52,6 +56,8 @@ class ModelOutcome:
     filters: dict[str, int] = field(default_factory=dict)
     nan_count: int = 0
     inf_count: int = 0
+    quality_verdict: str = ""
+    degenerated_share: float = 0.0
 
 
 @dataclass
@@ -98,6 +104,7 @@ class _Job:
     shards: Path
     shapes: tuple[tuple[int, int], ...]
     limits: Limits
+    thresholds: layer_quality.Thresholds
 
 
 def build(zoo, database, index=None, options: BuildOptions | None = None,
@@ -145,7 +152,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     notify = on_outcome or (lambda outcome, report: None)
     with DatabaseWriter(database, options.shapes) as writer:
         jobs = [_Job(planned, writer.known_hashes, writer.shards, writer.shapes,
-                     options.limits) for planned in plan.models]
+                     options.limits, options.thresholds) for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
         except KeyboardInterrupt:
@@ -230,7 +237,9 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
     return ModelOutcome(entry.model, entry.source_path, ADDED, model_id=model_id,
                         filters={layout.shape_label(s): n for s, n in counts.items()},
                         nan_count=sum(r["nan_count"] for r in entry.layers),
-                        inf_count=sum(r["inf_count"] for r in entry.layers))
+                        inf_count=sum(r["inf_count"] for r in entry.layers),
+                        quality_verdict=entry.summary["quality_verdict"],
+                        degenerated_share=entry.summary["degenerated_share"])
 
 
 def _process(job: _Job) -> ModelEntry | ModelOutcome:
@@ -250,10 +259,18 @@ def _process(job: _Job) -> ModelEntry | ModelOutcome:
         layers = extract.ordered_layers(record)
         if not layers:
             raise ModelReadError(planned.path, "no convolution layers with 2-D kernels")
+        quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
+                                                       job.thresholds)
+        rows = extract.layer_rows(layers)
+        for row, values in zip(rows, quality, strict=True):
+            row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+        summary = extract.model_summary(record, layers)
+        summary.update(quality_verdict=verdict["verdict"],
+                       degenerated_share=verdict["degenerated_share"],
+                       random_like_share=verdict["random_like_share"])
         entry = ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
-                           shard=shard.name, meta=dict(planned.meta),
-                           summary=extract.model_summary(record, layers),
-                           layers=extract.layer_rows(layers))
+                           shard=shard.name, meta=dict(planned.meta), summary=summary,
+                           layers=rows)
         counts = {shape: entry.summary["shape_counts"].get(shape, 0) for shape in job.shapes}
         write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
                     {"model": planned.name, "sha256": sha256},

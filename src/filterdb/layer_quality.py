@@ -15,6 +15,11 @@ no non-sparse filter       NaN clean entropies     clean entropies 0.0
 float16 / bfloat16 input   raises                  computed in float64
 =========================  ======================  ==========================
 
+Normalised entropies of kernels other than 3x3 divide by the entropy of random
+layers of the same size (:func:`random_entropy`); the published fit covers 3x3.
+1x1 kernels have a one-dimensional spectrum: their entropies are 0 and the
+entropy verdicts do not apply to them.
+
 The variance spectrum comes from the k*k x k*k scatter matrix of each layer
 (``eigvalsh``, batched over layers of equal kernel size) instead of an SVD of the
 n x k*k filter matrix; orthogonality from a Gram matrix computed in row blocks.
@@ -25,7 +30,8 @@ thread pool collapses when another process holds the other core.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -40,6 +46,7 @@ METRIC_COLUMNS = ("n", "sparsity", "variance_entropy", "variance_entropy_norm",
                   "weight_l1", "weight_l2", "weight_max")
 
 OK, SPARSE, LOW_DIVERSITY, RANDOM_LIKE = "ok", "sparse", "low-diversity", "random-like"
+NON_FINITE = "non-finite"
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,35 @@ class Thresholds:
     sparsity_eps: float = 0.01
 
 
-def entropy_threshold(n: int | np.ndarray) -> np.ndarray:
-    """Expected variance entropy of a random layer with ``n`` filters."""
-    scale, x0, k, offset = ENTROPY_FIT
-    return scale / (1 + np.exp(-k * (np.log2(np.maximum(n, 1)) - x0))) + offset
+def entropy_threshold(n: int | np.ndarray, d: int = 9) -> np.ndarray:
+    """Expected variance entropy of a random layer of ``n`` filters with ``d`` values each.
+
+    For 3x3 filters (d = 9) this is the published logistic fit; for other kernel
+    sizes the mean entropy of seeded Gaussian layers of the same (n, d)
+    (:func:`random_entropy`), since the fit only covers 9-dimensional spectra.
+    """
+    if d == 9:
+        scale, x0, k, offset = ENTROPY_FIT
+        return scale / (1 + np.exp(-k * (np.log2(np.maximum(n, 1)) - x0))) + offset
+    return np.vectorize(lambda count: random_entropy(int(count), d), otypes=[float])(n)
+
+
+@lru_cache(maxsize=4096)
+def random_entropy(n: int, d: int, draws: int = 16) -> float:
+    """Mean variance entropy of ``draws`` seeded layers of n iid Gaussian d-vectors.
+
+    n above 4096 uses 4096: the spectrum of so many random filters is already flat.
+    """
+    n = min(n, 4096)
+    if n < 3 or d < 2:
+        return float("nan")
+    rng = np.random.default_rng(n * 1009 + d)
+    samples = rng.standard_normal((draws, n, d))
+    samples -= samples.mean(axis=1, keepdims=True)
+    values = np.clip(np.linalg.eigvalsh(np.einsum("snd,sne->sde", samples, samples)), 0, None)
+    ratios = values / values.sum(axis=1, keepdims=True)
+    logs = np.log10(ratios, out=np.zeros_like(ratios), where=ratios > 0)
+    return float(np.mean(-(ratios * logs).sum(axis=1)))
 
 
 def sparse_mask(filters: np.ndarray, eps: float = 0.01) -> np.ndarray:
@@ -92,64 +124,57 @@ def sparse_mask(filters: np.ndarray, eps: float = 0.01) -> np.ndarray:
 
 
 def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
-    """Entropy (log10) of the variance ratios of an (n, k*k) filter matrix, and its
-    normalised form. Single-layer wrapper around :func:`batched_entropies`."""
-    entropy, normalised = batched_entropies(filters[None].astype(np.float64),
-                                            np.ones((1, len(filters)), dtype=bool))
+    """Entropy (log10) of the variance ratios of an (n, k*k) filter matrix, and that
+    entropy divided by :func:`entropy_threshold` (n)."""
+    filters = np.asarray(filters, dtype=np.float64)
+    entropy, normalised = _entropy_from_scatter(_scatter(filters)[None], np.array([len(filters)]))
     return float(entropy[0]), float(normalised[0])
 
 
-def batched_entropies(stack: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entropies for L layers at once.
-
-    Parameters
-    ----------
-    stack : (L, n_max, d) float64
-        Filters of each layer, padded with anything beyond each layer's rows.
-    masks : (L, n_max) bool
-        Which rows count (padding and, for the clean variant, sparse filters excluded).
-    """
-    weights = masks.astype(np.float64)
-    counts = weights.sum(axis=1)
-    sums = np.einsum("ln,lnd->ld", weights, stack)
-    scatter = np.einsum("ln,lnd,lne->lde", weights, stack, stack)
-    safe = np.maximum(counts, 1)[:, None, None]
-    scatter -= sums[:, :, None] * sums[:, None, :] / safe
-    return _entropy_from_scatter(scatter, counts)
+def _scatter(rows: np.ndarray) -> np.ndarray:
+    """Centred sum of outer products (n - 1 times the covariance) of (n, d) float64 rows."""
+    sums = rows.sum(axis=0)
+    return rows.T @ rows - np.outer(sums, sums) / max(len(rows), 1)
 
 
 def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    d = scatter.shape[-1]
     values = np.clip(np.linalg.eigvalsh(scatter), 0.0, None)
     total = values.sum(axis=1, keepdims=True)
     ratios = np.divide(values, total, out=np.zeros_like(values), where=total > 0)
     logs = np.log10(ratios, out=np.zeros_like(ratios), where=ratios > 0)
-    entropy = -(ratios * logs).sum(axis=1)
-    entropy[counts < 3] = 0.0  # one or two filters span at most one direction
-    normalised = np.where(counts >= 3, entropy / entropy_threshold(counts), 0.0)
+    entropy = 0.0 - (ratios * logs).sum(axis=1)
+    defined = (counts >= 3) & (d > 1)  # two filters span at most one direction
+    entropy[~defined] = 0.0
+    normalised = np.zeros_like(entropy)
+    if defined.any():
+        normalised[defined] = entropy[defined] / entropy_threshold(counts[defined], d)
     return entropy, normalised
 
 
 def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> float:
     """1 - mean |G - I| over off-diagonal pairs of the row-normalised (c_out, rest) weight.
 
-    Computed in row blocks so memory stays at ``block_rows * c_out`` floats; 1.0 for
-    a single output channel.
+    G is symmetric, so only its upper block triangle is computed, in row blocks that
+    keep memory at ``block_rows * c_out`` floats. Products run in float32 (as the
+    reference does), sums in float64. 1.0 for a single output channel.
     """
-    rows = weight.reshape(weight.shape[0], -1)
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
     c_out = rows.shape[0]
     if c_out < 2:
         return 1.0
-    dtype = np.float64 if rows.size <= 2**25 else np.float32
-    rows = rows.astype(dtype)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     norms[norms == 0] = 1
-    rows = rows / norms
+    rows = (rows / norms).astype(np.float32)
     total = 0.0
     for start in range(0, c_out, block_rows):
-        block = rows[start:start + block_rows] @ rows.T
-        index = np.arange(len(block))
-        block[index, start + index] -= 1
-        total += float(np.abs(block, out=block).sum(dtype=np.float64))
+        stop = min(start + block_rows, c_out)
+        block = rows[start:stop] @ rows[start:].T
+        index = np.arange(stop - start)
+        block[index, index] -= 1
+        np.abs(block, out=block)
+        square = float(block[:, :stop - start].sum(dtype=np.float64))
+        total += square + 2 * float(block[:, stop - start:].sum(dtype=np.float64))
     return 1.0 - total / (c_out * (c_out - 1))
 
 
@@ -171,8 +196,13 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict
         for index, weight in enumerate(weights):
             if weight.ndim != 4:
                 raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
+            if not np.isfinite(weight).all():
+                results[index] = {key: np.nan for key in METRIC_COLUMNS}
+                results[index]["n"] = weight.shape[0] * weight.shape[1]
+                continue
             by_size.setdefault(weight.shape[2] * weight.shape[3], []).append(index)
             results[index].update(_norms_and_orthogonality(weight))
+            results[index]["kernel_elements"] = weight.shape[2] * weight.shape[3]
         for size, indices in by_size.items():
             _entropies_for(weights, indices, size, eps, results)
     return results
@@ -196,9 +226,7 @@ def _entropies_for(weights, indices, size, eps, results) -> None:
         results[index]["n"] = n
         results[index]["sparsity"] = float(mask.sum() / n) if n else 0.0
         for rows in (filters, filters[~mask]):
-            sums = rows.sum(axis=0)
-            scatter = rows.T @ rows - np.outer(sums, sums) / max(len(rows), 1)
-            scatters.append(scatter)
+            scatters.append(_scatter(rows))
             counts.append(len(rows))
     entropy, normalised = _entropy_from_scatter(np.stack(scatters), np.array(counts))
     for position, index in enumerate(indices):
@@ -210,9 +238,13 @@ def _entropies_for(weights, indices, size, eps, results) -> None:
 
 def layer_verdict(metrics: dict, thresholds: Thresholds = Thresholds()) -> tuple[str, str]:
     """(verdict, reason in words) for one layer's metrics."""
+    if np.isnan(metrics["sparsity"]):
+        return NON_FINITE, "weights hold NaN or Inf; metrics undefined"
     if metrics["sparsity"] >= thresholds.sparse:
         return SPARSE, (f"{metrics['sparsity']:.0%} of filters are near zero "
                         f"(limit {thresholds.sparse:.0%})")
+    if metrics.get("kernel_elements", 9) < 2:
+        return OK, "1x1 kernels: spectrum metrics do not apply"
     if (metrics["variance_entropy_norm"] >= thresholds.random_like
             and metrics["sparsity"] < thresholds.random_sparsity):
         return RANDOM_LIKE, (f"filters as diverse as random initialisation (normalised "
@@ -240,6 +272,20 @@ def model_verdict(verdicts: Sequence[str], thresholds: Thresholds = Thresholds()
             "verdict": verdict}
 
 
-__all__ = ["METRIC_COLUMNS", "Thresholds", "asdict", "batched_entropies", "entropy_threshold",
-           "layer_metrics", "layer_verdict", "model_verdict", "orthogonality", "sparse_mask",
-           "variance_entropy"]
+
+
+def assess_layers(weights: Sequence[np.ndarray],
+                  thresholds: Thresholds = Thresholds()) -> tuple[list[dict], dict]:
+    """Metrics, verdict and reason per layer, and the model-level summary.
+
+    Returns
+    -------
+    rows : list of dict
+        :data:`METRIC_COLUMNS` plus ``verdict`` and ``reason`` per weight.
+    summary : dict
+        See :func:`model_verdict`.
+    """
+    rows = layer_metrics(weights, thresholds.sparsity_eps)
+    for row in rows:
+        row["verdict"], row["reason"] = layer_verdict(row, thresholds)
+    return rows, model_verdict([row["verdict"] for row in rows], thresholds)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .._version import __version__
 from ..errors import FilterDBError
-from . import build, demo, info, layers
+from . import build, check, demo, info, layers
 
-COMMANDS = (build, info, layers, demo)
+COMMANDS = (build, info, layers, check, demo)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,3 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("filterdb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head & co.: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

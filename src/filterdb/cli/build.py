@@ -46,6 +46,10 @@ def run(args) -> int:
         elif outcome.nan_count or outcome.inf_count:
             print(f"warning: {outcome.path}: {outcome.nan_count} NaN and {outcome.inf_count} "
                   "Inf weights (kept)", file=sys.stderr)
+    flagged = [o for o in report.outcomes if o.status == ADDED and o.quality_verdict != "ok"]
+    for outcome in sorted(flagged, key=lambda o: -o.degenerated_share):
+        print(f"quality: {outcome.model}: {outcome.quality_verdict} "
+              f"({outcome.degenerated_share:.0%} of layers degenerated)", file=sys.stderr)
     added = report.filters_added()
     shapes_text = ", ".join(f"{n:,} {s}" for s, n in added.items()) or "no filters"
     print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "

@@ -192,7 +192,8 @@ class DatabaseWriter:
         row = {"model_id": model_id, "model": entry.model, **meta}
         row.update({key: summary[key] for key in (
             "format", "weight_dtype", "producer", "opset", "depth", "n_layers",
-            "total_filters", "3x3_filter_share")})
+            "total_filters", "3x3_filter_share", "quality_verdict", "degenerated_share",
+            "random_like_share")})
         row["filter_id_start"] = starts.get((3, 3), -1)
         row["filter_id_stop"] = starts[(3, 3)] + three if (3, 3) in starts else -1
         row["nan_count"] = sum(layer["nan_count"] for layer in entry.layers)

@@ -1,0 +1,52 @@
+"""``filterdb check MODEL``: degeneration metrics and verdicts per conv layer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..api import QUALITY_COLUMNS, quality
+
+NAME = "check"
+HELP = "Check one model's conv layers for degeneration (sparsity, entropy, orthogonality)."
+
+COLOURS = {"ok": "32", "sparse": "31", "low-diversity": "33", "random-like": "35",
+           "non-finite": "31"}
+SHORT = {"variance_entropy": "entropy", "variance_entropy_norm": "entropy_n",
+         "variance_entropy_clean": "clean", "variance_entropy_clean_norm": "clean_n",
+         "orthogonality": "orthog"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", type=Path, help="model file in any format filterdb reads")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+
+def run(args) -> int:
+    table = quality(args.model)
+    summary = table.attrs["summary"]
+    if args.format == "json":
+        print(json.dumps(table[list(QUALITY_COLUMNS)].to_dict("records"), indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print(_render(table, colour=sys.stdout.isatty()))
+        print(f"\n{args.model}: {summary['verdict']}; {summary['layers']} conv layers, "
+              f"{summary['degenerated_share']:.0%} degenerated, "
+              f"{summary['random_like_share']:.0%} random-like")
+    return 0
+
+
+def _render(table, colour: bool) -> str:
+    shown = table.rename(columns=SHORT)
+    text = shown.drop(columns=["reason"]).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}")
+    lines = text.splitlines()
+    out = [lines[0]]
+    for line, (_, row) in zip(lines[1:], table.iterrows(), strict=True):
+        if colour:
+            line = line.replace(row["verdict"],
+                                f"\033[{COLOURS.get(row['verdict'], '0')}m{row['verdict']}\033[0m")
+        out.append(line + (f"  {row['reason']}" if row["reason"] else ""))
+    return "\n".join(out)
