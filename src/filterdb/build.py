@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -178,8 +178,10 @@ def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
     committed_hashes = dict(writer.known_hashes)
     committed_names = set(writer.known_names)
 
+    commit_cost = 0.0
+
     def settle(final: bool) -> None:
-        nonlocal next_commit, last_commit
+        nonlocal next_commit, last_commit, commit_cost
         while next_commit in results:
             result = results.pop(next_commit)
             if isinstance(result, ModelOutcome):
@@ -187,8 +189,7 @@ def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
                 notify(result, report)
             elif result.sha256 in committed_hashes or result.model in committed_names:
                 outcome = (
-                    ModelOutcome(result.model, result.source_path, PRESENT,
-                                 f"same content as {committed_hashes[result.sha256]}")
+                    _present(result.model, result.source_path, committed_hashes[result.sha256])
                     if result.sha256 in committed_hashes else
                     ModelOutcome(result.model, result.source_path, SKIPPED,
                                  "another model of this name is already in the database"))
@@ -199,10 +200,14 @@ def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
                 committed_names.add(result.model)
                 ready.append((next_commit, result))
             next_commit += 1
-        due = final or time.monotonic() - last_commit >= options.commit_seconds
+        # Commits rewrite the master: space them so they cost at most ~10 % of the build.
+        interval = max(options.commit_seconds, 10 * commit_cost)
+        due = final or time.monotonic() - last_commit >= interval
         if ready and due:
             entries = [entry for _, entry in ready]
+            began = time.monotonic()
             ids = writer.commit(entries)
+            commit_cost = time.monotonic() - began
             for entry, model_id in zip(entries, ids, strict=True):
                 outcome = _added(entry, model_id)
                 report.outcomes.append(outcome)
@@ -243,24 +248,32 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
 
 
 def _process(job: _Job) -> ModelEntry | ModelOutcome:
-    """Read one model and write its shard; never raises for a bad model file."""
+    """Read one model and write its shard; never raises for a bad model file.
+
+    The file's sha256 is computed in a thread while the model is read and assessed
+    (hashlib and numpy release the GIL); when appending, known models are recognised
+    by their hash before they are read.
+    """
     planned = job.planned
     try:
-        sha256 = file_sha256(planned.path)
+        with ThreadPoolExecutor(1) as hasher:
+            hashing = hasher.submit(file_sha256, planned.path)
+            if job.known_hashes and hashing.result() in job.known_hashes:
+                return _present(planned.name, planned.path, job.known_hashes[hashing.result()])
+            record = open_model(planned.path, job.limits)
+            layers = extract.ordered_layers(record)
+            if not layers:
+                raise ModelReadError(planned.path, "no convolution layers with 2-D kernels")
+            quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
+                                                           job.thresholds)
+            sha256 = hashing.result()
         if sha256 in job.known_hashes:
-            return ModelOutcome(planned.name, str(planned.path), PRESENT,
-                                f"same content as {job.known_hashes[sha256]}")
+            return _present(planned.name, planned.path, job.known_hashes[sha256])
         shard = job.shards / layout.shard_name(sha256, job.shapes)
         if shard.exists():
             cached = _entry_from_shard(shard, planned, sha256)
             if cached is not None:
                 return cached
-        record = open_model(planned.path, job.limits)
-        layers = extract.ordered_layers(record)
-        if not layers:
-            raise ModelReadError(planned.path, "no convolution layers with 2-D kernels")
-        quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
-                                                       job.thresholds)
         rows = extract.layer_rows(layers)
         for row, values in zip(rows, quality, strict=True):
             row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
@@ -271,16 +284,23 @@ def _process(job: _Job) -> ModelEntry | ModelOutcome:
         entry = ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
                            shard=shard.name, meta=dict(planned.meta), summary=summary,
                            layers=rows)
-        counts = {shape: entry.summary["shape_counts"].get(shape, 0) for shape in job.shapes}
+        counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
         write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
                     {"model": planned.name, "sha256": sha256},
                     json.dumps(_entry_json(entry)))
         return entry
     except ModelReadError as error:
         return ModelOutcome(planned.name, str(planned.path), FAILED, error.reason)
+    except OSError as error:
+        return ModelOutcome(planned.name, str(planned.path), FAILED,
+                            f"cannot read ({error.strerror or error})")
     except Exception as error:  # a reader bug must not end the build; report it per model
         return ModelOutcome(planned.name, str(planned.path), FAILED,
                             f"unexpected {type(error).__name__}: {error}")
+
+
+def _present(name: str, path, existing: str) -> ModelOutcome:
+    return ModelOutcome(name, str(path), PRESENT, f"same content as {existing}")
 
 
 def _entry_json(entry: ModelEntry) -> dict:

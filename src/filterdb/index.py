@@ -66,7 +66,8 @@ def read_index(path: str | Path) -> pd.DataFrame:
                 data = [{"model": name, **(fields or {})} for name, fields in data.items()]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise IndexFileError(f"{path}: expected a list of rows or a mapping of models")
-            frame = pd.DataFrame(data).astype(object).where(lambda f: f.notna(), "")
+            frame = pd.DataFrame([_yaml_row(path, row) for row in data], dtype=object)
+            frame = frame.where(frame.notna(), "")
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -79,6 +80,17 @@ def read_index(path: str | Path) -> pd.DataFrame:
     if not {"model", "Name", "path"} & set(frame.columns):
         raise IndexFileError(f"{path}: needs a 'model', 'Name' or 'path' column to match files")
     return frame.astype(str).apply(lambda col: col.str.strip())
+
+
+def _yaml_row(path: Path, row: dict) -> dict:
+    """Published column names and text values, row by row (rows may spell columns apart)."""
+    out: dict[str, str] = {}
+    for key, value in row.items():
+        column = _CANONICAL.get(_key(str(key)), str(key).strip())
+        if column in out:
+            raise IndexFileError(f"{path}: a row gives {column!r} twice")
+        out[column] = "" if value is None else str(value)
+    return out
 
 
 def scan_zoo(zoo: str | Path, suffixes: set[str]) -> list[Path]:

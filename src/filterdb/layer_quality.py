@@ -117,10 +117,12 @@ def sparse_mask(filters: np.ndarray, eps: float = 0.01) -> np.ndarray:
     >>> sparse_mask(np.array([[0.0, 0.001], [1.0, 0.0]]))
     array([ True, False])
     """
-    magnitude = np.abs(filters)
+    return _sparse_rows(np.abs(filters), eps)
+
+
+def _sparse_rows(magnitude: np.ndarray, eps: float) -> np.ndarray:
     threshold = float(magnitude.max(initial=0.0)) * eps
-    threshold = threshold if threshold > 0 else 1.0
-    return (magnitude < threshold).all(axis=1)
+    return (magnitude < (threshold if threshold > 0 else 1.0)).all(axis=1)
 
 
 def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
@@ -131,10 +133,16 @@ def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
     return float(entropy[0]), float(normalised[0])
 
 
-def _scatter(rows: np.ndarray) -> np.ndarray:
-    """Centred sum of outer products (n - 1 times the covariance) of (n, d) float64 rows."""
-    sums = rows.sum(axis=0)
-    return rows.T @ rows - np.outer(sums, sums) / max(len(rows), 1)
+def _scatter(rows: np.ndarray, chunk_rows: int = 1 << 16) -> np.ndarray:
+    """Centred sum of outer products (n - 1 times the covariance) of (n, d) rows,
+    accumulated in float64 chunk by chunk."""
+    d = rows.shape[1]
+    products, sums = np.zeros((d, d)), np.zeros(d)
+    for start in range(0, len(rows), chunk_rows):
+        chunk = rows[start:start + chunk_rows].astype(np.float64)
+        products += chunk.T @ chunk
+        sums += chunk.sum(axis=0)
+    return products - np.outer(sums, sums) / max(len(rows), 1)
 
 
 def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,13 +167,17 @@ def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> floa
     keep memory at ``block_rows * c_out`` floats. Products run in float32 (as the
     reference does), sums in float64. 1.0 for a single output channel.
     """
-    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    rows = np.asarray(weight, dtype=np.float32).reshape(weight.shape[0], -1)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    return _orthogonality(rows, norms, block_rows)
+
+
+def _orthogonality(rows: np.ndarray, norms: np.ndarray, block_rows: int) -> float:
     c_out = rows.shape[0]
     if c_out < 2:
         return 1.0
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    norms[norms == 0] = 1
-    rows = (rows / norms).astype(np.float32)
+    scale = np.where(norms == 0, 1.0, 1.0 / np.where(norms == 0, 1.0, norms))
+    rows = rows * scale.astype(np.float32)[:, None]
     total = 0.0
     for start in range(0, c_out, block_rows):
         stop = min(start + block_rows, c_out)
@@ -179,8 +191,10 @@ def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> floa
 
 
 def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict]:
-    """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw), batched by kernel size.
+    """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw).
 
+    Each layer is read in a few passes (float32 in, float64 sums); the spectra of
+    layers with equal kernel size go through one batched ``eigvalsh``.
     Returns one dict per weight with the keys of :data:`METRIC_COLUMNS`.
 
     Examples
@@ -190,50 +204,51 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict
     >>> round(row["variance_entropy"], 2), row["sparsity"]
     (0.95, 0.0)
     """
-    results: list[dict] = [{} for _ in weights]
+    results: list[dict] = []
+    spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
     with threadpool_limits(limits=1):
-        by_size: dict[int, list[int]] = {}
         for index, weight in enumerate(weights):
             if weight.ndim != 4:
                 raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
-            if not np.isfinite(weight).all():
-                results[index] = {key: np.nan for key in METRIC_COLUMNS}
-                results[index]["n"] = weight.shape[0] * weight.shape[1]
-                continue
-            by_size.setdefault(weight.shape[2] * weight.shape[3], []).append(index)
-            results[index].update(_norms_and_orthogonality(weight))
-            results[index]["kernel_elements"] = weight.shape[2] * weight.shape[3]
-        for size, indices in by_size.items():
-            _entropies_for(weights, indices, size, eps, results)
+            row, scatters = _one_layer(np.asarray(weight, dtype=np.float32), eps)
+            results.append(row)
+            if scatters is not None:
+                spectra.setdefault(row["kernel_elements"], []).append((index, *scatters))
+        for items in spectra.values():
+            stack = np.stack([m for item in items for m in (item[1], item[3])])
+            counts = np.array([c for item in items for c in (item[2], item[4])])
+            entropy, normalised = _entropy_from_scatter(stack, counts)
+            for position, (index, *_) in enumerate(items):
+                results[index].update(
+                    variance_entropy=float(entropy[2 * position]),
+                    variance_entropy_norm=float(normalised[2 * position]),
+                    variance_entropy_clean=float(entropy[2 * position + 1]),
+                    variance_entropy_clean_norm=float(normalised[2 * position + 1]))
     return results
 
 
-def _norms_and_orthogonality(weight: np.ndarray) -> dict:
-    values = weight.astype(np.float64, copy=False)
-    return {"weight_l1": float(np.abs(values).sum()),
-            "weight_l2": float(np.sqrt(np.square(values).sum())),
-            "weight_max": float(np.abs(values).max(initial=0.0)),
-            "orthogonality": orthogonality(weight)}
-
-
-def _entropies_for(weights, indices, size, eps, results) -> None:
-    """Scatter matrices per layer (masked full and clean), one batched eigvalsh."""
-    scatters, counts = [], []
-    for index in indices:
-        filters = weights[index].reshape(-1, size).astype(np.float64)
-        mask = sparse_mask(filters, eps)
-        n = len(filters)
-        results[index]["n"] = n
-        results[index]["sparsity"] = float(mask.sum() / n) if n else 0.0
-        for rows in (filters, filters[~mask]):
-            scatters.append(_scatter(rows))
-            counts.append(len(rows))
-    entropy, normalised = _entropy_from_scatter(np.stack(scatters), np.array(counts))
-    for position, index in enumerate(indices):
-        results[index]["variance_entropy"] = float(entropy[2 * position])
-        results[index]["variance_entropy_norm"] = float(normalised[2 * position])
-        results[index]["variance_entropy_clean"] = float(entropy[2 * position + 1])
-        results[index]["variance_entropy_clean_norm"] = float(normalised[2 * position + 1])
+def _one_layer(weight: np.ndarray, eps: float):
+    """Sparsity, norms and orthogonality of one float32 layer, plus its full and clean
+    scatter matrices with their counts (None for a layer holding NaN or Inf)."""
+    c_out, c_in, kh, kw = weight.shape
+    n, d = c_out * c_in, kh * kw
+    if not np.isfinite(weight).all():
+        return {**{key: np.nan for key in METRIC_COLUMNS}, "n": n, "kernel_elements": d}, None
+    filters = weight.reshape(n, d)
+    magnitude = np.abs(filters)
+    sparse = _sparse_rows(magnitude, eps)
+    n_sparse = int(sparse.sum())
+    full = _scatter(filters)
+    clean = full if n_sparse == 0 else _scatter(filters[~sparse])
+    rows = weight.reshape(c_out, -1)
+    row_norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    row = {"n": n, "kernel_elements": d,
+           "sparsity": n_sparse / n if n else 0.0,
+           "orthogonality": _orthogonality(rows, row_norms, GRAM_BLOCK_ROWS),
+           "weight_l1": float(magnitude.sum(dtype=np.float64)),
+           "weight_l2": float(np.sqrt(np.square(row_norms).sum())),
+           "weight_max": float(magnitude.max(initial=0.0))}
+    return row, (full, n, clean, n - n_sparse)
 
 
 def layer_verdict(metrics: dict, thresholds: Thresholds = Thresholds()) -> tuple[str, str]:

@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", type=Path, help="meta index, CSV or YAML, one row per model")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shapes", default=None,
-                        help="kernel shapes to store, e.g. 3x3,5x5,1x3 (default 3x3)")
+                        help="extra kernel shapes to store beside 3x3, e.g. 5x5,1x3")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
 
@@ -51,10 +51,11 @@ def run(args) -> int:
         print(f"quality: {outcome.model}: {outcome.quality_verdict} "
               f"({outcome.degenerated_share:.0%} of layers degenerated)", file=sys.stderr)
     added = report.filters_added()
-    shapes_text = ", ".join(f"{n:,} {s}" for s, n in added.items()) or "no filters"
+    shapes_text = (", ".join(f"{n:,} {s}" for s, n in added.items()) + " filters added"
+                   if added else "no filters added")
     print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "
           f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed; "
-          f"{shapes_text} filters read in {report.seconds:.1f} s")
+          f"{shapes_text} in {report.seconds:.1f} s")
     print(f"build report: {layout.report_path(Path(report.database))}")
     nothing_built = not Path(report.database).exists()
     problems = report.count(FAILED) + report.count(SKIPPED) + len(report.findings)

@@ -46,7 +46,11 @@ class DatabaseLock:
         self.handle = None
 
     def acquire(self) -> None:
-        self.handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self.handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as error:
+            raise DatabaseError(f"{self.path.with_suffix('')}: cannot create the database "
+                                f"here ({error.strerror})") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,11 +100,15 @@ class DatabaseWriter:
             self.lock.release()
             raise
         self.shards.mkdir(parents=True, exist_ok=True)
-        for stale in self.shards.glob(".*.tmp"):
+        # Temporary files of writers that died; the lock says none is running now.
+        masters = self.path.parent.glob(f".{self.path.name}.*.tmp")
+        for stale in [*self.shards.glob(".*.tmp"), *masters]:
             stale.unlink(missing_ok=True)
 
     def _load(self, shapes) -> None:
-        requested = tuple(tuple(s) for s in shapes) if shapes else None
+        # /filters (3x3) is what the published recipe reads: always stored.
+        requested = (tuple(sorted({(3, 3), *(tuple(s) for s in shapes)}, key=_shape_order))
+                     if shapes else None)
         if not self.path.exists():
             self.shapes = requested or layout.DEFAULT_SHAPES
             self.models = pd.DataFrame()
@@ -209,10 +217,10 @@ class DatabaseWriter:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with pd.HDFStore(tmp, mode="w") as store:
-                store.put(layout.MODELS, models, format="table")
-                store.put(layout.LAYERS, layers, format="table")
+                store.put(layout.MODELS, models, format="table", track_times=False)
+                store.put(layout.LAYERS, layers, format="table", track_times=False)
                 store.put(layout.META, published_meta(models, layers, self.index_columns),
-                          format="table")
+                          format="table", track_times=False)
             with h5py.File(tmp, "a") as handle:
                 for shape in self.shapes:
                     self._virtual_filters(handle, models, shape)
@@ -257,6 +265,10 @@ class DatabaseWriter:
         for orphan in orphans:
             orphan.unlink(missing_ok=True)
         return len(orphans)
+
+
+def _shape_order(shape: Shape) -> tuple:
+    return (shape != (3, 3), shape)
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

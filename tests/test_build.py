@@ -1,0 +1,190 @@
+"""Building from zoos with bad, odd and duplicate model files; the build report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import filterdb
+from filterdb.build import BuildOptions, build
+from filterdb.synthetic import make_cnn
+
+from .reference import reference_model
+
+BAD_NAMES = ("external", "noconv", "truncated", "x")
+
+
+def _bad_zoo(folder: Path) -> Path:
+    """good.onnx plus four files that cannot be built, each for another reason."""
+    folder.mkdir(parents=True)
+    make_cnn(folder / "good.onnx", [4, 8], seed=1)
+
+    whole = make_cnn(folder.parent / "whole.onnx", [16, 32], seed=2).read_bytes()
+    (folder / "truncated.onnx").write_bytes(whole[:len(whole) // 2])
+
+    (folder / "x.onnx").write_text("this is a text file, not a model\n")
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")], "noconv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save_model(model, folder / "noconv.onnx")
+
+    external = onnx.load(make_cnn(folder.parent / "ext-src.onnx", [4, 8], seed=3))
+    onnx.save_model(external, folder / "external.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="external.bin", size_threshold=0)
+    (folder / "external.bin").unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bad_zoo(tmp_path_factory) -> Path:
+    return _bad_zoo(tmp_path_factory.mktemp("bad") / "zoo")
+
+
+def test_bad_files_fail_with_reasons_and_leave_nothing(bad_zoo, tmp_path):
+    db = tmp_path / "db.h5"
+    report = build(bad_zoo, db)
+    outcomes = {o.model: o for o in report.outcomes}
+    assert report.planned == 5
+    assert {name: o.status for name, o in outcomes.items()} == {
+        "good": "added", **{name: "failed" for name in BAD_NAMES}}
+    assert (report.count("added"), report.count("failed"), report.count("present"),
+            report.count("skipped")) == (1, 4, 0, 0)
+    assert outcomes["truncated"].reason.startswith("not a valid ONNX model")
+    assert outcomes["x"].reason.startswith("not a valid ONNX model")
+    assert outcomes["noconv"].reason == "no convolution layers with 2-D kernels"
+    assert "external data 'external.bin'" in outcomes["external"].reason
+    assert "No such file or directory" in outcomes["external"].reason
+    assert outcomes["external"].path == str(bad_zoo / "external.onnx")
+
+    ref = reference_model(bad_zoo / "good.onnx")
+    assert outcomes["good"].filters == {"3x3": ref.count()} == {"3x3": 4 * 3 + 8 * 4}
+    opened = filterdb.open(db)
+    assert list(opened.models["model"]) == ["good"]
+    assert set(opened.layers["model_id"]) == {0}
+    assert set(opened.meta["model"]) == {"good"}
+    with h5py.File(db, "r") as handle:
+        np.testing.assert_array_equal(handle["filters"][...], ref.filters())
+    shards = list(db.with_name(db.name + ".shards").iterdir())
+    assert [p.name for p in shards] == list(opened.models["shard"])
+
+
+def test_build_report_json_beside_the_database(bad_zoo, tmp_path):
+    db = tmp_path / "db.h5"
+    build(bad_zoo, db)
+    report = json.loads((tmp_path / "db.h5.build.json").read_text())
+    assert report["summary"] == {"added": 1, "present": 0, "skipped": 0, "failed": 4}
+    assert report["filters_added"] == {"3x3": 44}
+    assert report["planned"] == 5
+    assert report["database"] == str(db)
+    assert report["zoo"] == str(bad_zoo)
+    assert report["interrupted"] is False
+    statuses = sorted((o["model"], o["status"]) for o in report["outcomes"])
+    assert statuses == sorted([("good", "added")] + [(n, "failed") for n in BAD_NAMES])
+    assert all(o["reason"] for o in report["outcomes"] if o["status"] == "failed")
+
+
+@pytest.mark.parametrize(("strict", "status"), [(False, 0), (True, 1)])
+def test_cli_exit_status_with_bad_files(bad_zoo, tmp_path, cli, strict, status):
+    db = tmp_path / "db.h5"
+    result = cli("build", bad_zoo, "-o", db, *(["--strict"] if strict else []))
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "1 added, 0 already present, 0 skipped, 4 failed" in result.stdout
+    # the summary names each failed file with its reason (progress lines name the model)
+    failed = sorted(line for line in result.stderr.splitlines()
+                    if line.startswith(f"failed: {bad_zoo}/"))
+    assert len(failed) == 4
+    assert failed[0].startswith(f"failed: {bad_zoo / 'external.onnx'}: external data")
+    assert failed[1] == (f"failed: {bad_zoo / 'noconv.onnx'}: "
+                         "no convolution layers with 2-D kernels")
+    assert list(filterdb.open(db).models["model"]) == ["good"]
+
+
+def _nan_model(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    make_cnn(path, [4, 8], seed=4)
+    model = onnx.load(path)
+    weights = {}
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor).copy()
+        if tensor.name == "stem.weight":
+            array[0, 0, 0, 0] = np.nan
+            array[1, 2, 1, 1] = np.nan
+            array[3, 1, 2, 2] = np.inf
+        elif tensor.name == "conv1.weight":
+            array[7, 3, 0, 1] = -np.inf
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+        weights[tensor.name] = array
+    onnx.save_model(model, path)
+    return path, weights
+
+
+def test_nan_and_inf_weights_are_kept_and_counted(tmp_path, cli):
+    zoo = tmp_path / "zoo"
+    path, weights = _nan_model(zoo / "nanny.onnx")
+    db = tmp_path / "db.h5"
+    report = build(zoo, db)
+    (outcome,) = report.outcomes
+    assert (outcome.status, outcome.nan_count, outcome.inf_count) == ("added", 2, 2)
+    opened = filterdb.open(db)
+    layers = opened.layers.set_index("name")
+    assert layers.loc["stem", "nan_count"] == 2 and layers.loc["stem", "inf_count"] == 1
+    assert layers.loc["conv1", "nan_count"] == 0 and layers.loc["conv1", "inf_count"] == 1
+    model = opened.models.iloc[0]
+    assert (model["nan_count"], model["inf_count"]) == (2, 2)
+    expected = np.concatenate([weights["stem.weight"].reshape(-1, 3, 3),
+                               weights["conv1.weight"].reshape(-1, 3, 3)])
+    with h5py.File(db, "r") as handle:
+        stored = handle["filters"][...]
+    np.testing.assert_array_equal(stored, expected)  # NaN equal NaN for this check
+    assert np.isnan(stored).sum() == 2 and np.isposinf(stored).sum() == 1
+    assert np.isneginf(stored).sum() == 1
+
+    result = cli("build", zoo, "-o", tmp_path / "cli.h5")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {path}: 2 NaN and 2 Inf weights (kept)" in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_identical_file_under_second_name_is_present(tmp_path, workers):
+    zoo = tmp_path / "zoo"
+    make_cnn(zoo / "net.onnx", [4, 8], seed=1)
+    shutil.copy(zoo / "net.onnx", zoo / "net-copy.onnx")
+    make_cnn(zoo / "other.onnx", [3, 6], seed=2)
+    db = tmp_path / "db.h5"
+    report = build(zoo, db, options=BuildOptions(workers=workers))
+    outcomes = {o.model: o for o in report.outcomes}
+    assert {n: o.status for n, o in outcomes.items()} == {
+        "net": "added", "net-copy": "present", "other": "added"}
+    assert outcomes["net-copy"].reason == "same content as net"
+    opened = filterdb.open(db)
+    assert list(opened.models["model"]) == ["net", "other"]
+    assert opened.filter_count() == reference_model(zoo / "net.onnx").count() + \
+        reference_model(zoo / "other.onnx").count()
+    data = json.loads(db.with_name("db.h5.build.json").read_text())
+    assert data["summary"] == {"added": 2, "present": 1, "skipped": 0, "failed": 0}
+
+
+def test_same_name_new_content_is_skipped(tmp_path):
+    zoo = tmp_path / "zoo"
+    make_cnn(zoo / "net.onnx", [4, 8], seed=1)
+    db = tmp_path / "db.h5"
+    build(zoo, db)
+    before = filterdb.open(db).models
+    make_cnn(zoo / "net.onnx", [4, 8], seed=99)  # same name, other weights
+    report = build(zoo, db)
+    (outcome,) = report.outcomes
+    assert outcome.status == "skipped"
+    assert "already in the database" in outcome.reason
+    pd.testing.assert_frame_equal(filterdb.open(db).models, before)

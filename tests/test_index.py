@@ -1,0 +1,258 @@
+"""The meta index: CSV and YAML, published spellings, matching, findings, --strict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import filterdb
+from filterdb.build import BuildOptions, build
+from filterdb.errors import IndexFileError
+from filterdb.index import plan_zoo, read_index
+from filterdb.synthetic import make_cnn
+
+SUFFIXES = {".onnx"}
+
+CSV_INDEX = (
+    "model,path,name,TASK,visual_category,training dataset,Pretraining Dataset,paper,"
+    "accessible,dataset_url,My Notes\n"
+    """\
+alpha,,Alpha Net,Classification,natural,ImageNet,,arxiv:1,hub,http://a,note a
+beta,,Beta Net,,natural,MNIST,,,hub,,note b
+gamma-model,sub/gamma.onnx,Gamma Net,Segmentation,medical ct,CT-1,ImageNet,,hub,,note c
+ghost,,Ghost Net,Classification,natural,,,,,,
+alpha,,Alpha again,Classification,natural,,,,,,
+""")
+
+
+@pytest.fixture
+def zoo(tmp_path) -> Path:
+    folder = tmp_path / "zoo"
+    make_cnn(folder / "alpha.onnx", [4, 8], seed=1)
+    make_cnn(folder / "beta.onnx", [4, 6], seed=2)
+    make_cnn(folder / "sub" / "gamma.onnx", [3, 5], seed=3)
+    make_cnn(folder / "orphan.onnx", [2, 4], seed=4)
+    return folder
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_csv_maps_published_spellings(tmp_path):
+    frame = read_index(_write(tmp_path / "index.csv", CSV_INDEX))
+    assert list(frame.columns) == [
+        "model", "path", "Name", "Task", "Visual Category", "Training-Dataset",
+        "Pretraining-Dataset", "Paper", "Accessible", "Dataset URL", "My Notes"]
+    assert len(frame) == 5
+    assert frame.loc[0, "Task"] == "Classification"
+    assert frame.loc[1, "Task"] == ""
+    assert frame.loc[2, "path"] == "sub/gamma.onnx"
+
+
+def test_alias_datatype_is_visual_category(tmp_path):
+    frame = read_index(_write(tmp_path / "index.csv",
+                              "model,Datatype,Task\nalpha,handwriting,Classification\n"))
+    assert list(frame.columns) == ["model", "Visual Category", "Task"]
+    assert frame.loc[0, "Visual Category"] == "handwriting"
+
+
+def test_plan_matches_by_stem_and_path_and_reports_findings(zoo, tmp_path):
+    index = _write(tmp_path / "index.csv", CSV_INDEX)
+    plan = plan_zoo(zoo, SUFFIXES, index)
+    planned = {m.name: m for m in plan.models}
+    assert sorted(planned) == ["alpha", "beta", "gamma-model", "orphan"]
+    assert planned["alpha"].path == zoo / "alpha.onnx"
+    assert planned["gamma-model"].path.resolve() == (zoo / "sub" / "gamma.onnx").resolve()
+    assert planned["alpha"].meta["Name"] == "Alpha Net"  # the first row wins
+    assert planned["gamma-model"].meta["Visual Category"] == "medical ct"
+    assert planned["orphan"].meta == {}
+    assert "path" not in planned["gamma-model"].meta
+    assert plan.findings == [
+        "row 3 (beta): empty Task",
+        f"row 5 (ghost): no model file in {zoo}",
+        "row 6 (alpha): file alpha.onnx already matched by row for alpha",
+        f"{zoo / 'orphan.onnx'}: no row in the index",
+    ]
+
+
+def test_empty_visual_category_and_both_required_fields(zoo, tmp_path):
+    index = _write(tmp_path / "index.csv",
+                   "model,Task,Visual Category\nalpha,,\nbeta,Classification,\n"
+                   "orphan,Classification,natural\ngamma,Classification,natural\n")
+    plan = plan_zoo(zoo, SUFFIXES, index)
+    assert "row 2 (alpha): empty Task, Visual Category" in plan.findings
+    assert "row 3 (beta): empty Visual Category" in plan.findings
+    assert not [f for f in plan.findings if "orphan" in f]
+
+
+def test_yaml_mapping_and_list_forms(zoo, tmp_path):
+    mapping = _write(tmp_path / "index.yaml", """\
+alpha:
+  Task: Classification
+  Datatype: natural
+  Training Dataset: ImageNet
+  My Notes: from yaml
+beta:
+  Task: Segmentation
+  Datatype: medical mri
+gamma-model:
+  path: sub/gamma.onnx
+  Task: Object Detection
+  Datatype: natural
+orphan:
+  Task: Classification
+  Datatype:
+""")
+    frame = read_index(mapping)
+    assert frame.loc[0, "Visual Category"] == "natural"
+    assert frame.loc[0, "My Notes"] == "from yaml"
+    assert frame.loc[3, "Visual Category"] == ""
+    plan = plan_zoo(zoo, SUFFIXES, mapping)
+    planned = {m.name: m.meta for m in plan.models}
+    assert sorted(planned) == ["alpha", "beta", "gamma-model", "orphan"]
+    assert planned["alpha"]["Training-Dataset"] == "ImageNet"
+    assert planned["gamma-model"]["Task"] == "Object Detection"
+    assert plan.findings == ["row 5 (orphan): empty Visual Category"]
+
+    listed = _write(tmp_path / "list.yml", """\
+- model: alpha
+  Task: Classification
+  Visual Category: natural
+- path: sub/gamma.onnx
+  Task: Segmentation
+  Visual Category: medical ct
+""")
+    plan = plan_zoo(zoo, SUFFIXES, listed)
+    planned = {m.name: m.meta for m in plan.models}
+    assert sorted(planned) == ["alpha", "beta", "gamma", "orphan"]
+    assert planned["gamma"]["Task"] == "Segmentation"
+    assert sorted(plan.findings) == sorted([f"{zoo / 'beta.onnx'}: no row in the index",
+                                            f"{zoo / 'orphan.onnx'}: no row in the index"])
+
+
+def test_yaml_rows_may_spell_a_column_differently(zoo, tmp_path):
+    # YAML rows are separate mappings: an entry copied from a 0.1.0 index says
+    # "Datatype", a new one "Visual Category"; no row gives the column twice.
+    index = _write(tmp_path / "index.yaml", """\
+alpha:
+  Task: Classification
+  Datatype: natural
+beta:
+  Task: Segmentation
+  Visual Category: medical mri
+""")
+    frame = read_index(index)
+    assert list(frame.columns) == ["model", "Task", "Visual Category"]
+    assert list(frame["Visual Category"]) == ["natural", "medical mri"]
+    plan = plan_zoo(zoo, SUFFIXES, index)
+    planned = {m.name: m.meta for m in plan.models}
+    assert planned["beta"] == {"Task": "Segmentation", "Visual Category": "medical mri"}
+
+
+def test_yaml_numbers_keep_their_spelling(zoo, tmp_path):
+    # A field only some rows fill must not turn 2016 into "2016.0".
+    index = _write(tmp_path / "index.yaml", """\
+alpha:
+  Task: Classification
+  Visual Category: natural
+  Year: 2016
+beta:
+  Task: Classification
+  Visual Category: natural
+""")
+    frame = read_index(index)
+    assert list(frame["Year"]) == ["2016", ""]
+    db = tmp_path / "db.h5"
+    build(zoo, db, index=index)
+    models = filterdb.open(db).models.set_index("model")
+    assert models.loc["alpha", "Year"] == "2016"
+    assert models.loc["beta", "Year"] == ""
+
+
+def test_match_by_name_column_when_no_model_column(zoo, tmp_path):
+    index = _write(tmp_path / "index.csv",
+                   "Name,Task,Visual Category\nalpha,Classification,natural\n")
+    plan = plan_zoo(zoo, SUFFIXES, index)
+    planned = {m.name: m for m in plan.models}
+    assert planned["alpha"].meta == {"Name": "alpha", "Task": "Classification",
+                                     "Visual Category": "natural"}
+
+
+def test_duplicate_names(tmp_path):
+    zoo = tmp_path / "zoo"
+    make_cnn(zoo / "a" / "net.onnx", [4, 8], seed=1)
+    make_cnn(zoo / "b" / "net.onnx", [4, 8], seed=2)
+    plan = plan_zoo(zoo, SUFFIXES)
+    assert [m.path for m in plan.models] == [zoo / "a" / "net.onnx"]
+    assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
+
+    index = _write(tmp_path / "index.csv", "model,Task,Visual Category\nnet,Classification,x\n")
+    plan = plan_zoo(zoo, SUFFIXES, index)
+    assert plan.findings[0] == "row 2 (net): several files named net; add a path column"
+
+    by_path = _write(tmp_path / "paths.csv", "model,path,Task,Visual Category\n"
+                     "net,a/net.onnx,Classification,x\nnet,b/net.onnx,Classification,y\n")
+    plan = plan_zoo(zoo, SUFFIXES, by_path)
+    assert len(plan.models) == 1 and plan.models[0].meta["Visual Category"] == "x"
+    assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
+
+
+def test_extra_columns_kept_in_models_and_meta(zoo, tmp_path):
+    index = _write(tmp_path / "index.csv", CSV_INDEX)
+    db = tmp_path / "db.h5"
+    report = build(zoo, db, index=index)
+    assert report.count("added") == 4
+    assert len(report.findings) == 4
+    models = filterdb.open(db).models.set_index("model")
+    assert models.loc["alpha", "My Notes"] == "note a"
+    assert models.loc["gamma-model", "My Notes"] == "note c"
+    assert models.loc["orphan", "My Notes"] == ""
+    assert models.loc["alpha", "Dataset URL"] == "http://a"
+    assert models.loc["gamma-model", "Pretraining-Dataset"] == "ImageNet"
+    assert models.loc["beta", "Task"] == ""
+    meta = pd.read_hdf(db, "meta")
+    assert set(meta.loc[meta["model"] == "alpha", "My Notes"]) == {"note a"}
+    assert set(meta.loc[meta["model"] == "gamma-model", "Visual Category"]) == {"medical ct"}
+
+
+def test_strict_turns_findings_into_an_error(zoo, tmp_path, cli):
+    index = _write(tmp_path / "index.csv", CSV_INDEX)
+    db = tmp_path / "db.h5"
+    with pytest.raises(IndexFileError, match="4 index problem"):
+        build(zoo, db, index=index, options=BuildOptions(strict=True))
+    assert not db.exists()
+
+    result = cli("build", zoo, "--index", index, "-o", db, "--strict")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("filterdb: error: ")
+    assert "4 index problem(s)" in lines[0] and "row 3 (beta): empty Task" in lines[0]
+    assert not db.exists()
+
+    clean = _write(tmp_path / "clean.csv", "model,Task,Visual Category\n"
+                   "alpha,Classification,natural\nbeta,Classification,natural\n"
+                   "orphan,Classification,natural\n"
+                   "gamma,Segmentation,medical ct\n")
+    result = cli("build", zoo, "--index", clean, "-o", db, "--strict")
+    assert result.returncode == 0, result.stderr
+    assert len(filterdb.open(db).models) == 4
+
+
+def test_unreadable_index_is_one_error_line(zoo, tmp_path, cli):
+    bad = _write(tmp_path / "index.yaml", "just a string\n")
+    with pytest.raises(IndexFileError, match="expected a list of rows"):
+        read_index(bad)
+    nameless = _write(tmp_path / "index.csv", "Task,Visual Category\nClassification,natural\n")
+    with pytest.raises(IndexFileError, match="needs a 'model', 'Name' or 'path' column"):
+        read_index(nameless)
+    result = cli("build", zoo, "--index", nameless, "-o", tmp_path / "db.h5")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"filterdb: error: {nameless}: needs a 'model', 'Name' or 'path' column to match files"]
