@@ -1,12 +1,16 @@
-"""filterdb: build, store, check and analyse databases of trained convolution filters."""
+"""filterdb: build, store, check and analyse databases of trained convolution filters.
+
+Heavy modules (pandas, the store) load on first use, so that ``import filterdb``
+and the build's worker processes start fast.
+"""
 
 from ._version import __version__
-from .api import quality
 from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
-from .store.reader import FilterDB, Selection
+
+_LAZY = {"FilterDB": "store.reader", "Selection": "store.reader", "quality": "api"}
 
 
-def open(path) -> FilterDB:  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
+def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     """Open a filter database for reading.
 
     Parameters
@@ -25,7 +29,17 @@ def open(path) -> FilterDB:  # noqa: A001 - mirrors h5py.File / xarray.open_data
     >>> db.models[["model", "Task", "total_filters"]]     # doctest: +SKIP
     >>> db.select(Task="Classification").read().shape      # doctest: +SKIP
     """
+    from .store.reader import FilterDB
+
     return FilterDB(path)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'filterdb' has no attribute {name!r}")
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",

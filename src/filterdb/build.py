@@ -8,28 +8,33 @@ whatever the worker count or completion order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import extract, layer_quality
-from .errors import FilterDBError, IndexFileError, ModelReadError
-from .index import PlannedModel, plan_zoo
-from .readers import Limits, model_extensions, open_model
+from . import layer_quality
+from .errors import FilterDBError, IndexFileError
+from .index import plan_zoo
+from .readers import Limits, model_extensions
 from .store import layout
-from .store.shard import read_record_json, write_shard
-from .store.writer import DatabaseWriter, ModelEntry
-
-ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
-#: Quality columns of the layers table ("n" is already there as n_filters).
-QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (
-    "verdict", "reason")
+from .store.entry import ModelEntry
+from .store.writer import DatabaseWriter
+from .worker import (
+    ADDED,
+    FAILED,
+    PRESENT,
+    SKIPPED,
+    Job,
+    ModelOutcome,
+    ignore_interrupts,
+    present,
+    process_model,
+)
 
 
 @dataclass
@@ -42,22 +47,6 @@ class BuildOptions:
     limits: Limits = field(default_factory=Limits)
     thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
     commit_seconds: float = 1.0
-
-
-@dataclass
-class ModelOutcome:
-    """What happened to one model of the zoo."""
-
-    model: str
-    path: str
-    status: str
-    reason: str = ""
-    model_id: int | None = None
-    filters: dict[str, int] = field(default_factory=dict)
-    nan_count: int = 0
-    inf_count: int = 0
-    quality_verdict: str = ""
-    degenerated_share: float = 0.0
 
 
 @dataclass
@@ -95,16 +84,6 @@ class BuildReport:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2))
         os.replace(tmp, path)
-
-
-@dataclass
-class _Job:
-    planned: PlannedModel
-    known_hashes: dict[str, str]
-    shards: Path
-    shapes: tuple[tuple[int, int], ...]
-    limits: Limits
-    thresholds: layer_quality.Thresholds
 
 
 def build(zoo, database, index=None, options: BuildOptions | None = None,
@@ -151,8 +130,9 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                          planned=len(plan.models), findings=list(plan.findings))
     notify = on_outcome or (lambda outcome, report: None)
     with DatabaseWriter(database, options.shapes) as writer:
-        jobs = [_Job(planned, writer.known_hashes, writer.shards, writer.shapes,
-                     options.limits, options.thresholds) for planned in plan.models]
+        jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
+                    writer.shards, writer.shapes, options.limits, options.thresholds)
+                for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
         except KeyboardInterrupt:
@@ -168,7 +148,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     return report
 
 
-def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
+def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
          report: BuildReport, notify) -> None:
     """Process jobs, committing finished models in job order."""
     results: dict[int, ModelEntry | ModelOutcome] = {}
@@ -189,7 +169,7 @@ def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
                 notify(result, report)
             elif result.sha256 in committed_hashes or result.model in committed_names:
                 outcome = (
-                    _present(result.model, result.source_path, committed_hashes[result.sha256])
+                    present(result.model, result.source_path, committed_hashes[result.sha256])
                     if result.sha256 in committed_hashes else
                     ModelOutcome(result.model, result.source_path, SKIPPED,
                                  "another model of this name is already in the database"))
@@ -218,12 +198,14 @@ def _run(jobs: list[_Job], writer: DatabaseWriter, options: BuildOptions,
     try:
         if options.workers <= 1:
             for number, job in enumerate(jobs):
-                results[number] = _process(job)
+                results[number] = process_model(job)
                 settle(final=False)
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(options.workers, mp_context=context) as pool:
-                pending = {pool.submit(_process, job): number for number, job in enumerate(jobs)}
+            with ProcessPoolExecutor(options.workers, mp_context=context,
+                                     initializer=ignore_interrupts) as pool:
+                pending = {pool.submit(process_model, job): number
+                           for number, job in enumerate(jobs)}
                 try:
                     while pending:
                         done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -247,84 +229,3 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
                         degenerated_share=entry.summary["degenerated_share"])
 
 
-def _process(job: _Job) -> ModelEntry | ModelOutcome:
-    """Read one model and write its shard; never raises for a bad model file.
-
-    The file's sha256 is computed in a thread while the model is read and assessed
-    (hashlib and numpy release the GIL); when appending, known models are recognised
-    by their hash before they are read.
-    """
-    planned = job.planned
-    try:
-        with ThreadPoolExecutor(1) as hasher:
-            hashing = hasher.submit(file_sha256, planned.path)
-            if job.known_hashes and hashing.result() in job.known_hashes:
-                return _present(planned.name, planned.path, job.known_hashes[hashing.result()])
-            record = open_model(planned.path, job.limits)
-            layers = extract.ordered_layers(record)
-            if not layers:
-                raise ModelReadError(planned.path, "no convolution layers with 2-D kernels")
-            quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
-                                                           job.thresholds)
-            sha256 = hashing.result()
-        if sha256 in job.known_hashes:
-            return _present(planned.name, planned.path, job.known_hashes[sha256])
-        shard = job.shards / layout.shard_name(sha256, job.shapes)
-        if shard.exists():
-            cached = _entry_from_shard(shard, planned, sha256)
-            if cached is not None:
-                return cached
-        rows = extract.layer_rows(layers)
-        for row, values in zip(rows, quality, strict=True):
-            row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
-        summary = extract.model_summary(record, layers)
-        summary.update(quality_verdict=verdict["verdict"],
-                       degenerated_share=verdict["degenerated_share"],
-                       random_like_share=verdict["random_like_share"])
-        entry = ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
-                           shard=shard.name, meta=dict(planned.meta), summary=summary,
-                           layers=rows)
-        counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
-        write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
-                    {"model": planned.name, "sha256": sha256},
-                    json.dumps(_entry_json(entry)))
-        return entry
-    except ModelReadError as error:
-        return ModelOutcome(planned.name, str(planned.path), FAILED, error.reason)
-    except OSError as error:
-        return ModelOutcome(planned.name, str(planned.path), FAILED,
-                            f"cannot read ({error.strerror or error})")
-    except Exception as error:  # a reader bug must not end the build; report it per model
-        return ModelOutcome(planned.name, str(planned.path), FAILED,
-                            f"unexpected {type(error).__name__}: {error}")
-
-
-def _present(name: str, path, existing: str) -> ModelOutcome:
-    return ModelOutcome(name, str(path), PRESENT, f"same content as {existing}")
-
-
-def _entry_json(entry: ModelEntry) -> dict:
-    summary = dict(entry.summary)
-    summary["shape_counts"] = [[*shape, n] for shape, n in summary["shape_counts"].items()]
-    return {"summary": summary, "layers": entry.layers}
-
-
-def _entry_from_shard(shard: Path, planned: PlannedModel, sha256: str) -> ModelEntry | None:
-    """Reuse a complete shard a killed build left behind for the same file."""
-    try:
-        data = json.loads(read_record_json(shard))
-    except (OSError, KeyError, ValueError):
-        return None
-    summary = data["summary"]
-    summary["shape_counts"] = {(kh, kw): n for kh, kw, n in summary["shape_counts"]}
-    return ModelEntry(model=planned.name, sha256=sha256, source_path=str(planned.path),
-                      shard=shard.name, meta=dict(planned.meta), summary=summary,
-                      layers=data["layers"])
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

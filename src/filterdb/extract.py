@@ -78,12 +78,17 @@ def layer_rows(layers: list[ConvLayer]) -> list[dict]:
             "dilation_w": int(layer.dilations[-1]) if layer.dilations else 1,
             "source_dtype": layer.source_dtype,
             "n_filters": layer.n_filters,
-            "nan_count": int(np.isnan(layer.weight).sum()),
-            "inf_count": int(np.isinf(layer.weight).sum()),
+            **_non_finite_counts(layer.weight),
             "local_start": offsets[shape],
         })
         offsets[shape] += layer.n_filters
     return rows
+
+
+def _non_finite_counts(weight: np.ndarray) -> dict[str, int]:
+    if np.isfinite(weight).all():  # one pass for the usual case
+        return {"nan_count": 0, "inf_count": 0}
+    return {"nan_count": int(np.isnan(weight).sum()), "inf_count": int(np.isinf(weight).sum())}
 
 
 def filters_by_shape(layers: list[ConvLayer], shape: Shape) -> Iterator[np.ndarray]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: Logistic fit of the entropy of random layers against log2(n) (torchconvquality 0.3.0).
 ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
@@ -190,6 +190,12 @@ def _orthogonality(rows: np.ndarray, norms: np.ndarray, block_rows: int) -> floa
     return 1.0 - total / (c_out * (c_out - 1))
 
 
+@lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    """Inspecting the loaded BLAS libraries is slow; do it once per process."""
+    return ThreadpoolController()
+
+
 def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict]:
     """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw).
 
@@ -206,7 +212,7 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict
     """
     results: list[dict] = []
     spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
-    with threadpool_limits(limits=1):
+    with _blas_controller().limit(limits=1):
         for index, weight in enumerate(weights):
             if weight.ndim != 4:
                 raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
 from ..store import layout
-from .progress import BuildProgress
 
 NAME = "build"
 HELP = "Build or extend a filter database from a folder of models."
@@ -25,6 +23,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
+    from .progress import BuildProgress
+
     shapes = None
     if args.shapes:
         try:

@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..api import QUALITY_COLUMNS, quality
-
 NAME = "check"
 HELP = "Check one model's conv layers for degeneration (sparsity, entropy, orthogonality)."
 
@@ -24,6 +22,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..api import QUALITY_COLUMNS, quality
+
     table = quality(args.model)
     summary = table.attrs["summary"]
     if args.format == "json":

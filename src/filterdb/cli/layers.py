@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from .. import open as open_db
 from ..errors import FilterDBError
 
@@ -31,6 +29,8 @@ def run(args) -> int:
         if table.empty:
             raise FilterDBError(f"{db.path}: no model named {args.model!r}")
     table = table[COLUMNS]
+    import pandas as pd
+
     if args.csv:
         print(table.to_csv(index=False), end="")
     else:

@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-from ..build import ADDED
+from ..worker import ADDED
 
 
 class BuildProgress:

@@ -25,7 +25,10 @@ def read_record_json(path: Path) -> str:
 def write_shard(path: Path, counts: dict[Shape, int],
                 blocks: Callable[[Shape], Iterable[np.ndarray]], attrs: dict,
                 record_json: str = "{}") -> None:
-    """Write a shard atomically: a temporary file, fsync, then rename to ``path``.
+    """Write a shard atomically: a temporary file renamed to ``path`` when complete.
+
+    The writer fsyncs shards before the commit that references them, so the
+    kernel can write them back in the background meanwhile.
 
     Parameters
     ----------
@@ -57,8 +60,6 @@ def write_shard(path: Path, counts: dict[Shape, int],
                 if position != count:
                     raise RuntimeError(f"shard {path.name}: wrote {position} of {count} "
                                        f"{shape} filters")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

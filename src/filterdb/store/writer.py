@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -21,21 +20,9 @@ import pandas as pd
 from .._version import __version__
 from ..errors import DatabaseError
 from . import layout
+from .entry import ModelEntry
 from .layout import Shape
 from .meta import published_meta
-
-
-@dataclass
-class ModelEntry:
-    """A model whose shard is on disk, ready to be committed."""
-
-    model: str
-    sha256: str
-    source_path: str
-    shard: str
-    meta: dict[str, str]
-    summary: dict
-    layers: list[dict] = field(default_factory=list)
 
 
 class DatabaseLock:
@@ -185,6 +172,9 @@ class DatabaseWriter:
             for column in entry.meta:
                 if column not in self.index_columns:
                     self.index_columns.append(column)
+        for entry in entries:  # durable before the master names them
+            _fsync(self.shards / entry.shard)
+        _fsync_dir(self.shards)
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
         self._write_master(_tidy_models(models, self.index_columns), layers)
@@ -232,8 +222,7 @@ class DatabaseWriter:
                     "index_columns": json.dumps(self.index_columns),
                     "n_models": len(models),
                 })
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
+            _fsync(tmp)
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
         finally:
@@ -287,6 +276,11 @@ def _tidy_models(models: pd.DataFrame, index_columns: list[str]) -> pd.DataFrame
     operators = sorted(c for c in counts if c.startswith(layout.OPERATOR_PREFIX))
     rest = [c for c in models.columns if c not in core + shapes + operators]
     return models[core + rest + shapes + operators].reset_index(drop=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,141 @@
+"""The work of one build worker: read a model, assess it, write its shard.
+
+Kept free of pandas and of the index and writer modules, so that worker
+processes start small and fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import extract, layer_quality
+from .errors import ModelReadError
+from .readers import Limits, open_model
+from .store import layout
+from .store.entry import ModelEntry
+from .store.shard import read_record_json, write_shard
+
+ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
+#: Quality columns of the layers table ("n" is already there as n_filters).
+QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (
+    "verdict", "reason")
+
+
+@dataclass
+class ModelOutcome:
+    """What happened to one model of the zoo."""
+
+    model: str
+    path: str
+    status: str
+    reason: str = ""
+    model_id: int | None = None
+    filters: dict[str, int] = field(default_factory=dict)
+    nan_count: int = 0
+    inf_count: int = 0
+    quality_verdict: str = ""
+    degenerated_share: float = 0.0
+
+
+@dataclass
+class Job:
+    name: str
+    path: Path
+    meta: dict[str, str]
+    known_hashes: dict[str, str]
+    shards: Path
+    shapes: tuple[tuple[int, int], ...]
+    limits: Limits
+    thresholds: layer_quality.Thresholds
+
+
+def ignore_interrupts() -> None:
+    """Ctrl-C is the main process's to handle: it commits what is ready and stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def process_model(job: Job) -> ModelEntry | ModelOutcome:
+    """Read one model and write its shard; never raises for a bad model file.
+
+    The file's sha256 is computed in a thread while the model is read and assessed
+    (hashlib and numpy release the GIL); when appending, known models are recognised
+    by their hash before they are read.
+    """
+    try:
+        with ThreadPoolExecutor(1) as hasher:
+            hashing = hasher.submit(file_sha256, job.path)
+            if job.known_hashes and hashing.result() in job.known_hashes:
+                return present(job.name, job.path, job.known_hashes[hashing.result()])
+            record = open_model(job.path, job.limits)
+            layers = extract.ordered_layers(record)
+            if not layers:
+                raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
+            quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
+                                                           job.thresholds)
+            sha256 = hashing.result()
+        if sha256 in job.known_hashes:
+            return present(job.name, job.path, job.known_hashes[sha256])
+        shard = job.shards / layout.shard_name(sha256, job.shapes)
+        if shard.exists():
+            cached = _entry_from_shard(shard, job, sha256)
+            if cached is not None:
+                return cached
+        rows = extract.layer_rows(layers)
+        for row, values in zip(rows, quality, strict=True):
+            row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+        summary = extract.model_summary(record, layers)
+        summary.update(quality_verdict=verdict["verdict"],
+                       degenerated_share=verdict["degenerated_share"],
+                       random_like_share=verdict["random_like_share"])
+        entry = ModelEntry(model=job.name, sha256=sha256, source_path=str(job.path),
+                           shard=shard.name, meta=dict(job.meta), summary=summary,
+                           layers=rows)
+        counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
+        write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
+                    {"model": job.name, "sha256": sha256},
+                    json.dumps(_entry_json(entry)))
+        return entry
+    except ModelReadError as error:
+        return ModelOutcome(job.name, str(job.path), FAILED, error.reason)
+    except OSError as error:
+        return ModelOutcome(job.name, str(job.path), FAILED,
+                            f"cannot read ({error.strerror or error})")
+    except Exception as error:  # a reader bug must not end the build; report it per model
+        return ModelOutcome(job.name, str(job.path), FAILED,
+                            f"unexpected {type(error).__name__}: {error}")
+
+
+def present(name: str, path, existing: str) -> ModelOutcome:
+    return ModelOutcome(name, str(path), PRESENT, f"same content as {existing}")
+
+
+def _entry_json(entry: ModelEntry) -> dict:
+    summary = dict(entry.summary)
+    summary["shape_counts"] = [[*shape, n] for shape, n in summary["shape_counts"].items()]
+    return {"summary": summary, "layers": entry.layers}
+
+
+def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
+    """Reuse a complete shard a killed build left behind for the same file."""
+    try:
+        data = json.loads(read_record_json(shard))
+    except (OSError, KeyError, ValueError):
+        return None
+    summary = data["summary"]
+    summary["shape_counts"] = {(kh, kw): n for kh, kw, n in summary["shape_counts"]}
+    return ModelEntry(model=job.name, sha256=sha256, source_path=str(job.path),
+                      shard=shard.name, meta=dict(job.meta), summary=summary,
+                      layers=data["layers"])
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
