@@ -13,7 +13,13 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,13 +45,15 @@ from .worker import (
 
 @dataclass
 class BuildOptions:
-    """How to build: worker processes, stored kernel shapes, strictness, reader limits."""
+    """How to build: worker processes, stored kernel shapes, strictness, reader limits,
+    and whether (with which thresholds) to compute the layer quality metrics."""
 
     workers: int = 1
     shapes: tuple[tuple[int, int], ...] | None = None
     strict: bool = False
     limits: Limits = field(default_factory=Limits)
     thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
+    quality: bool = True
     commit_seconds: float = 1.0
 
 
@@ -131,7 +139,8 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     notify = on_outcome or (lambda outcome, report: None)
     with DatabaseWriter(database, options.shapes) as writer:
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
-                    writer.shards, writer.shapes, options.limits, options.thresholds)
+                    writer.shards, writer.shapes, options.limits,
+                    options.thresholds if options.quality else None)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
@@ -153,47 +162,31 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     """Process jobs, committing finished models in job order."""
     results: dict[int, ModelEntry | ModelOutcome] = {}
     next_commit = 0
-    ready: list[tuple[int, ModelEntry]] = []
-    last_commit = time.monotonic()
     committed_hashes = dict(writer.known_hashes)
     committed_names = set(writer.known_names)
-
-    commit_cost = 0.0
+    committer = _Committer(writer, options.commit_seconds, report, notify)
 
     def settle(final: bool) -> None:
-        nonlocal next_commit, last_commit, commit_cost
+        nonlocal next_commit
         while next_commit in results:
             result = results.pop(next_commit)
+            next_commit += 1
             if isinstance(result, ModelOutcome):
-                report.outcomes.append(result)
-                notify(result, report)
-            elif result.sha256 in committed_hashes or result.model in committed_names:
-                outcome = (
-                    present(result.model, result.source_path, committed_hashes[result.sha256])
-                    if result.sha256 in committed_hashes else
-                    ModelOutcome(result.model, result.source_path, SKIPPED,
-                                 "another model of this name is already in the database"))
-                report.outcomes.append(outcome)
-                notify(outcome, report)
+                outcome = result
+            elif result.sha256 in committed_hashes:
+                outcome = present(result.model, result.source_path,
+                                  committed_hashes[result.sha256])
+            elif result.model in committed_names:
+                outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
+                                       "another model of this name is already in the database")
             else:
                 committed_hashes[result.sha256] = result.model
                 committed_names.add(result.model)
-                ready.append((next_commit, result))
-            next_commit += 1
-        # Commits rewrite the master: space them so they cost at most ~10 % of the build.
-        interval = max(options.commit_seconds, 10 * commit_cost)
-        due = final or time.monotonic() - last_commit >= interval
-        if ready and due:
-            entries = [entry for _, entry in ready]
-            began = time.monotonic()
-            ids = writer.commit(entries)
-            commit_cost = time.monotonic() - began
-            for entry, model_id in zip(entries, ids, strict=True):
-                outcome = _added(entry, model_id)
-                report.outcomes.append(outcome)
-                notify(outcome, report)
-            ready.clear()
-            last_commit = time.monotonic()
+                committer.ready.append(result)
+                continue
+            report.outcomes.append(outcome)
+            notify(outcome, report)
+        committer.poll(final)
 
     try:
         if options.workers <= 1:
@@ -217,6 +210,57 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
                     raise
     finally:
         settle(final=True)
+        committer.close()
+
+
+class _Committer:
+    """Commits ready models in a background thread, one commit in flight at a time, so
+    reading goes on while shards are synced and the master is rewritten.
+
+    Commits rewrite the whole master, so they are spaced to cost at most ~10 % of
+    the build (and at least ``min_seconds`` apart).
+    """
+
+    def __init__(self, writer: DatabaseWriter, min_seconds: float, report: BuildReport,
+                 notify):
+        self.writer, self.min_seconds = writer, min_seconds
+        self.report, self.notify = report, notify
+        self.ready: list[ModelEntry] = []
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="filterdb-commit")
+        self.inflight: Future | None = None
+        self.last = time.monotonic()
+        self.cost = 0.0
+
+    def poll(self, final: bool) -> None:
+        """Report a finished commit and start the next one when due; with ``final``,
+        commit everything that is ready before returning."""
+        while True:
+            if self.inflight is not None and (final or self.inflight.done()):
+                self._finish()
+            due = time.monotonic() - self.last >= max(self.min_seconds, 10 * self.cost)
+            if self.inflight is None and self.ready and (final or due):
+                entries, self.ready = self.ready, []
+                self.inflight = self.thread.submit(self._commit, entries)
+            if not final or (self.inflight is None and not self.ready):
+                return
+
+    def _commit(self, entries: list[ModelEntry]) -> tuple[list[ModelEntry], list[int]]:
+        began = time.monotonic()
+        ids = self.writer.commit(entries)
+        self.cost = time.monotonic() - began
+        return entries, ids
+
+    def _finish(self) -> None:
+        inflight, self.inflight = self.inflight, None
+        entries, ids = inflight.result()
+        self.last = time.monotonic()
+        for entry, model_id in zip(entries, ids, strict=True):
+            outcome = _added(entry, model_id)
+            self.report.outcomes.append(outcome)
+            self.notify(outcome, self.report)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=True)
 
 
 def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:

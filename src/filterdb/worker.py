@@ -18,9 +18,10 @@ from .errors import ModelReadError
 from .readers import Limits, open_model
 from .store import layout
 from .store.entry import ModelEntry
-from .store.shard import read_record_json, write_shard
+from .store.shard import read_record_json, seal_shard, temporary_shard, write_shard
 
 ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
+NOT_ASSESSED = "not assessed"
 #: Quality columns of the layers table ("n" is already there as n_filters).
 QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (
     "verdict", "reason")
@@ -51,7 +52,7 @@ class Job:
     shards: Path
     shapes: tuple[tuple[int, int], ...]
     limits: Limits
-    thresholds: layer_quality.Thresholds
+    thresholds: layer_quality.Thresholds | None  # None: no quality metrics
 
 
 def ignore_interrupts() -> None:
@@ -62,43 +63,44 @@ def ignore_interrupts() -> None:
 def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
-    The file's sha256 is computed in a thread while the model is read and assessed
-    (hashlib and numpy release the GIL); when appending, known models are recognised
-    by their hash before they are read.
+    The file's sha256 is computed in a thread while the model is read, assessed and
+    written (hashlib, numpy and h5py release the GIL); the shard gets its content-hash
+    name afterwards. When appending, known models and shards a killed build left
+    behind are recognised by the hash before the model is read.
     """
     try:
         with ThreadPoolExecutor(1) as hasher:
             hashing = hasher.submit(file_sha256, job.path)
-            if job.known_hashes and hashing.result() in job.known_hashes:
-                return present(job.name, job.path, job.known_hashes[hashing.result()])
+            if job.known_hashes:  # appending: recognise known models before reading them
+                known = _known(job, hashing.result())
+                if known is not None:
+                    return known
             record = open_model(job.path, job.limits)
             layers = extract.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
-            quality, verdict = layer_quality.assess_layers([layer.weight for layer in layers],
-                                                           job.thresholds)
-            sha256 = hashing.result()
-        if sha256 in job.known_hashes:
-            return present(job.name, job.path, job.known_hashes[sha256])
-        shard = job.shards / layout.shard_name(sha256, job.shapes)
-        if shard.exists():
-            cached = _entry_from_shard(shard, job, sha256)
-            if cached is not None:
-                return cached
-        rows = extract.layer_rows(layers)
-        for row, values in zip(rows, quality, strict=True):
-            row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
-        summary = extract.model_summary(record, layers)
-        summary.update(quality_verdict=verdict["verdict"],
-                       degenerated_share=verdict["degenerated_share"],
-                       random_like_share=verdict["random_like_share"])
-        entry = ModelEntry(model=job.name, sha256=sha256, source_path=str(job.path),
-                           shard=shard.name, meta=dict(job.meta), summary=summary,
-                           layers=rows)
-        counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
-        write_shard(shard, counts, lambda shape: extract.filters_by_shape(layers, shape),
-                    {"model": job.name, "sha256": sha256},
-                    json.dumps(_entry_json(entry)))
+            quality, verdict = (
+                layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds)
+                if job.thresholds is not None else _not_assessed(len(layers)))
+            rows = extract.layer_rows(layers)
+            for row, values in zip(rows, quality, strict=True):
+                row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+            summary = extract.model_summary(record, layers)
+            summary.update(quality_verdict=verdict["verdict"],
+                           degenerated_share=verdict["degenerated_share"],
+                           random_like_share=verdict["random_like_share"])
+            entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
+                               shard="", meta=dict(job.meta), summary=summary, layers=rows)
+            counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
+            tmp = temporary_shard(job.shards)
+            write_shard(tmp, counts, lambda shape: extract.filters_by_shape(layers, shape),
+                        json.dumps(_entry_json(entry)))
+            entry.sha256 = hashing.result()
+        if entry.sha256 in job.known_hashes:
+            tmp.unlink(missing_ok=True)
+            return present(job.name, job.path, job.known_hashes[entry.sha256])
+        entry.shard = layout.shard_name(entry.sha256, job.shapes)
+        seal_shard(tmp, job.shards / entry.shard)
         return entry
     except ModelReadError as error:
         return ModelOutcome(job.name, str(job.path), FAILED, error.reason)
@@ -108,6 +110,22 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     except Exception as error:  # a reader bug must not end the build; report it per model
         return ModelOutcome(job.name, str(job.path), FAILED,
                             f"unexpected {type(error).__name__}: {error}")
+
+
+def _known(job: Job, sha256: str) -> ModelOutcome | ModelEntry | None:
+    if sha256 in job.known_hashes:
+        return present(job.name, job.path, job.known_hashes[sha256])
+    shard = job.shards / layout.shard_name(sha256, job.shapes)
+    return _entry_from_shard(shard, job, sha256) if shard.exists() else None
+
+
+def _not_assessed(n_layers: int) -> tuple[list[dict], dict]:
+    """Quality fields of a build run without metrics: NaN, verdict "not assessed"."""
+    row = {key: float("nan") for key in layer_quality.METRIC_COLUMNS}
+    row.update(verdict=NOT_ASSESSED, reason="")
+    return [dict(row) for _ in range(n_layers)], {
+        "verdict": NOT_ASSESSED, "degenerated_share": float("nan"),
+        "random_like_share": float("nan")}
 
 
 def present(name: str, path, existing: str) -> ModelOutcome:

@@ -18,12 +18,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shapes", default=None,
                         help="extra kernel shapes to store beside 3x3, e.g. 5x5,1x3")
+    parser.add_argument("--no-quality", dest="quality", action="store_false",
+                        help="skip the layer quality metrics (faster; verdicts 'not assessed')")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
 
 
 def run(args) -> int:
     from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
+    from ..worker import NOT_ASSESSED
     from .progress import BuildProgress
 
     shapes = None
@@ -36,7 +39,8 @@ def run(args) -> int:
     if args.workers < 1:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
-    options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict)
+    options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
+                           quality=args.quality)
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
     for finding in report.findings:
@@ -47,7 +51,8 @@ def run(args) -> int:
         elif outcome.nan_count or outcome.inf_count:
             print(f"warning: {outcome.path}: {outcome.nan_count} NaN and {outcome.inf_count} "
                   "Inf weights (kept)", file=sys.stderr)
-    flagged = [o for o in report.outcomes if o.status == ADDED and o.quality_verdict != "ok"]
+    flagged = [o for o in report.outcomes
+               if o.status == ADDED and o.quality_verdict not in ("ok", NOT_ASSESSED)]
     for outcome in sorted(flagged, key=lambda o: -o.degenerated_share):
         print(f"quality: {outcome.model}: {outcome.quality_verdict} "
               f"({outcome.degenerated_share:.0%} of layers degenerated)", file=sys.stderr)

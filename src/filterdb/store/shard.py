@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,31 +23,28 @@ def read_record_json(path: Path) -> str:
         return handle[RECORD][()].decode()
 
 
-def write_shard(path: Path, counts: dict[Shape, int],
-                blocks: Callable[[Shape], Iterable[np.ndarray]], attrs: dict,
-                record_json: str = "{}") -> None:
-    """Write a shard atomically: a temporary file renamed to ``path`` when complete.
+def temporary_shard(shards: Path) -> Path:
+    """A fresh temporary name in the shards folder (writers remove stale ones on open)."""
+    return shards / f".{uuid.uuid4().hex}.tmp"
 
-    The writer fsyncs shards before the commit that references them, so the
-    kernel can write them back in the background meanwhile.
+
+def write_shard(tmp: Path, counts: dict[Shape, int],
+                blocks: Callable[[Shape], Iterable[np.ndarray]], record_json: str) -> None:
+    """Write one model's filters into a temporary shard file.
 
     Parameters
     ----------
-    path : Path
-        Final shard path; it appears only once complete.
+    tmp : Path
+        From :func:`temporary_shard`; :func:`seal_shard` names it when complete.
     counts : dict
         Number of filters per stored kernel shape (zero allowed).
     blocks : callable
         ``blocks(shape)`` yields that shape's filters as (n, kh, kw) arrays in order.
-    attrs : dict
-        Provenance written as attributes (model name, sha256, ...).
     record_json : str
         The model's table rows, kept so a shard can be committed without re-reading.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w", track_order=False) as handle:
-            handle.attrs.update(attrs)
             handle.create_dataset(RECORD, data=record_json, track_times=False)
             for shape, count in counts.items():
                 chunks = (min(count, CHUNK_ROWS), *shape) if count else None
@@ -58,8 +56,17 @@ def write_shard(path: Path, counts: dict[Shape, int],
                     dataset[position:position + len(block)] = block
                     position += len(block)
                 if position != count:
-                    raise RuntimeError(f"shard {path.name}: wrote {position} of {count} "
+                    raise RuntimeError(f"shard {tmp.name}: wrote {position} of {count} "
                                        f"{shape} filters")
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def seal_shard(tmp: Path, path: Path) -> None:
+    """Rename a complete shard into place (its name carries the model's content hash).
+
+    The writer fsyncs shards before the commit that references them, so the
+    kernel can write them back in the background meanwhile.
+    """
+    os.replace(tmp, path)
