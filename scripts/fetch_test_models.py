@@ -16,6 +16,7 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "models"
 #: folder -> (pip requirement, suffix of the members to extract)
 PACKAGES = {
     "rapidocr": ("rapidocr-onnxruntime==1.4.4", ".onnx"),
+    "facenet": ("facenet-pytorch==2.6.0", ".pt"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small generated zoo, its database, and real rapidocr models."""
+"""Shared fixtures: a small generated zoo, its database, and real rapidocr and MTCNN models."""
 
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ def _fetch_module():
 def rapidocr_models() -> Path:
     """Folder holding the three rapidocr-onnxruntime 1.4.4 ONNX models (downloaded once)."""
     return _fetch_module().fetch("rapidocr")
+
+
+@pytest.fixture(scope="session")
+def facenet_models() -> Path:
+    """Folder holding the facenet-pytorch 2.6.0 MTCNN state dicts pnet.pt, rnet.pt and
+    onet.pt (downloaded once)."""
+    return _fetch_module().fetch("facenet")
 
 
 @pytest.fixture(scope="session")

@@ -140,7 +140,8 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     with DatabaseWriter(database, options.shapes) as writer:
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
-                    options.thresholds if options.quality else None)
+                    options.thresholds if options.quality else None,
+                    max(1, layer_quality.default_threads() // options.workers))
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)

@@ -29,7 +29,9 @@ thread pool collapses when another process holds the other core.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,7 +41,7 @@ from threadpoolctl import ThreadpoolController
 #: Logistic fit of the entropy of random layers against log2(n) (torchconvquality 0.3.0).
 ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
 #: Rows of the Gram matrix per block: bounds memory at ~block x c_out floats.
-GRAM_BLOCK_ROWS = 512
+GRAM_BLOCK_ROWS = 256
 
 METRIC_COLUMNS = ("n", "sparsity", "variance_entropy", "variance_entropy_norm",
                   "variance_entropy_clean", "variance_entropy_clean_norm", "orthogonality",
@@ -72,7 +74,7 @@ class Thresholds:
 
     sparse: float = 0.5
     low_diversity: float = 0.5
-    random_like: float = 0.9
+    random_like: float = 0.97
     random_sparsity: float = 0.01
     untrained_share: float = 0.5
     sparsity_eps: float = 0.01
@@ -134,15 +136,20 @@ def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
 
 
 def _scatter(rows: np.ndarray, chunk_rows: int = 1 << 16) -> np.ndarray:
-    """Centred sum of outer products (n - 1 times the covariance) of (n, d) rows,
-    accumulated in float64 chunk by chunk."""
+    """Centred sum of outer products (n - 1 times the covariance) of (n, d) rows.
+
+    Two passes: the mean first, then products of centred float64 chunks; the
+    one-pass ``sum(x x^T) - n m m^T`` cancels to noise when filters are near copies.
+    """
     d = rows.shape[1]
-    products, sums = np.zeros((d, d)), np.zeros(d)
+    scatter = np.zeros((d, d))
+    if len(rows) == 0:
+        return scatter
+    mean = rows.mean(axis=0, dtype=np.float64)
     for start in range(0, len(rows), chunk_rows):
-        chunk = rows[start:start + chunk_rows].astype(np.float64)
-        products += chunk.T @ chunk
-        sums += chunk.sum(axis=0)
-    return products - np.outer(sums, sums) / max(len(rows), 1)
+        chunk = rows[start:start + chunk_rows] - mean
+        scatter += chunk.T @ chunk
+    return scatter
 
 
 def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,9 +170,10 @@ def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.n
 def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> float:
     """1 - mean |G - I| over off-diagonal pairs of the row-normalised (c_out, rest) weight.
 
-    G is symmetric, so only its upper block triangle is computed, in row blocks that
-    keep memory at ``block_rows * c_out`` floats. Products run in float32 (as the
-    reference does), sums in float64. 1.0 for a single output channel.
+    G is symmetric, so only its upper block triangle is computed, in row blocks of
+    ``block_rows`` (float32 products as the reference does, float64 sums). Rows are
+    normalised in float64 first. Memory: one float32 copy of the weight plus one
+    block of ``block_rows`` x c_out (8 MB at c_out = 4096). 1.0 for one output channel.
     """
     rows = np.asarray(weight, dtype=np.float32).reshape(weight.shape[0], -1)
     norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
@@ -176,18 +184,39 @@ def _orthogonality(rows: np.ndarray, norms: np.ndarray, block_rows: int) -> floa
     c_out = rows.shape[0]
     if c_out < 2:
         return 1.0
-    scale = np.where(norms == 0, 1.0, 1.0 / np.where(norms == 0, 1.0, norms))
-    rows = rows * scale.astype(np.float32)[:, None]
-    total = 0.0
+    # Normalise in float64 (1/norm of a tiny row overflows float32), store as float32.
+    scale = 1.0 / np.where(norms == 0, 1.0, norms)
+    unit = np.empty(rows.shape, dtype=np.float32)
     for start in range(0, c_out, block_rows):
+        unit[start:start + block_rows] = rows[start:start + block_rows] * scale[
+            start:start + block_rows, None]
+
+    def block_sum(start: int) -> float:
+        """sum |G - I| over the rows of one block; G is symmetric, so only the columns
+        from the block's first row on are computed and the rest counted twice."""
         stop = min(start + block_rows, c_out)
-        block = rows[start:stop] @ rows[start:].T
+        block = unit[start:stop] @ unit[start:].T
         index = np.arange(stop - start)
         block[index, index] -= 1
         np.abs(block, out=block)
         square = float(block[:, :stop - start].sum(dtype=np.float64))
-        total += square + 2 * float(block[:, stop - start:].sum(dtype=np.float64))
+        return square + 2 * float(block[:, stop - start:].sum(dtype=np.float64))
+
+    total = sum(map(block_sum, range(0, c_out, block_rows)))
     return 1.0 - total / (c_out * (c_out - 1))
+
+
+@lru_cache(maxsize=4)
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """Our own threads over single-threaded BLAS: numpy releases the GIL in its
+    kernels, and a thread that is not scheduled waits instead of spinning."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="filterdb-gram")
+
+
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)
@@ -196,11 +225,15 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict]:
+def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
+                  threads: int | None = None) -> list[dict]:
     """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw).
 
     Each layer is read in a few passes (float32 in, float64 sums); the spectra of
-    layers with equal kernel size go through one batched ``eigvalsh``.
+    layers with equal kernel size go through one batched ``eigvalsh``. BLAS runs
+    single-threaded; layers are spread over ``threads`` Python threads (default:
+    the CPUs available), which degrade gracefully when other processes hold the
+    cores, unlike a spinning BLAS thread pool.
     Returns one dict per weight with the keys of :data:`METRIC_COLUMNS`.
 
     Examples
@@ -212,11 +245,18 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01) -> list[dict
     """
     results: list[dict] = []
     spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
+    for index, weight in enumerate(weights):
+        if weight.ndim != 4:
+            raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
+
+    def one(weight):
+        return _one_layer(np.asarray(weight, dtype=np.float32), eps)
+
+    threads = threads or default_threads()
     with _blas_controller().limit(limits=1):
-        for index, weight in enumerate(weights):
-            if weight.ndim != 4:
-                raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
-            row, scatters = _one_layer(np.asarray(weight, dtype=np.float32), eps)
+        assessed = (_thread_pool(threads).map(one, weights) if threads > 1 and len(weights) > 1
+                    else map(one, weights))
+        for index, (row, scatters) in enumerate(assessed):
             results.append(row)
             if scatters is not None:
                 spectra.setdefault(row["kernel_elements"], []).append((index, *scatters))
@@ -293,10 +333,8 @@ def model_verdict(verdicts: Sequence[str], thresholds: Thresholds = Thresholds()
             "verdict": verdict}
 
 
-
-
-def assess_layers(weights: Sequence[np.ndarray],
-                  thresholds: Thresholds = Thresholds()) -> tuple[list[dict], dict]:
+def assess_layers(weights: Sequence[np.ndarray], thresholds: Thresholds = Thresholds(),
+                  threads: int | None = None) -> tuple[list[dict], dict]:
     """Metrics, verdict and reason per layer, and the model-level summary.
 
     Returns
@@ -306,7 +344,7 @@ def assess_layers(weights: Sequence[np.ndarray],
     summary : dict
         See :func:`model_verdict`.
     """
-    rows = layer_metrics(weights, thresholds.sparsity_eps)
+    rows = layer_metrics(weights, thresholds.sparsity_eps, threads)
     for row in rows:
         row["verdict"], row["reason"] = layer_verdict(row, thresholds)
     return rows, model_verdict([row["verdict"] for row in rows], thresholds)

@@ -53,6 +53,7 @@ class Job:
     shapes: tuple[tuple[int, int], ...]
     limits: Limits
     thresholds: layer_quality.Thresholds | None  # None: no quality metrics
+    threads: int = 1
 
 
 def ignore_interrupts() -> None:
@@ -80,7 +81,8 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
             quality, verdict = (
-                layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds)
+                layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
+                                            job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
             rows = extract.layer_rows(layers)
             for row, values in zip(rows, quality, strict=True):

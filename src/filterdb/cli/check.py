@@ -27,7 +27,9 @@ def run(args) -> int:
     table = quality(args.model)
     summary = table.attrs["summary"]
     if args.format == "json":
-        print(json.dumps(table[list(QUALITY_COLUMNS)].to_dict("records"), indent=2))
+        records = table[list(QUALITY_COLUMNS)].astype(object)
+        records = records.where(records.notna(), None)  # NaN is not JSON: null
+        print(json.dumps(records.to_dict("records"), indent=2, allow_nan=False))
     elif args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
