@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import filterdb
-from filterdb import extract, layer_quality
+from filterdb import extraction, layer_quality
 from filterdb.api import model_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def real_layers() -> dict[str, list[tuple[str, np.ndarray, int]]]:
     sources += [("mtcnn", path, torch.load(path, weights_only=True))
                 for path in sorted(fetch("facenet").glob("*.pt"))]
     for group, path, model in sources:
-        for layer in extract.ordered_layers(model_record(model)):
+        for layer in extraction.ordered_layers(model_record(model)):
             item = (f"{path.stem}:{layer.name}", layer.weight, layer.groups)
             if layer.kernel_shape == (3, 3):
                 found[group].append(item)
@@ -133,7 +133,7 @@ def measure(draws: int) -> dict[str, list[dict]]:
     print(f"digits CNN: train accuracy {accuracy:.3f} "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     table = filterdb.quality(model)
-    digits = [(f"digits:{name}", extract.ordered_layers(model_record(model))[i].weight, 1)
+    digits = [(f"digits:{name}", extraction.ordered_layers(model_record(model))[i].weight, 1)
               for i, name in enumerate(table["name"])]
     trained = {"rapidocr": layers["rapidocr"], "mtcnn": layers["mtcnn"], "digits CNN": digits}
     groups: dict[str, list[dict]] = {}

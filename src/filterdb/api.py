@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from . import extract, layer_quality
+from . import extraction, layer_quality
 from .errors import FilterDBError
 from .readers import open_model
 from .readers.arrays import from_arrays, from_module
@@ -62,7 +62,7 @@ def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None) 
     if isinstance(model, int):
         return _stored_quality(model, db, thresholds)
     record = model_record(model)
-    layers = extract.ordered_layers(record)
+    layers = extraction.ordered_layers(record)
     if not layers:
         raise FilterDBError(f"{record.path or record.name}: no convolution layers")
     rows, summary = layer_quality.assess_layers([layer.weight for layer in layers], thresholds)

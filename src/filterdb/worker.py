@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import extract, layer_quality
+from . import extraction, layer_quality
 from .errors import ModelReadError
 from .readers import Limits, open_model
 from .store import layout
@@ -77,17 +77,17 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                 if known is not None:
                     return known
             record = open_model(job.path, job.limits)
-            layers = extract.ordered_layers(record)
+            layers = extraction.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
             quality, verdict = (
                 layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                             job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
-            rows = extract.layer_rows(layers)
+            rows = extraction.layer_rows(layers)
             for row, values in zip(rows, quality, strict=True):
                 row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
-            summary = extract.model_summary(record, layers)
+            summary = extraction.model_summary(record, layers)
             summary.update(quality_verdict=verdict["verdict"],
                            degenerated_share=verdict["degenerated_share"],
                            random_like_share=verdict["random_like_share"])
@@ -95,7 +95,7 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
             counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
             tmp = temporary_shard(job.shards)
-            write_shard(tmp, counts, lambda shape: extract.filters_by_shape(layers, shape),
+            write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
                         json.dumps(_entry_json(entry)))
             entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:

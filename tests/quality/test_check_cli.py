@@ -129,7 +129,7 @@ def test_build_stores_the_quality_of_each_layer(small_db):
             np.testing.assert_allclose(layers[key], expected[key], rtol=1e-12, atol=1e-15,
                                        err_msg=key)
         record = filterdb.api.model_record(model["source_path"])
-        weights = [layer.weight for layer in filterdb.extract.ordered_layers(record)]
+        weights = [layer.weight for layer in filterdb.extraction.ordered_layers(record)]
         direct = filterdb.layer_quality.layer_metrics(weights)
         for key in STORED:
             np.testing.assert_allclose(layers[key], [row[key] for row in direct], rtol=1e-12,

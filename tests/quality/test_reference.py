@@ -12,7 +12,7 @@ import torch
 from torchconvquality import measure_conv_weight_quality
 
 import filterdb
-from filterdb import extract
+from filterdb import extraction
 from filterdb.api import model_record
 from filterdb.layer_quality import layer_metrics
 
@@ -40,7 +40,7 @@ def assert_agrees(ours: dict, weight: np.ndarray, where: str) -> None:
 
 
 def layers_3x3(model) -> list:
-    return [layer for layer in extract.ordered_layers(model_record(model))
+    return [layer for layer in extraction.ordered_layers(model_record(model))
             if layer.kernel_shape == (3, 3)]
 
 
@@ -94,7 +94,7 @@ def test_every_rapidocr_layer_agrees(rapidocr_models, name):
     underflow to 0 and stay unnormalised; det p2o.Conv.22 and rec p2o.Conv.20 hold such
     rows. The rec model also holds rows of norm ~2e-39, whose reciprocal does not fit in
     float32.)"""
-    layers = extract.ordered_layers(model_record(rapidocr_models / f"{name}.onnx"))
+    layers = extraction.ordered_layers(model_record(rapidocr_models / f"{name}.onnx"))
     rows = layer_metrics([layer.weight for layer in layers])
     for layer, row in zip(layers, rows, strict=True):
         where = f"{name}:{layer.name} {layer.weight.shape}"

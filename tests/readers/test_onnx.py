@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from filterdb.errors import ModelReadError
-from filterdb.extract import conv_depths, ordered_layers
+from filterdb.extraction import conv_depths, ordered_layers
 from filterdb.readers import Limits, open_model
 
 from . import onnx_builders as ob

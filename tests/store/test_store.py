@@ -382,12 +382,12 @@ def test_append_keeps_ids_and_adds_new_models(tmp_path):
 # commit (commits are at most once a second); the pause lets the kill land mid-build.
 SLOW_CLI = """
 import runpy, sys, time
-import filterdb.extract as extract
-ordered = extract.ordered_layers
+import filterdb.extraction as extraction
+ordered = extraction.ordered_layers
 def slow(record):
     time.sleep(0.12)
     return ordered(record)
-extract.ordered_layers = slow
+extraction.ordered_layers = slow
 runpy.run_module("filterdb", run_name="__main__", alter_sys=True)
 """
 
