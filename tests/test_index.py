@@ -11,9 +11,10 @@ import filterdb
 from filterdb.build import BuildOptions, build
 from filterdb.errors import IndexFileError
 from filterdb.index import plan_zoo, read_index
+from filterdb.readers import is_model_file
 from filterdb.synthetic import make_cnn
 
-SUFFIXES = {".onnx"}
+IS_MODEL = is_model_file
 
 CSV_INDEX = (
     "model,path,name,TASK,visual_category,training dataset,Pretraining Dataset,paper,"
@@ -62,7 +63,7 @@ def test_alias_datatype_is_visual_category(tmp_path):
 
 def test_plan_matches_by_stem_and_path_and_reports_findings(zoo, tmp_path):
     index = _write(tmp_path / "index.csv", CSV_INDEX)
-    plan = plan_zoo(zoo, SUFFIXES, index)
+    plan = plan_zoo(zoo, IS_MODEL, index)
     planned = {m.name: m for m in plan.models}
     assert sorted(planned) == ["alpha", "beta", "gamma-model", "orphan"]
     assert planned["alpha"].path == zoo / "alpha.onnx"
@@ -83,7 +84,7 @@ def test_empty_visual_category_and_both_required_fields(zoo, tmp_path):
     index = _write(tmp_path / "index.csv",
                    "model,Task,Visual Category\nalpha,,\nbeta,Classification,\n"
                    "orphan,Classification,natural\ngamma,Classification,natural\n")
-    plan = plan_zoo(zoo, SUFFIXES, index)
+    plan = plan_zoo(zoo, IS_MODEL, index)
     assert "row 2 (alpha): empty Task, Visual Category" in plan.findings
     assert "row 3 (beta): empty Visual Category" in plan.findings
     assert not [f for f in plan.findings if "orphan" in f]
@@ -111,7 +112,7 @@ orphan:
     assert frame.loc[0, "Visual Category"] == "natural"
     assert frame.loc[0, "My Notes"] == "from yaml"
     assert frame.loc[3, "Visual Category"] == ""
-    plan = plan_zoo(zoo, SUFFIXES, mapping)
+    plan = plan_zoo(zoo, IS_MODEL, mapping)
     planned = {m.name: m.meta for m in plan.models}
     assert sorted(planned) == ["alpha", "beta", "gamma-model", "orphan"]
     assert planned["alpha"]["Training-Dataset"] == "ImageNet"
@@ -126,7 +127,7 @@ orphan:
   Task: Segmentation
   Visual Category: medical ct
 """)
-    plan = plan_zoo(zoo, SUFFIXES, listed)
+    plan = plan_zoo(zoo, IS_MODEL, listed)
     planned = {m.name: m.meta for m in plan.models}
     assert sorted(planned) == ["alpha", "beta", "gamma", "orphan"]
     assert planned["gamma"]["Task"] == "Segmentation"
@@ -148,7 +149,7 @@ beta:
     frame = read_index(index)
     assert list(frame.columns) == ["model", "Task", "Visual Category"]
     assert list(frame["Visual Category"]) == ["natural", "medical mri"]
-    plan = plan_zoo(zoo, SUFFIXES, index)
+    plan = plan_zoo(zoo, IS_MODEL, index)
     planned = {m.name: m.meta for m in plan.models}
     assert planned["beta"] == {"Task": "Segmentation", "Visual Category": "medical mri"}
 
@@ -176,7 +177,7 @@ beta:
 def test_match_by_name_column_when_no_model_column(zoo, tmp_path):
     index = _write(tmp_path / "index.csv",
                    "Name,Task,Visual Category\nalpha,Classification,natural\n")
-    plan = plan_zoo(zoo, SUFFIXES, index)
+    plan = plan_zoo(zoo, IS_MODEL, index)
     planned = {m.name: m for m in plan.models}
     assert planned["alpha"].meta == {"Name": "alpha", "Task": "Classification",
                                      "Visual Category": "natural"}
@@ -186,17 +187,17 @@ def test_duplicate_names(tmp_path):
     zoo = tmp_path / "zoo"
     make_cnn(zoo / "a" / "net.onnx", [4, 8], seed=1)
     make_cnn(zoo / "b" / "net.onnx", [4, 8], seed=2)
-    plan = plan_zoo(zoo, SUFFIXES)
+    plan = plan_zoo(zoo, IS_MODEL)
     assert [m.path for m in plan.models] == [zoo / "a" / "net.onnx"]
     assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
 
     index = _write(tmp_path / "index.csv", "model,Task,Visual Category\nnet,Classification,x\n")
-    plan = plan_zoo(zoo, SUFFIXES, index)
+    plan = plan_zoo(zoo, IS_MODEL, index)
     assert plan.findings[0] == "row 2 (net): several files named net; add a path column"
 
     by_path = _write(tmp_path / "paths.csv", "model,path,Task,Visual Category\n"
                      "net,a/net.onnx,Classification,x\nnet,b/net.onnx,Classification,y\n")
-    plan = plan_zoo(zoo, SUFFIXES, by_path)
+    plan = plan_zoo(zoo, IS_MODEL, by_path)
     assert len(plan.models) == 1 and plan.models[0].meta["Visual Category"] == "x"
     assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
 

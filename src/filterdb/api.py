@@ -9,7 +9,7 @@ import pandas as pd
 
 from . import extraction, layer_quality
 from .errors import FilterDBError
-from .readers import open_model
+from .readers import Limits, open_model
 from .readers.arrays import from_arrays, from_module
 from .records import ModelRecord
 
@@ -19,12 +19,12 @@ QUALITY_COLUMNS = ("name", "shape", "groups", "n", "sparsity", "variance_entropy
                    "variance_entropy_clean_norm", "orthogonality", "verdict", "reason")
 
 
-def model_record(model) -> ModelRecord:
+def model_record(model, limits: Limits | None = None) -> ModelRecord:
     """A ModelRecord from a path, a mapping of name -> array, or a ``torch.nn.Module``."""
     if isinstance(model, ModelRecord):
         return model
     if isinstance(model, str | os.PathLike):
-        return open_model(model)
+        return open_model(model, limits)
     if isinstance(model, Mapping):
         return from_arrays(model)
     if hasattr(model, "named_modules"):
@@ -33,7 +33,8 @@ def model_record(model) -> ModelRecord:
                     "mapping of name -> array or a torch.nn.Module")
 
 
-def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None) -> pd.DataFrame:
+def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None,
+            limits: Limits | None = None) -> pd.DataFrame:
     """Degeneration metrics and verdicts per conv layer.
 
     Parameters
@@ -44,6 +45,8 @@ def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None) 
     db : FilterDB or path, optional
         With an integer ``model``: read the metrics stored at build time.
     thresholds : Thresholds, optional
+    limits : Limits, optional
+        Reader limits; ``Limits(allow_unsafe_pickle=True)`` runs code in pickles.
 
     Returns
     -------
@@ -61,7 +64,7 @@ def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None) 
     thresholds = thresholds or layer_quality.Thresholds()
     if isinstance(model, int):
         return _stored_quality(model, db, thresholds)
-    record = model_record(model)
+    record = model_record(model, limits)
     layers = extraction.ordered_layers(record)
     if not layers:
         raise FilterDBError(f"{record.path or record.name}: no convolution layers")

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import layer_quality
 from .errors import FilterDBError, IndexFileError
 from .index import plan_zoo
-from .readers import Limits, model_extensions
+from .readers import Limits, is_model_file
 from .store import layout
 from .store.entry import ModelEntry
 from .store.writer import DatabaseWriter
@@ -129,7 +129,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     options = options or BuildOptions()
     started = time.perf_counter()
     database = Path(database)
-    plan = plan_zoo(zoo, model_extensions(), index)
+    plan = plan_zoo(zoo, is_model_file, index)
     if options.strict and plan.findings:
         raise IndexFileError(f"{index or zoo}: {len(plan.findings)} index problem(s), "
                              f"first: {plan.findings[0]}")

@@ -1,12 +1,13 @@
 """The meta index: one row per model, matched to the zoo's files and checked against it.
 
-Knows nothing of model formats or HDF5; the caller passes the file suffixes to scan.
+Knows nothing of model formats or HDF5; the caller says which files are models.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def _yaml_row(path: Path, row: dict) -> dict:
     return out
 
 
-def scan_zoo(zoo: str | Path, suffixes: set[str]) -> list[Path]:
+def scan_zoo(zoo: str | Path, is_model: Callable[[Path], bool]) -> list[Path]:
     """Model files under ``zoo`` (recursively, hidden folders skipped), sorted."""
     zoo = Path(zoo)
     if zoo.is_file():
@@ -101,11 +102,12 @@ def scan_zoo(zoo: str | Path, suffixes: set[str]) -> list[Path]:
     if not zoo.is_dir():
         raise IndexFileError(f"{zoo}: no such model file or folder")
     return sorted(p for p in zoo.rglob("*")
-                  if p.is_file() and p.suffix.lower() in suffixes
+                  if p.is_file() and is_model(p)
                   and not any(part.startswith(".") for part in p.relative_to(zoo).parts))
 
 
-def plan_zoo(zoo: str | Path, suffixes: set[str], index: str | Path | None = None) -> ZooPlan:
+def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
+             index: str | Path | None = None) -> ZooPlan:
     """Match zoo files to index rows and report inconsistencies.
 
     A row names its file by a ``path`` column (relative to the zoo) or by its
@@ -114,7 +116,7 @@ def plan_zoo(zoo: str | Path, suffixes: set[str], index: str | Path | None = Non
     duplicate names are findings.
     """
     zoo = Path(zoo)
-    files = scan_zoo(zoo, suffixes)
+    files = scan_zoo(zoo, is_model)
     root = zoo if zoo.is_dir() else zoo.parent
     findings: list[str] = []
     rows = pd.DataFrame() if index is None else read_index(index)

@@ -20,12 +20,15 @@ def add_arguments(parser) -> None:
                         help="extra kernel shapes to store beside 3x3, e.g. 5x5,1x3")
     parser.add_argument("--no-quality", dest="quality", action="store_false",
                         help="skip the layer quality metrics (faster; verdicts 'not assessed')")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="let PyTorch files unpickle any object: RUNS CODE from the files")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
 
 
 def run(args) -> int:
     from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
+    from ..readers import Limits
     from ..worker import NOT_ASSESSED
     from .progress import BuildProgress
 
@@ -40,7 +43,8 @@ def run(args) -> int:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
     options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
-                           quality=args.quality)
+                           quality=args.quality,
+                           limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
     for finding in report.findings:

@@ -19,12 +19,15 @@ SHORT = {"variance_entropy": "entropy", "variance_entropy_norm": "entropy_n",
 def add_arguments(parser) -> None:
     parser.add_argument("model", type=Path, help="model file in any format filterdb reads")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="let PyTorch files unpickle any object: RUNS CODE from the file")
 
 
 def run(args) -> int:
     from ..api import QUALITY_COLUMNS, quality
+    from ..readers import Limits
 
-    table = quality(args.model)
+    table = quality(args.model, limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
     summary = table.attrs["summary"]
     if args.format == "json":
         records = table[list(QUALITY_COLUMNS)].astype(object)

@@ -28,7 +28,8 @@ def run(args) -> int:
     index = generate_zoo(zoo, n_models=args.models, widths=(16, 32, 64), depth=5)
     status = build_command.run(Namespace(zoo=zoo, output=database, index=index,
                                          workers=args.workers, shapes="3x3,1x1,5x5",
-                                         strict=False, quality=True))
+                                         strict=False, quality=True,
+                                         allow_unsafe_pickle=False))
     if status:
         return status
     info_command.run(Namespace(database=database))

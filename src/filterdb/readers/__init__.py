@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import ModelReadError
+from ..errors import MissingDependencyError, ModelReadError
 from ..records import ModelRecord
 
 #: Registered readers, in the order their ``sniff`` is tried: name -> module.
+#: Formats with a strong magic number come first; ONNX (a bare protobuf) last.
 READERS: dict[str, str] = {
     "onnx": "filterdb.readers.onnx",
 }
@@ -34,19 +35,57 @@ HEAD_BYTES = 64
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a reader enforces before it spends memory on a file."""
+    """Bounds a reader enforces before it spends memory on a file, and what it may run.
+
+    ``allow_unsafe_pickle`` lets the PyTorch reader unpickle arbitrary objects, which
+    runs code from the file: only for files the user trusts.
+    """
 
     max_file_bytes: int = 8 * 2**30
     max_tensor_elements: int = 2**31
+    allow_unsafe_pickle: bool = False
+
+
+def require(module: str, path, extra: str):
+    """Import an optional dependency, or fail naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            path, f"reading this file needs the package {module.split('.')[0]!r}, which is "
+                  f"not installed (pip install 'filterdb[{extra}]')") from None
 
 
 def reader_modules() -> dict[str, ModuleType]:
+    """The reader modules; they import their optional dependencies only when reading."""
     return {name: importlib.import_module(module) for name, module in READERS.items()}
+
+
+#: Suffixes that other files share (ONNX external data, HDF5 data files): such a file
+#: is a model only when a reader recognises its content.
+AMBIGUOUS_EXTENSIONS = {".bin", ".h5", ".hdf5"}
 
 
 def model_extensions() -> set[str]:
     """Lower-case file suffixes some reader claims, e.g. ``{".onnx"}``."""
     return {ext for module in reader_modules().values() for ext in module.EXTENSIONS}
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether a file in a zoo is a model: a claimed suffix, and for ambiguous suffixes
+    content that a reader recognises."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in model_extensions():
+        return False
+    if suffix not in AMBIGUOUS_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return True  # let the read report why it cannot be opened
+    return any(module.sniff(head, path) for module in reader_modules().values())
 
 
 def find_reader(path: str | os.PathLike) -> ModuleType:
