@@ -7,7 +7,8 @@ and the build's worker processes start fast.
 from ._version import __version__
 from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
 
-_LAZY = {"FilterDB": "store.reader", "Selection": "store.reader", "quality": "api"}
+_LAZY = {"FilterDB": "store.reader", "Selection": "store.reader", "quality": "api",
+         "extract": "api"}
 
 
 def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
@@ -43,4 +44,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",
-           "Selection", "__version__", "open", "quality"]
+           "Selection", "__version__", "extract", "open", "quality"]

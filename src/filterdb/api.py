@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from . import extraction, layer_quality
@@ -77,6 +78,59 @@ def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None,
         **{key: row[key] for key in QUALITY_COLUMNS if key in row},
     } for layer, row in zip(layers, rows, strict=True)], columns=list(QUALITY_COLUMNS))
     table.attrs["summary"] = summary
+    return table
+
+
+def extract(model, limits: Limits | None = None) -> pd.DataFrame:
+    """The conv layers of a model and their 2-D filters, without building a database.
+
+    Parameters
+    ----------
+    model : path, mapping or torch.nn.Module
+        A model file in any format filterdb reads, a mapping of name -> 4-D array
+        (e.g. a state dict), or a live module (true depths from a ``torch.fx`` trace).
+    limits : Limits, optional
+        Reader limits; ``Limits(allow_unsafe_pickle=True)`` runs code in pickles.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per conv layer, in the order filters are stored (graph depth, then graph
+        order), with the columns of ``filterdb layers``: name, op_type, depth, conv_depth,
+        conv_depth_norm, depth_is_approximate, channels, groups, kernel size, strides,
+        dilations, source_dtype, n_filters, nan_count, inf_count.
+        ``attrs["filters"]`` maps each kernel shape ``(kh, kw)`` to a float32 array
+        ``(n, kh, kw)`` of all the model's filters of that shape, layer by layer in row
+        order; ``attrs["framework"]`` names the source format.
+
+    Raises
+    ------
+    FilterDBError
+        If the model has no convolution layers with 2-D kernels, or cannot be read.
+
+    Examples
+    --------
+    >>> import filterdb, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> table = filterdb.extract({"conv1.weight": rng.normal(size=(8, 3, 3, 3)),
+    ...                           "conv2.weight": rng.normal(size=(4, 8, 1, 1))})
+    >>> table[["name", "kh", "kw", "n_filters"]].values.tolist()
+    [['conv1.weight', 3, 3, 24], ['conv2.weight', 1, 1, 32]]
+    >>> table.attrs["filters"][(3, 3)].shape
+    (24, 3, 3)
+    """
+    record = model_record(model, limits)
+    layers = extraction.ordered_layers(record)
+    if not layers:
+        raise FilterDBError(f"{record.path or record.name}: no convolution layers")
+    rows = extraction.layer_rows(layers)
+    table = pd.DataFrame(rows).drop(columns=["local_start"])
+    filters: dict[tuple[int, int], list[np.ndarray]] = {}
+    for layer in layers:
+        filters.setdefault(layer.kernel_shape, []).append(layer.filters())
+    table.attrs["filters"] = {shape: np.concatenate(parts).astype(np.float32, copy=False)
+                              for shape, parts in sorted(filters.items())}
+    table.attrs["framework"] = record.framework
     return table
 
 

@@ -253,9 +253,10 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
         return _one_layer(np.asarray(weight, dtype=np.float32), eps)
 
     threads = threads or default_threads()
+    # Threads pay off only when there is enough work to share.
+    parallel = threads > 1 and len(weights) > 1 and sum(w.size for w in weights) >= 2**20
     with _blas_controller().limit(limits=1):
-        assessed = (_thread_pool(threads).map(one, weights) if threads > 1 and len(weights) > 1
-                    else map(one, weights))
+        assessed = _thread_pool(threads).map(one, weights) if parallel else map(one, weights)
         for index, (row, scatters) in enumerate(assessed):
             results.append(row)
             if scatters is not None:

@@ -10,7 +10,7 @@ from ..store import layout
 NAME = "info"
 HELP = "Summarise a database: models by task, category, producer, framework; filters; size."
 
-GROUPINGS = ("Task", "Visual Category", "producer", "Framework")
+GROUPINGS = ("Task", "Visual Category", "format", "producer", "Framework")
 
 
 def add_arguments(parser) -> None:

@@ -27,6 +27,10 @@ from ..records import ModelRecord
 #: Registered readers, in the order their ``sniff`` is tried: name -> module.
 #: Formats with a strong magic number come first; ONNX (a bare protobuf) last.
 READERS: dict[str, str] = {
+    "safetensors": "filterdb.readers.safetensors",
+    "tflite": "filterdb.readers.tflite",
+    "keras": "filterdb.readers.keras",
+    "torch": "filterdb.readers.torch",
     "onnx": "filterdb.readers.onnx",
 }
 

@@ -1,0 +1,899 @@
+"""Keras reader: ``.keras`` archives (Keras 3, and tf.keras 2.13+) and legacy HDF5 files,
+read with ``zipfile``, ``json`` and ``h5py`` only. Nothing from the file is executed
+(a Lambda layer's code stays an unread string) and TensorFlow is not needed.
+
+Files
+    ``.keras``: a zip of ``config.json`` (the model's serialized config),
+    ``metadata.json`` and ``model.weights.h5``, in which every layer's variables sit
+    in ``<container>/<class>[_n]/vars/<i>``: the container is ``layers`` (Keras 3) or
+    ``_layer_checkpoint_dependencies`` (tf.keras 2.13-2.15), the group is named after the
+    layer's class in snake case, numbered in the order of the model's layers, and the
+    variables are numbered in creation order (kernel first). A nested model's layers
+    sit in its own container, e.g. ``layers/functional/layers/conv2d/vars/0``.
+
+    Legacy ``.h5`` (``model.save("x.h5")``): the root attribute ``model_config`` holds
+    the config as JSON and ``model_weights/<layer>`` holds each layer's datasets, listed
+    in order by its ``weight_names`` attribute (``<layer>/kernel:0``). A nested model's
+    group holds the weights of all its layers. A weights-only file
+    (``save_weights("x.h5")``) has the ``layer_names`` attribute at its root and no config.
+
+Layouts (Keras kernels become ONNX layout)
+    Conv2D (kh, kw, c_in/groups, c_out) -> (c_out, c_in/groups, kh, kw);
+    DepthwiseConv2D (kh, kw, c_in, m) -> (c_in*m, 1, kh, kw), groups = c_in, output
+    channel c*m + k as in Keras; SeparableConv2D gives two layers, ``<name>/depthwise``
+    and ``<name>/pointwise`` (a 1x1 conv), one graph step apart; Conv2DTranspose
+    (kh, kw, c_out, c_in) -> ConvTranspose (c_in, c_out, kh, kw). 1-D and 3-D
+    convolutions hold no 2-D filters and are skipped.
+
+Depth
+    From the config's layer graph: every layer call (``inbound_nodes``, in the Keras 3
+    form with ``keras_history`` as well as the Keras 2 nested lists) becomes a graph node
+    and InputLayers are the inputs; a Sequential model is a chain; nested models are
+    flattened into the outer graph. When the graph cannot be resolved, or the file has
+    no config (weights-only files, subclassed models), the depth is the layer's position
+    in the file's layer order and ``depth_is_approximate`` is set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelReadError
+from ..graph import GraphCycleError, Node, node_depths, total_depth
+from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
+
+NAME = "keras"
+EXTENSIONS = {".keras", ".h5", ".hdf5"}
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+_CONFIG, _METADATA = "config.json", "metadata.json"
+_WEIGHTS, _WEIGHTS_NPZ = "model.weights.h5", "model.weights.npz"
+_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
+_NOT_LAYERS = {"optimizer", "metrics", "loss", "compile_metrics"}  # top-level state groups
+
+# Keras class names (with their Keras 1/2 aliases) -> kind of 2-D convolution.
+_KINDS = {
+    "Conv2D": "conv", "Convolution2D": "conv",
+    "DepthwiseConv2D": "depthwise",
+    "SeparableConv2D": "separable", "SeparableConvolution2D": "separable",
+    "Conv2DTranspose": "transpose", "Convolution2DTranspose": "transpose",
+    "Deconvolution2D": "transpose", "Deconv2D": "transpose",
+}
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+_TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
+
+
+class _Unresolved(Exception):
+    """The config's graph cannot be followed; depths fall back to layer order."""
+
+
+# sniffing ------------------------------------------------------------------
+
+def sniff(head: bytes, path: Path) -> bool:
+    """A zip holding config.json and model weights, or an HDF5 file with Keras marks
+    (``model_config``, ``model_weights``, ``keras_version``, ``layer_names`` or a Keras 3
+    weights layout); never a filterdb database."""
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+            return False
+        return _CONFIG in names and (_WEIGHTS in names or _WEIGHTS_NPZ in names)
+    if head.startswith(HDF5_MAGIC):
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                return _hdf5_kind(handle, Path(path)) is not None
+        except Exception:  # any unreadable HDF5 file is simply not claimed
+            return False
+    return False
+
+
+def _hdf5_kind(handle, path: Path) -> str | None:
+    """"legacy" (Keras 2 style), "v3" (Keras 3 weights file) or None."""
+    import h5py
+
+    attrs = handle.attrs
+    if _text(attrs.get("schema")) == "filterdb":
+        return None
+    if ("model_config" in attrs or "keras_version" in attrs or "model_weights" in handle
+            or _attr_list(attrs, "layer_names") is not None):
+        return "legacy"
+    if isinstance(handle.get("vars"), h5py.Group) and (
+            any(c in handle for c in _CONTAINERS) or path.name.endswith(".weights.h5")):
+        return "v3"
+    return None
+
+
+# reading -------------------------------------------------------------------
+
+def read(path: Path, limits) -> ModelRecord:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    if head.startswith(ZIP_MAGIC):
+        return _read_archive(path, limits)
+    if head.startswith(HDF5_MAGIC):
+        try:
+            with _open_hdf5(path, path) as handle:
+                kind = _hdf5_kind(handle, path)
+                if kind == "legacy":
+                    return _read_legacy(path, handle, limits)
+                if kind == "v3":
+                    return _read_v3(path, handle, None, "keras", limits)
+        except OSError as error:  # h5py reports damaged objects as OSError
+            raise ModelReadError(path, f"damaged HDF5 file ({_first_line(error)})") from None
+        raise ModelReadError(path, "HDF5 file holds no Keras model (no model_config, "
+                                   "model_weights or layer_names)")
+    raise ModelReadError(path, "not a Keras file (neither a .keras zip nor HDF5)")
+
+
+def _read_archive(path: Path, limits) -> ModelRecord:
+    try:
+        with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as tmp:
+            names = set(archive.namelist())
+            if _CONFIG not in names:
+                raise ModelReadError(path, "zip archive is not a .keras model (no config.json)")
+            if _WEIGHTS not in names:
+                if _WEIGHTS_NPZ in names:
+                    raise ModelReadError(path, "weights stored as model.weights.npz are not "
+                                               "supported (reading them needs pickle)")
+                raise ModelReadError(path, ".keras archive has no model.weights.h5")
+            config = _json_member(archive, _CONFIG, path, limits)
+            metadata = (_json_member(archive, _METADATA, path, limits)
+                        if _METADATA in names else {})
+            weights = _stored_member(path, archive.getinfo(_WEIGHTS))
+            if weights is None:  # compressed: decompress into a temporary file
+                weights = Path(tmp) / "model.weights.h5"
+                _extract(archive, _WEIGHTS, weights, path, limits)
+            version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+            producer = f"keras {version}" if version else "keras"
+            with _open_hdf5(weights, path) as handle:
+                return _read_v3(path, handle, config, producer, limits)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+        raise ModelReadError(path, f"damaged .keras archive ({_first_line(error)})") from None
+    except OSError as error:
+        raise ModelReadError(path, f"cannot read .keras archive ({_first_line(error)})"
+                             ) from None
+
+
+def _json_member(archive: zipfile.ZipFile, name: str, path: Path, limits):
+    info = archive.getinfo(name)
+    if info.file_size > limits.max_file_bytes:
+        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit")
+    with archive.open(info) as member:
+        raw = member.read(limits.max_file_bytes + 1)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ModelReadError(path, f"{name} is not valid JSON ({_first_line(error)})") from None
+
+
+def _stored_member(path: Path, info: zipfile.ZipInfo) -> _Window | None:
+    """A stored (uncompressed, as Keras writes it) member read in place, or None."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        size = os.fstat(handle.fileno()).st_size
+    if len(header) < 30 or header[:4] != ZIP_MAGIC:
+        raise zipfile.BadZipFile(f"bad local header of {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    if start + info.compress_size > size:
+        raise zipfile.BadZipFile(f"{info.filename} is truncated")
+    return _Window(path, start, info.compress_size)
+
+
+class _Window(io.RawIOBase):
+    """Read-only file object over bytes [start, start + size) of a file."""
+
+    def __init__(self, path: Path, start: int, size: int):
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with the window
+        self._start, self._size, self._position = start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(base + offset, 0)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self._size - self._position))
+        if count == 0:
+            return 0
+        self._file.seek(self._start + self._position)
+        got = self._file.readinto(memoryview(buffer).cast("B")[:count])
+        self._position += got
+        return got
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _extract(archive: zipfile.ZipFile, name: str, target: Path, path: Path, limits) -> None:
+    info = archive.getinfo(name)
+    if info.file_size > limits.max_file_bytes:
+        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit")
+    copied = 0
+    with archive.open(info) as member, open(target, "wb") as out:
+        while chunk := member.read(2**20):
+            copied += len(chunk)
+            if copied > limits.max_file_bytes:
+                raise ModelReadError(path, f"{name} exceeds the file size limit")
+            out.write(chunk)
+
+
+class _open_hdf5:
+    """``h5py.File`` read-only (of a path or a file object), its open errors as one-line
+    ModelReadErrors."""
+
+    def __init__(self, file, path: Path):
+        self.file, self.path = file, path
+
+    def __enter__(self):
+        import h5py
+
+        try:
+            self.handle = h5py.File(self.file, "r")
+        except OSError as error:
+            if isinstance(self.file, io.IOBase):
+                self.file.close()
+            raise ModelReadError(self.path, f"not a readable HDF5 file "
+                                            f"({_first_line(error)})") from None
+        return self.handle
+
+    def __exit__(self, *exc):
+        self.handle.close()
+        if isinstance(self.file, io.IOBase):
+            self.file.close()
+
+
+# the config's layer graph --------------------------------------------------
+
+@dataclass
+class _KLayer:
+    """One Keras layer of the (flattened) config."""
+
+    name: str
+    class_name: str
+    config: dict
+    # per nesting level: (class snake name, ordinal among its class, name, class total)
+    lineage: tuple[tuple[str, int, str, int], ...]
+    legacy_group: str  # the top-level layer whose legacy HDF5 group holds the weights
+    nested: bool
+    parts: int = 1  # graph steps: 2 for SeparableConv2D
+    slot: int = 0  # position of its first part in layer order
+    nodes: list[tuple[int, int]] = field(default_factory=list)  # (graph node, part)
+
+
+class _Graph:
+    """Flattens a model config into graph nodes and layers, nested models inlined."""
+
+    def __init__(self):
+        self.layers: dict[tuple, _KLayer] = {}
+        self.nodes: list[Node] = []
+        self.owners: list[tuple[_KLayer, int]] = []
+        self.alias: dict[str, str] = {}
+        self.inputs: list[str] = []
+        self.slots = 0
+
+    def model(self, entry: dict, scope: str, lineage: tuple, legacy_group: str | None,
+              inputs: list[str] | None) -> list[str]:
+        conf = entry.get("config")
+        if isinstance(conf, list):  # Keras <= 2.2 Sequential
+            layers, sequential = conf, True
+        elif isinstance(conf, dict) and isinstance(conf.get("layers"), list):
+            layers = conf["layers"]
+            sequential = entry.get("class_name") == "Sequential" or (
+                "input_layers" not in conf
+                and not any(isinstance(e, dict) and "inbound_nodes" in e for e in layers))
+        else:
+            raise _Unresolved("the model config lists no layers")
+        if not all(isinstance(e, dict) and isinstance(e.get("class_name"), str)
+                   for e in layers):
+            raise _Unresolved("a layer entry of the config is malformed")
+        totals = Counter(_snake(e["class_name"]) for e in layers)
+        ordinals: Counter[str] = Counter()
+        info = {}
+        for e in layers:
+            snake = _snake(e["class_name"])
+            name = _layer_name(e)
+            info[name] = (e, lineage + ((snake, ordinals[snake], name, totals[snake]),))
+            ordinals[snake] += 1
+        if sequential:
+            return self._sequential(layers, info, scope, legacy_group, inputs)
+        return self._functional(conf, layers, info, scope, legacy_group, inputs)
+
+    def _sequential(self, layers, info, scope, legacy_group, inputs) -> list[str]:
+        if inputs:
+            current = inputs[0]
+        else:
+            current = f"{scope}<input>"
+            self.inputs.append(current)
+        for e in layers:
+            name = _layer_name(e)
+            if e["class_name"] == "InputLayer":
+                continue
+            if _is_model(e):
+                outputs = self.model(e, f"{scope}{name}/", info[name][1],
+                                     legacy_group or name, [current])
+                current = outputs[0] if outputs else current
+            else:
+                layer = self._layer(e, info[name][1], legacy_group)
+                self._call(layer, f"{scope}{name}", [current])
+                current = f"{scope}{name}"
+        return [current]
+
+    def _functional(self, conf, layers, info, scope, legacy_group, inputs) -> list[str]:
+        calls = {name: len(e.get("inbound_nodes") or []) for name, (e, _) in info.items()}
+        input_order = [ref[0] for ref in _refs(conf.get("input_layers"))]
+
+        def tensor(ref) -> str | None:
+            name, node, index = ref
+            if name not in info:
+                return None  # a constant or a layer outside this model
+            entry = info[name][0]
+            if entry["class_name"] == "InputLayer":
+                return f"{scope}{name}@0"
+            count = calls[name]
+            if count == 0:
+                return None
+            if node >= count:  # Keras 2 counts a nested model's own first node
+                node = min(node - 1 if _is_model(entry) else node, count - 1)
+            return f"{scope}{name}@{node}:{index}" if _is_model(entry) else f"{scope}{name}@{node}"
+
+        seen_inputs = 0
+        for e in layers:
+            name = _layer_name(e)
+            lineage = info[name][1]
+            if e["class_name"] == "InputLayer":
+                out = f"{scope}{name}@0"
+                position = input_order.index(name) if name in input_order else seen_inputs
+                seen_inputs += 1
+                if inputs is not None and position < len(inputs):
+                    self.alias[out] = inputs[position]
+                else:
+                    self.inputs.append(out)
+                continue
+            nodes = e.get("inbound_nodes") or []
+            if _is_model(e):
+                for k, node_data in enumerate(nodes or [None]):
+                    ins = [t for t in map(tensor, _refs(node_data)) if t is not None]
+                    outputs = self.model(e, f"{scope}{name}@{k}/", lineage,
+                                         legacy_group or name, ins)
+                    for index, out in enumerate(outputs):
+                        self.alias[f"{scope}{name}@{k}:{index}"] = out
+                continue
+            layer = self._layer(e, lineage, legacy_group)
+            for k, node_data in enumerate(nodes):
+                ins = [t for t in map(tensor, _refs(node_data)) if t is not None]
+                self._call(layer, f"{scope}{name}@{k}", ins)
+        return [t for t in map(tensor, _refs(conf.get("output_layers"))) if t is not None]
+
+    def _layer(self, entry: dict, lineage: tuple, legacy_group: str | None) -> _KLayer:
+        key = lineage
+        if key not in self.layers:
+            name = _layer_name(entry)
+            parts = 2 if _KINDS.get(entry["class_name"]) == "separable" else 1
+            config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            self.layers[key] = _KLayer(name, entry["class_name"], config, lineage,
+                                       legacy_group or name, legacy_group is not None,
+                                       parts, self.slots)
+            self.slots += parts
+        return self.layers[key]
+
+    def _call(self, layer: _KLayer, name: str, inputs: list[str]) -> None:
+        if layer.parts == 2:
+            first = f"{name}/depthwise"
+            self._node(layer, 0, Node(first, inputs, [first]))
+            self._node(layer, 1, Node(name, [first], [name]))
+        else:
+            self._node(layer, 0, Node(name, inputs, [name]))
+
+    def _node(self, layer: _KLayer, part: int, node: Node) -> None:
+        layer.nodes.append((len(self.nodes), part))
+        self.nodes.append(node)
+        self.owners.append((layer, part))
+
+    def depths(self) -> tuple[dict[tuple[int, int], int], int]:
+        """Depth per (layer slot, part) and the total depth; raises _Unresolved."""
+        if not self.inputs:
+            raise _Unresolved("no model input")
+
+        def resolve(name: str) -> str:
+            for _ in range(len(self.alias) + 1):
+                if name not in self.alias:
+                    return name
+                name = self.alias[name]
+            raise _Unresolved("tensor aliases form a loop")
+
+        nodes = [Node(n.name, [resolve(i) for i in n.inputs], n.outputs) for n in self.nodes]
+        try:
+            depths = node_depths(nodes, self.inputs)
+        except GraphCycleError as error:
+            raise _Unresolved(str(error)) from None
+        result: dict[tuple[int, int], int] = {}
+        for (layer, part), depth in zip(self.owners, depths, strict=True):
+            if depth is not None:
+                key = (layer.slot, part)
+                result[key] = min(result.get(key, depth), depth)
+        return result, total_depth(depths)
+
+
+def _parse(config) -> _Graph:
+    if not isinstance(config, dict):
+        raise _Unresolved("the config is not a JSON object")
+    graph = _Graph()
+    try:
+        graph.model(config, "", (), None, None)
+    except RecursionError:
+        raise _Unresolved("models nested too deeply") from None
+    if not graph.layers:
+        raise _Unresolved("the config holds no layers")
+    return graph
+
+
+def _refs(data) -> Iterator[tuple[str, int, int]]:
+    """Every (layer, node, tensor) reference in inbound-node data of either format."""
+    if isinstance(data, dict):
+        history = data.get("keras_history")
+        if isinstance(history, list) and len(history) >= 3:
+            yield str(history[0]), _int(history[1]), _int(history[2])
+            return
+        for value in data.values():
+            yield from _refs(value)
+    elif isinstance(data, list):
+        if (len(data) in (3, 4) and isinstance(data[0], str)
+                and type(data[1]) is int and type(data[2]) is int):
+            yield data[0], data[1], data[2]
+            if len(data) == 4:
+                yield from _refs(data[3])  # tensors passed as keyword arguments
+            return
+        for value in data:
+            yield from _refs(value)
+
+
+def _int(value) -> int:
+    return value if type(value) is int else 0
+
+
+def _is_model(entry: dict) -> bool:
+    conf = entry.get("config")
+    return (isinstance(conf, dict) and isinstance(conf.get("layers"), list)) or (
+        isinstance(conf, list) and entry.get("class_name") in _MODEL_CLASSES)
+
+
+def _layer_name(entry: dict) -> str:
+    conf = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    return str(entry.get("name") or conf.get("name") or entry["class_name"])
+
+
+def _snake(name: str) -> str:
+    """Keras's ``naming.to_snake_case``: the weights group name of a class."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+# weights -------------------------------------------------------------------
+
+def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
+    """A Keras 3 weights file, with the archive's config when there is one."""
+    graph = None
+    if config is not None:
+        try:
+            graph = _parse(config)
+        except _Unresolved:
+            graph = None
+    if graph is None:  # no usable config: every kernel the file holds, by path
+        found = [(p, _class_from_group(p), {}, arrays) for p, arrays in _scan_vars(handle)]
+        return _record_without_graph(path, found, producer, limits)
+
+    def lookup(layer: _KLayer) -> Iterator[list]:
+        group = _v3_group(handle, layer.lineage)
+        if group is not None:
+            yield _vars(group)
+
+    return _record_with_graph(path, graph, lookup, producer, limits)
+
+
+def _v3_group(handle, lineage: tuple):
+    """Follow the lineage down the containers. The k-th layer of a class is the k-th
+    group named ``<snake>`` or ``<snake>_<n>`` (by n) when the file holds one group per
+    layer of the class (Keras 3 numbers them 0, 1, 2, ...; tf.keras skipped every
+    second number); otherwise the group of exactly its number, or of its layer name."""
+    import h5py
+
+    group = handle
+    for snake, ordinal, name, total in lineage:
+        found = None
+        for container in _CONTAINERS:
+            parent = group.get(container)
+            if not isinstance(parent, h5py.Group):
+                continue
+            pattern = re.compile(rf"{re.escape(snake)}(?:_(\d+))?")
+            matches = sorted((int(m.group(1) or 0), key) for key in parent
+                             if (m := pattern.fullmatch(key)))
+            exact = snake if ordinal == 0 else f"{snake}_{ordinal}"
+            if len(matches) == total:
+                found = parent[matches[ordinal][1]]
+            elif isinstance(parent.get(exact), h5py.Group):
+                found = parent[exact]
+            elif isinstance(parent.get(name), h5py.Group):
+                found = parent[name]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        group = found
+    return group.get("vars") if isinstance(group.get("vars"), h5py.Group) else None
+
+
+def _vars(group) -> list[tuple[str, object]]:
+    """(hint, dataset) in variable order: numbered keys by number, named keys as named."""
+    import h5py
+
+    keys = [k for k in group if isinstance(group[k], h5py.Dataset)]
+    keys.sort(key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k))
+    return [("" if k.isdigit() else k, group[k]) for k in keys]
+
+
+def _scan_vars(handle) -> list[tuple[str, list]]:
+    """Every ``.../vars`` group holding a 4-D dataset, by numeric-aware path order; the
+    optimizer's state (momenta shaped like kernels) is not a layer."""
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if name.split("/", 1)[0] in _NOT_LAYERS:
+            return
+        if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
+            arrays = _vars(obj)
+            if any(ds.ndim == 4 for _, ds in arrays):
+                found.append((name.rsplit("/", 1)[0] if "/" in name else "", arrays))
+
+    handle.visititems(visit)
+    return sorted(found, key=lambda item: _natural_key(item[0]))
+
+
+def _class_from_group(group_path: str) -> str:
+    segment = re.sub(r"_\d+$", "", group_path.rsplit("/", 1)[-1])
+    for class_name in _KINDS:
+        if _snake(class_name) == segment:
+            return class_name
+    return "Conv2DTranspose" if _TRANSPOSED_NAME.search(segment) else "Conv2D"
+
+
+def _read_legacy(path: Path, handle, limits) -> ModelRecord:
+    import h5py
+
+    version = _text(handle.attrs.get("keras_version"))
+    backend = _text(handle.attrs.get("backend"))
+    producer = " ".join(p for p in ("keras", version, f"({backend})" if backend else "") if p)
+    root = handle["model_weights"] if isinstance(handle.get("model_weights"), h5py.Group) \
+        else handle
+    graph = None
+    raw = handle.attrs.get("model_config")
+    if raw is not None:
+        try:
+            graph = _parse(json.loads(_text(raw)))
+        except (ValueError, _Unresolved):
+            graph = None
+    if graph is None:
+        return _record_without_graph(path, _legacy_layers(root), producer, limits)
+
+    def lookup(layer: _KLayer) -> Iterator[list]:
+        group = root.get(layer.legacy_group)
+        if isinstance(group, h5py.Group):
+            arrays = _legacy_weights(group)
+            if layer.nested:
+                arrays = [(n, ds) for n, ds in arrays if _owner(n) == layer.name]
+            yield [(_hint(n), ds) for n, ds in arrays]
+
+    return _record_with_graph(path, graph, lookup, producer, limits)
+
+
+def _legacy_weights(group) -> list[tuple[str, object]]:
+    """(weight name, dataset) of a legacy layer group, in ``weight_names`` order."""
+    import h5py
+
+    names = _attr_list(group.attrs, "weight_names")
+    if names is None:
+        names = []
+        group.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset)
+                         else None)
+    return [(n, group[n]) for n in names if isinstance(group.get(n), h5py.Dataset)]
+
+
+def _legacy_layers(root) -> list[tuple[str, str, dict, list]]:
+    """Weights-only legacy file: (name, guessed class, {}, arrays) per layer holding a
+    4-D kernel, in ``layer_names`` order (a nested model's layers by weight name)."""
+    import h5py
+
+    names = _attr_list(root.attrs, "layer_names")
+    if names is None:
+        names = [k for k in root if isinstance(root[k], h5py.Group)
+                 and k not in ("optimizer_weights", "top_level_model_weights")]
+    found = []
+    for group_name in names:
+        group = root.get(group_name)
+        if not isinstance(group, h5py.Group):
+            continue
+        owners: dict[str, list] = {}
+        for weight_name, ds in _legacy_weights(group):
+            owner = _owner(weight_name) or group_name
+            owners.setdefault(owner, []).append((_hint(weight_name), ds))
+        for owner, arrays in owners.items():
+            if not any(ds.ndim == 4 for _, ds in arrays):
+                continue
+            hints = {h for h, _ in arrays}
+            if "pointwise_kernel" in hints:
+                class_name = "SeparableConv2D"
+            elif "depthwise_kernel" in hints:
+                class_name = "DepthwiseConv2D"
+            else:
+                class_name = "Conv2DTranspose" if _TRANSPOSED_NAME.search(owner) else "Conv2D"
+            found.append((owner, class_name, {}, arrays))
+    return found
+
+
+def _owner(weight_name: str) -> str:
+    parts = weight_name.split("/")
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def _hint(weight_name: str) -> str:
+    return re.sub(r":\d+$", "", weight_name.rsplit("/", 1)[-1])
+
+
+# layers and records --------------------------------------------------------
+
+def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
+                       limits) -> ModelRecord:
+    try:
+        depths, total = graph.depths()
+    except _Unresolved:
+        depths, total = {}, 0
+    layers: list[ConvLayer] = []
+    keys: list[tuple[int, int]] = []
+    for layer in graph.layers.values():
+        kind = _kind(layer.class_name, layer.config)
+        if kind is None:
+            continue
+        label = "/".join(step[2] for step in layer.lineage)  # nested: model/layer
+        converted, problem = None, f"no weights found for conv layer {label!r}"
+        for arrays in lookup(layer):
+            try:
+                converted = _convert(path, label, kind, layer.config, arrays, limits)
+                break
+            except _Mismatch as error:
+                problem = str(error)
+        if converted is None:
+            if kind == "conv-like":
+                continue  # a guess that the weights did not confirm
+            raise ModelReadError(path, problem)
+        for part, conv in enumerate(converted):
+            conv.order = layer.slot + part
+            keys.append((layer.slot, part))
+            layers.append(conv)
+    # Any conv layer the graph does not reach: fall back to layer order for all.
+    approximate = any(key not in depths for key in keys)
+    for conv, key in zip(layers, keys, strict=True):
+        conv.depth = conv.order if approximate else depths[key]
+        conv.depth_is_approximate = approximate
+    if approximate:
+        total = graph.slots
+    counts = Counter(layer.class_name for layer in graph.layers.values())
+    return ModelRecord(name=path.stem, path=os.fspath(path), framework="keras",
+                       producer=producer, operator_counts=dict(counts),
+                       total_depth=total, layers=layers)
+
+
+def _record_without_graph(path: Path, found: list, producer: str, limits) -> ModelRecord:
+    """Layers in file order; depth is the position, marked approximate."""
+    layers: list[ConvLayer] = []
+    counts: Counter[str] = Counter()
+    for name, class_name, config, arrays in found:
+        kind = _kind(class_name, config)
+        try:
+            converted = _convert(path, name, kind, config, arrays, limits)
+        except _Mismatch as error:
+            raise ModelReadError(path, str(error)) from None
+        counts[class_name] += 1
+        for conv in converted:
+            conv.order = conv.depth = len(layers)
+            conv.depth_is_approximate = True
+            layers.append(conv)
+    return ModelRecord(name=path.stem, path=os.fspath(path), framework="keras",
+                       producer=producer, operator_counts=dict(counts),
+                       total_depth=len(layers), layers=layers)
+
+
+def _kind(class_name: str, config: dict) -> str | None:
+    """The conv kind of a layer class; an unknown class configured like a Conv2D
+    (``filters`` and a 2-D ``kernel_size``, e.g. a quantization-aware subclass) counts
+    as one when its kernel fits."""
+    if class_name in _KINDS:
+        return _KINDS[class_name]
+    size = config.get("kernel_size") if isinstance(config, dict) else None
+    if isinstance(size, list) and len(size) == 2 and "filters" in config and \
+            "depth_multiplier" not in config and "Transpose" not in class_name:
+        return "conv-like"
+    return None
+
+
+class _Mismatch(Exception):
+    """These arrays are not the layer's weights (shape or count disagree with config)."""
+
+
+def _convert(path: Path, name: str, kind: str, config: dict, arrays: list,
+             limits) -> list[ConvLayer]:
+    if config.get("dim_ordering") == "th":
+        raise ModelReadError(path, f"conv layer {name!r}: Keras 1 Theano-ordered kernels are "
+                                   "not supported")
+    kernels = [(hint, ds) for hint, ds in arrays if ds.ndim == 4]
+    named = {hint: ds for hint, ds in kernels if hint}
+    strides = _pair(config.get("strides"), 1)
+    dilations = _pair(config.get("dilation_rate"), 1)
+    size = _pair(config.get("kernel_size"), None)
+    if kind == "separable":
+        if len(kernels) < 2:
+            raise _Mismatch(f"conv layer {name!r} has {len(kernels)} kernels, expected 2")
+        depthwise = named.get("depthwise_kernel", kernels[0][1])
+        pointwise = named.get("pointwise_kernel", kernels[1][1])
+        first = _depthwise(path, f"{name}/depthwise", depthwise, config, size, strides,
+                           dilations, limits)
+        second = _plain(path, f"{name}/pointwise", pointwise, {"filters": config.get("filters")},
+                        (1, 1), (1, 1), (1, 1), limits)
+        if second.c_in_per_group != first.c_out:
+            raise _Mismatch(f"separable layer {name!r}: pointwise kernel does not fit "
+                            f"the depthwise one")
+        return [first, second]
+    if not kernels:
+        raise _Mismatch(f"no weights found for conv layer {name!r}")
+    if kind == "depthwise":
+        kernel = named.get("depthwise_kernel", named.get("kernel", kernels[0][1]))
+        return [_depthwise(path, name, kernel, config, size, strides, dilations, limits)]
+    kernel = named.get("kernel", kernels[0][1])
+    if kind == "transpose":
+        return [_transposed(path, name, kernel, config, size, strides, dilations, limits)]
+    return [_plain(path, name, kernel, config, size, strides, dilations, limits)]
+
+
+def _check(name: str, shape: tuple, size, channels: int, expected) -> None:
+    if size is not None and tuple(shape[:2]) != size:
+        raise _Mismatch(f"conv layer {name!r}: kernel of shape {shape} does not match "
+                        f"kernel_size {list(size)} of its config")
+    if expected is not None and type(expected) is int and channels != expected:
+        raise _Mismatch(f"conv layer {name!r}: kernel of shape {shape} does not match "
+                        f"{expected} channels of its config")
+
+
+def _plain(path, name, dataset, config, size, strides, dilations, limits) -> ConvLayer:
+    _check(name, dataset.shape, size, dataset.shape[3], config.get("filters"))
+    kernel, dtype = _array(path, name, dataset, limits)
+    c_in_per_group, c_out = kernel.shape[2], kernel.shape[3]
+    groups = config.get("groups", 1)
+    groups = groups if type(groups) is int and groups > 0 and c_out % groups == 0 else 1
+    weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    return ConvLayer(name=name, op_type=CONV, weight=weight,
+                     c_out=int(c_out), c_in_per_group=int(c_in_per_group), groups=groups,
+                     strides=strides, dilations=dilations, source_dtype=dtype)
+
+
+def _depthwise(path, name, dataset, config, size, strides, dilations, limits) -> ConvLayer:
+    multiplier = config.get("depth_multiplier", 1) if config else None
+    _check(name, dataset.shape, size, dataset.shape[3], multiplier)
+    kernel, dtype = _array(path, name, dataset, limits)
+    kh, kw, c_in, multiplier = kernel.shape
+    weight = kernel.transpose(2, 3, 0, 1).reshape(c_in * multiplier, 1, kh, kw)
+    return ConvLayer(name=name, op_type=CONV, weight=weight, c_out=int(c_in * multiplier),
+                     c_in_per_group=1, groups=int(c_in), strides=strides,
+                     dilations=dilations, source_dtype=dtype)
+
+
+def _transposed(path, name, dataset, config, size, strides, dilations, limits) -> ConvLayer:
+    _check(name, dataset.shape, size, dataset.shape[2], config.get("filters"))
+    kernel, dtype = _array(path, name, dataset, limits)
+    c_out, c_in = kernel.shape[2], kernel.shape[3]
+    weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    return ConvLayer(name=name, op_type=CONV_TRANSPOSE, weight=weight,
+                     c_out=int(c_out), c_in_per_group=int(c_in), groups=1,
+                     strides=strides, dilations=dilations, source_dtype=dtype)
+
+
+def _array(path: Path, name: str, dataset, limits) -> tuple[np.ndarray, str]:
+    """A kernel as contiguous float32 and the name of its stored dtype; the declared size
+    is checked before anything is read."""
+    if dataset.size > limits.max_tensor_elements:
+        raise ModelReadError(path, f"kernel of layer {name!r} declares shape "
+                                   f"{list(dataset.shape)}, beyond the element limit")
+    bfloat16 = _text(dataset.attrs.get("dtype")) == "bfloat16"
+    if not bfloat16 and dataset.dtype.kind != "f":
+        raise ModelReadError(path, f"kernel of layer {name!r} holds {dataset.dtype} values; "
+                                   "quantized Keras kernels are not supported")
+    try:
+        raw = dataset[()]
+    except (OSError, ValueError) as error:
+        raise ModelReadError(path, f"kernel of layer {name!r} cannot be read "
+                                   f"({_first_line(error)})") from None
+    if bfloat16:  # stored as opaque 2-byte values: the upper half of a float32
+        bits = np.ascontiguousarray(raw).view("<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(dataset.shape), "bfloat16"
+    return np.asarray(raw, dtype=np.float32), dataset.dtype.name
+
+
+def _pair(value, default) -> tuple[int, int] | None:
+    if type(value) is int:
+        return value, value
+    if isinstance(value, list | tuple) and len(value) == 2 and all(type(v) is int
+                                                                   for v in value):
+        return int(value[0]), int(value[1])
+    return None if default is None else (default, default)
+
+
+# small helpers -------------------------------------------------------------
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _attr_list(attrs, name: str) -> list[str] | None:
+    """A list attribute, also when Keras split it into ``name0``, ``name1``, ..."""
+    if name in attrs:
+        chunks = [attrs[name]]
+    elif f"{name}0" in attrs:
+        chunks, index = [], 0
+        while f"{name}{index}" in attrs:
+            chunks.append(attrs[f"{name}{index}"])
+            index += 1
+    else:
+        return None
+    return [_text(v) for chunk in chunks for v in np.atleast_1d(chunk)]
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

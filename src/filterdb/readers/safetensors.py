@@ -1,0 +1,233 @@
+"""safetensors reader: the 4-D floating-point ``*weight`` tensors of a state dict.
+
+A safetensors file holds named tensors and no graph, so three things are
+approximations, and every layer is marked ``depth_is_approximate=True``:
+
+* **Order and depth.** Files written by the safetensors library list their tensors
+  sorted by dtype and name, not in the order the model uses them. When the header
+  looks library-sorted (names in lexicographic order within each dtype) the reader
+  orders the layers by name with numbers compared as numbers (``layer2`` before
+  ``layer10``, ``features.9`` before ``features.10``); a header in any other order was
+  written deliberately and is kept as it is. A layer's depth is its position in that
+  order among the conv layers.
+* **Groups.** A grouped weight looks like a plain one. A ``(c, 1, kh, kw)`` weight
+  (kernel larger than 1x1) that is not the first conv layer is taken as depthwise
+  (``groups = c``); a weight whose output channels equal the previous layer's and whose
+  input channels divide them evenly, e.g. ``(128, 4, 3, 3)`` after a 128-channel layer,
+  as grouped (``groups = 128 // 4``). Everything else has ``groups = 1``.
+* **Transposed convolutions** are recognised by name only (``transpose`` or ``deconv``
+  in the tensor's name); their weight is (c_in, c_out, kh, kw) as in PyTorch and ONNX.
+
+Floating-point tensors (F16, BF16, F32, F64 and, with ``ml_dtypes``, F8) become
+float32; ``source_dtype`` keeps the stored type. Integer tensors are skipped: without
+their quantization scales they are not filters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelReadError
+from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
+from . import require
+
+NAME = "safetensors"
+EXTENSIONS = {".safetensors"}
+
+#: Largest header the sniffer accepts; real headers are kilobytes to a few megabytes.
+MAX_HEADER_BYTES = 100 * 2**20
+
+# safetensors dtype -> (numpy dtype of the raw little-endian bytes, source dtype name).
+# F16/F32/F64 come through the library's numpy API; BF16 and F8, which numpy lacks,
+# are decoded from their bytes (BF16 by hand, F8 through ml_dtypes).
+_FLOAT_DTYPES = {
+    "F64": ("<f8", "float64"),
+    "F32": ("<f4", "float32"),
+    "F16": ("<f2", "float16"),
+    "BF16": ("<u2", "bfloat16"),
+    "F8_E4M3": ("u1", "float8_e4m3fn"),
+    "F8_E5M2": ("u1", "float8_e5m2"),
+}
+_NUMPY_NATIVE = {"F64", "F32", "F16"}
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+             "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
+             "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+_TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
+
+
+def sniff(head: bytes, path: Path) -> bool:
+    """A little-endian u64 header length N, then a JSON object of N bytes."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return 2 <= length < MAX_HEADER_BYTES and 8 + length <= size
+
+
+def read(path: Path, limits) -> ModelRecord:
+    safetensors = require("safetensors", path, "safetensors")
+    entries, metadata, data_start = _header(path, limits)
+    candidates = [(name, info) for name, info in entries
+                  if _is_conv_weight(name, info)]
+    for name, info in candidates:
+        elements = int(np.prod(info["shape"], dtype=object))
+        if elements > limits.max_tensor_elements:
+            raise ModelReadError(path, f"tensor {name!r} declares shape {info['shape']}, "
+                                       "beyond the element limit")
+    layers: list[ConvLayer] = []
+    try:  # the library validates the header again (offsets, overlaps, sizes)
+        opened = safetensors.safe_open(os.fspath(path), framework="np")
+    except Exception as error:  # SafetensorError has no importable common base
+        raise ModelReadError(path, f"not a valid safetensors file "
+                                   f"({_first_line(error)})") from None
+    with opened, open(path, "rb") as handle:
+        for name, info in _ordered(candidates):
+            if info["dtype"] in _NUMPY_NATIVE:
+                try:
+                    weight = np.asarray(opened.get_tensor(name), dtype=np.float32)
+                except Exception as error:
+                    raise ModelReadError(path, f"tensor {name!r} cannot be read "
+                                               f"({_first_line(error)})") from None
+            else:
+                weight = _decode(handle, path, name, info, data_start)
+            layers.append(_layer(name, weight, _FLOAT_DTYPES[info["dtype"]][1], layers))
+    for index, layer in enumerate(layers):
+        layer.depth = layer.order = index
+        layer.depth_is_approximate = True
+    producer = str(metadata.get("format", "")) if isinstance(metadata, dict) else ""
+    return ModelRecord(
+        name=path.stem,
+        path=os.fspath(path),
+        framework="safetensors",
+        producer=f"safetensors ({producer})" if producer else "safetensors",
+        total_depth=len(layers),
+        layers=layers,
+    )
+
+
+def _header(path: Path, limits) -> tuple[list[tuple[str, dict]], dict, int]:
+    """The header's tensor entries in file order, its metadata and the data offset,
+    checked against the file size before anything is read."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ModelReadError(path, "not a safetensors file (shorter than 8 bytes)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length >= MAX_HEADER_BYTES or 8 + length > size:
+            raise ModelReadError(path, f"safetensors header of {length} bytes does not fit "
+                                       f"a file of {size} bytes")
+        raw = handle.read(length)
+    try:
+        pairs = json.loads(raw, object_pairs_hook=_Object)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ModelReadError(path, f"safetensors header is not JSON ({_first_line(error)})"
+                             ) from None
+    if not isinstance(pairs, _Object):
+        raise ModelReadError(path, "safetensors header is not a JSON object")
+    data_size = size - 8 - length
+    entries, metadata, seen = [], {}, set()
+    for name, info in pairs:
+        if name == "__metadata__":
+            metadata = dict(info) if isinstance(info, _Object) else {}
+            continue
+        info = dict(info) if isinstance(info, _Object) else None
+        if name in seen or not _valid_entry(info):
+            raise ModelReadError(path, f"safetensors header entry {name!r} is malformed")
+        seen.add(name)
+        start, stop = info["data_offsets"]
+        if stop > data_size:
+            raise ModelReadError(path, f"tensor {name!r} ends at byte {stop} of a data "
+                                       f"section of {data_size} bytes (truncated file?)")
+        itemsize = _ITEMSIZE.get(info["dtype"])
+        if itemsize is not None:
+            nbytes = int(np.prod(info["shape"], dtype=object)) * itemsize
+            if nbytes != stop - start:
+                raise ModelReadError(path, f"tensor {name!r} declares shape {info['shape']} "
+                                           f"of {info['dtype']} but holds {stop - start} bytes")
+        entries.append((name, info))
+    return entries, metadata, 8 + length
+
+
+class _Object(list):
+    """A JSON object as its (key, value) pairs, in file order."""
+
+
+def _valid_entry(info) -> bool:
+    if info is None or not isinstance(info.get("dtype"), str):
+        return False
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        return False
+    return (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets) and offsets[0] <= offsets[1])
+
+
+def _is_conv_weight(name: str, info: dict) -> bool:
+    return (len(info["shape"]) == 4 and info["dtype"] in _FLOAT_DTYPES
+            and (name == "weight" or name.endswith(".weight")))
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def _ordered(candidates: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Header order when the writer chose it; numeric-aware name order when the header
+    is the library's (dtype, name) sort, which says nothing about the model."""
+    by_dtype: dict[str, list[str]] = {}
+    for name, info in candidates:
+        by_dtype.setdefault(info["dtype"], []).append(name)
+    if all(names == sorted(names) for names in by_dtype.values()):
+        return sorted(candidates, key=lambda item: _natural_key(item[0]))
+    return candidates
+
+
+def _decode(handle, path: Path, name: str, info: dict, data_start: int) -> np.ndarray:
+    """BF16 and F8 tensors from their raw bytes: numpy has no such types."""
+    start, stop = info["data_offsets"]
+    handle.seek(data_start + start)
+    raw = handle.read(stop - start)
+    if len(raw) != stop - start:
+        raise ModelReadError(path, f"tensor {name!r} is truncated")
+    dtype = info["dtype"]
+    values = np.frombuffer(raw, dtype=_FLOAT_DTYPES[dtype][0])
+    if dtype == "BF16":  # the upper 16 bits of a float32
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    elif dtype.startswith("F8"):
+        ml_dtypes = require("ml_dtypes", path, "safetensors")
+        values = values.view(getattr(ml_dtypes, _FLOAT_DTYPES[dtype][1]))
+    return values.astype(np.float32).reshape(info["shape"])
+
+
+def _layer(name: str, weight: np.ndarray, source_dtype: str,
+           previous: list[ConvLayer]) -> ConvLayer:
+    layer_name = name[: -len(".weight")] if name.endswith(".weight") else name
+    a, b, kh, kw = (int(d) for d in weight.shape)
+    groups = 1
+    if _TRANSPOSED_NAME.search(layer_name):
+        return ConvLayer(name=layer_name, op_type=CONV_TRANSPOSE, weight=weight, c_out=b,
+                         c_in_per_group=a, groups=1, source_dtype=source_dtype)
+    if kh * kw > 1 and previous:
+        before = previous[-1].c_out
+        if b == 1 and a > 1:
+            groups = a  # depthwise
+        elif a == before and b < before and before % b == 0:
+            groups = before // b
+    return ConvLayer(name=layer_name, op_type=CONV, weight=weight, c_out=a,
+                     c_in_per_group=b, groups=groups, source_dtype=source_dtype)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

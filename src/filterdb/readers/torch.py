@@ -1,0 +1,478 @@
+"""PyTorch reader: state dicts, checkpoints that nest them, and TorchScript archives.
+
+Files are ``.pt``, ``.pth``, ``.bin`` or ``.ckpt``. They are recognised by content: a
+``torch.save`` zip archive (a member ``<name>/data.pkl``), a TorchScript archive
+(``<name>/constants.pkl`` and ``<name>/code/``) or a legacy ``torch.save`` pickle (the
+pickle protocol byte, then torch's magic number). Raw tensor bytes, such as ONNX
+external data in a ``.bin``, are not claimed.
+
+Safety
+------
+Pickles are loaded only with ``torch.load(..., weights_only=True)``, which rebuilds
+tensors and plain containers and nothing else. A file that needs any other object is
+refused with a message naming the global it asked for. ``Limits(allow_unsafe_pickle=True)``
+(``--allow-unsafe-pickle`` on the command line) loads it with full unpickling, which
+RUNS CODE FROM THE FILE: only for files you trust. TorchScript archives are loaded with
+``torch.jit.load``, whose restricted unpickler builds no Python objects.
+
+State dicts and checkpoints
+---------------------------
+The tensors are taken from the object itself or, for a checkpoint, from a mapping of
+tensors nested one or two levels under one of :data:`NESTED_KEYS` (``state_dict``,
+``model_state_dict``, ``model``, ``module``, ``net``, ``network``, ``state_dict_ema``,
+``ema``, ``model_ema``), tried in that order: when a checkpoint holds both the main
+weights and an EMA copy, the main weights are read. Optimizer states are never read.
+A prefix shared by every tensor name (``module.`` of DataParallel, ``model.`` of
+Lightning, ``_orig_mod.`` of ``torch.compile``, ``net.``, ``network.``) is removed,
+so layer names read like module names (``layer1.0.conv1``).
+
+Without a graph, these approximations hold (and are marked on every layer with
+``ConvLayer.depth_is_approximate = True``):
+
+* conv weights are the 4-D floating-point (or quantized, then dequantized) tensors
+  whose name ends in ``weight``;
+* layer order is the state dict's order, and depth is that order among the conv
+  layers (layer *i* has depth *i*);
+* a ConvTranspose weight cannot be told from a Conv weight: it is read as a Conv, so
+  its ``c_out`` / ``c_in_per_group`` are the weight's first two dimensions swapped
+  (its filters are the same);
+* groups are unknown: ``groups`` is 1, ``c_in_per_group`` is the weight's second
+  dimension; strides and dilations are reported as 1.
+
+TorchScript archives
+--------------------
+The forward graph (inlined) gives the real depth of every ``aten::conv2d``,
+``aten::conv_transpose2d``, ``aten::_convolution`` and ``aten::convolution`` node,
+and the node's constant arguments give groups, strides, dilations and whether it is
+transposed; ``quantized::conv2d`` (``_relu``, ``conv_transpose2d``) nodes give them
+from their packed parameters, whose weights are dequantized. Each node's weight is
+found by following its ``prim::GetAttr`` chain to the parameter's qualified name. When
+that fails for any conv node, or the graph has no conv node of these kinds, the
+archive's parameters are read like a state dict (parameter order, approximate depth).
+
+Framework names: ``pytorch`` (state dicts, checkpoints) and ``torchscript``.
+Precision: ``ConvLayer.source_dtype`` is the tensor's dtype name (``float32``,
+``float16``, ``bfloat16``, ``qint8``, ...); filters are always float32.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FilterDBError, ModelReadError
+from ..graph import GraphCycleError, Node, node_depths, total_depth
+from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
+from . import require
+
+NAME = "torch"
+EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt"}
+
+#: Checkpoint keys that may hold the model's tensors, in order of preference.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
+               "state_dict_ema", "ema", "model_ema")
+#: Name prefixes removed when every tensor name carries them.
+STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
+
+_ZIP_MAGIC = b"PK\x03\x04"
+# torch.save's legacy format pickles this number first (LONG1 opcode, 10 bytes).
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_TORCHSCRIPT, _PICKLE_ZIP = "torchscript", "pickle"
+
+# conv node kind -> (index of the transposed flag or a fixed value, groups, dilation)
+_CONV_NODES = {
+    "aten::conv2d": (False, 6, 5),
+    "aten::conv_transpose2d": (True, 6, 7),
+    "aten::_convolution": (6, 8, 5),
+    "aten::convolution": (6, 8, 5),
+}
+_QUANTIZED_CONV_NODES = {"quantized::conv2d", "quantized::conv2d_relu",
+                         "quantized::conv_transpose2d"}
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def sniff(head: bytes, path: Path) -> bool:
+    """A torch.save or TorchScript zip archive, or a legacy torch.save pickle."""
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            return _archive_kind(path) is not None
+        except Exception:  # zipfile raises BadZipFile, OSError, EOFError, ...: not ours
+            return False
+    return _is_legacy(head)
+
+
+def _is_legacy(head: bytes) -> bool:
+    # PROTO opcode, then (protocol 4+: a FRAME opcode and) the magic number.
+    return head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]
+
+
+def _archive_kind(path: Path) -> str | None:
+    """``"torchscript"``, ``"pickle"`` (torch.save) or None for another zip file."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    tops: dict[str, set[str]] = {}
+    for name in names:
+        parts = name.split("/")
+        if len(parts) >= 2:
+            tops.setdefault(parts[0], set()).add(parts[1] if len(parts) == 2 else parts[1] + "/")
+    if any("constants.pkl" in members and "code/" in members for members in tops.values()):
+        return _TORCHSCRIPT
+    if "data.pkl" in names or any("data.pkl" in members for members in tops.values()):
+        return _PICKLE_ZIP
+    return None
+
+
+def read(path: Path, limits) -> ModelRecord:
+    torch = require("torch", path, "torch")
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as error:
+        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            kind = _archive_kind(path)
+        except Exception as error:  # BadZipFile, OSError, EOFError, ...
+            raise ModelReadError(path, f"damaged or truncated zip archive "
+                                       f"({_first_line(error)})") from None
+        if kind is None:
+            raise ModelReadError(path, "a zip archive without data.pkl: not a PyTorch file")
+        if kind == _TORCHSCRIPT:
+            return _read_torchscript(torch, path, limits)
+    elif not _is_legacy(head):
+        raise ModelReadError(path, "not a PyTorch file (neither a torch.save archive nor "
+                                   "a legacy torch.save pickle)")
+    obj = _load(torch, path, limits, mmap=head.startswith(_ZIP_MAGIC))
+    return _record_from_object(torch, obj, path, limits)
+
+
+def _load(torch, path: Path, limits, mmap: bool):
+    safe = not limits.allow_unsafe_pickle
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(os.fspath(path), map_location="cpu", weights_only=safe,
+                              mmap=mmap)
+    except pickle.UnpicklingError as error:
+        if safe:
+            raise ModelReadError(path, _refusal(str(error))) from None
+        raise ModelReadError(path, f"cannot unpickle ({_first_line(error)})") from None
+    except Exception as error:  # torch raises RuntimeError, EOFError, ...; code may raise any
+        raise ModelReadError(path, f"not a readable PyTorch file "
+                                   f"({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _refusal(message: str) -> str:
+    """One line from torch's weights-only error, naming the global the file wanted."""
+    match = _GLOBAL.search(message)
+    if match:
+        name = match.group(1)
+        name = name if "." in name else f"builtins.{name}"  # torch drops "builtins."
+        return (f"refuses to unpickle {name} (the file needs arbitrary code to load); "
+                "pass --allow-unsafe-pickle only if you trust it")
+    detail = message.split("WeightsUnpickler error:", 1)[-1]
+    reason = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+    return (f"the weights-only unpickler cannot read it ({reason}); "
+            "pass --allow-unsafe-pickle only if you trust it")
+
+
+# state dicts and checkpoints ---------------------------------------------------------
+
+
+def _record_from_object(torch, obj, path: Path, limits) -> ModelRecord:
+    found = _find_tensors(torch, obj)
+    if found is None:
+        raise ModelReadError(path, f"holds no tensors (a {type(obj).__name__}, with no mapping "
+                                   f"of tensors at the top or under {', '.join(NESTED_KEYS)})")
+    producer = ""
+    if isinstance(obj, Mapping) and "pytorch-lightning_version" in obj:
+        producer = f"pytorch-lightning {obj['pytorch-lightning_version']}"
+    if isinstance(found, torch.nn.Module):  # only with allow_unsafe_pickle
+        from .arrays import from_module
+
+        try:
+            record = from_module(found, name=path.stem)
+        except FilterDBError as error:  # a lazy conv that was never run
+            raise ModelReadError(path, str(error)) from None
+        record.path, record.framework, record.producer = os.fspath(path), "pytorch", producer
+        return record
+    layers = state_dict_layers(torch, found, path, limits)
+    return ModelRecord(name=path.stem, path=os.fspath(path), framework="pytorch",
+                       producer=producer, total_depth=len(layers), layers=layers)
+
+
+def _find_tensors(torch, obj, level: int = 0):
+    """The module or mapping of tensors that holds the model's weights, or None."""
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if not isinstance(obj, Mapping):
+        return None
+    if level < 2:
+        for key in NESTED_KEYS:
+            if key in obj:
+                found = _find_tensors(torch, obj[key], level + 1)
+                if found is not None:
+                    return found
+    if any(isinstance(value, torch.Tensor) for value in obj.values()):
+        return obj
+    return None
+
+
+def _strip_prefixes(keys: list[str]) -> list[str]:
+    """Remove prefixes every name shares, repeatedly (``module.model.x`` -> ``x``)."""
+    while keys:
+        prefix = next((p for p in STRIPPED_PREFIXES
+                       if all(k.startswith(p) and len(k) > len(p) for k in keys)), None)
+        if prefix is None:
+            break
+        keys = [k[len(prefix):] for k in keys]
+    return keys
+
+
+def state_dict_layers(torch, state: Mapping, path, limits) -> list[ConvLayer]:
+    """Conv layers of a mapping of tensors, in its order, with approximate depths."""
+    items = [(str(k), v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+    names = _strip_prefixes([k for k, _ in items])
+    layers = []
+    for name, (_, tensor) in zip(names, items, strict=True):
+        if tensor.dim() != 4 or not name.endswith("weight"):
+            continue
+        converted = _weight_array(torch, tensor, name, path, limits)
+        if converted is None:
+            continue
+        weight, source_dtype, quantized = converted
+        layers.append(ConvLayer(
+            name=_layer_name(name), op_type=QUANTIZED_CONV if quantized else CONV,
+            weight=weight, c_out=int(weight.shape[0]), c_in_per_group=int(weight.shape[1]),
+            source_dtype=source_dtype, depth=len(layers), order=len(layers),
+            depth_is_approximate=True))
+    return layers
+
+
+def _weight_array(torch, tensor, name: str, path, limits):
+    """(float32 array, source dtype name, quantized) or None for a non-float tensor."""
+    if tensor.numel() > limits.max_tensor_elements:
+        raise ModelReadError(path, f"tensor {name!r} of shape {tuple(tensor.shape)} is "
+                                   "beyond the element limit")
+    quantized = bool(tensor.is_quantized)
+    if not quantized and (not tensor.is_floating_point() or tensor.layout != torch.strided
+                          or tensor.is_meta):
+        return None
+    source_dtype = str(tensor.dtype).removeprefix("torch.")
+    try:
+        values = tensor.detach()
+        values = values.dequantize() if quantized else values
+        values = values.to(device="cpu", dtype=torch.float32).contiguous()
+        weight = np.array(values.numpy(), dtype=np.float32, copy=True)
+    except (RuntimeError, TypeError) as error:
+        raise ModelReadError(path, f"tensor {name!r}: {_first_line(error)}") from None
+    return weight, source_dtype, quantized
+
+
+def _layer_name(weight_name: str) -> str:
+    return weight_name.removesuffix(".weight") if weight_name != "weight" else weight_name
+
+
+# TorchScript -------------------------------------------------------------------------
+
+
+class _Unmapped(Exception):
+    """The graph's conv nodes cannot all be tied to parameters."""
+
+
+def _read_torchscript(torch, path: Path, limits) -> ModelRecord:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(os.fspath(path), map_location="cpu")
+    except Exception as error:  # torch raises RuntimeError, ValueError, ...
+        raise ModelReadError(path, f"not a readable TorchScript archive "
+                                   f"({_first_line(error)})") from None
+    record = from_script_module(module, path.stem, path, limits)
+    record.path = os.fspath(path)
+    return record
+
+
+def from_script_module(module, name: str, path=None, limits=None) -> ModelRecord:
+    """Conv layers of a loaded TorchScript module, with depths from its inlined graph.
+
+    Falls back to parameter order (approximate depths) when a conv node's weight cannot
+    be traced to a parameter, or when the graph has no conv node the reader knows.
+    """
+    import torch
+
+    from . import Limits
+
+    limits = limits or Limits()
+    where = path if path is not None else name
+    try:
+        graph = module.inlined_graph
+        layers, operator_counts, depth = _graph_layers(torch, module, graph, where, limits)
+    except (_Unmapped, GraphCycleError, RuntimeError, AttributeError):
+        layers, operator_counts, depth = [], {}, 0
+    if not layers:  # no conv node found (e.g. quantized ops): the parameters, in order
+        layers = state_dict_layers(torch, module.state_dict(), where, limits)
+        depth = len(layers) if layers else depth
+    return ModelRecord(name=name, path="", framework="torchscript",
+                       operator_counts=operator_counts, total_depth=depth, layers=layers)
+
+
+def _value_id(value) -> str:
+    return f"%{value.unique()}"
+
+
+def _flatten(block, entries: list) -> None:
+    """Append (Node, jit node or None) for every node of ``block``, blocks included.
+
+    A node with blocks becomes two nodes: one that produces the blocks' parameters
+    and a token, and one (``#end``) that reads the blocks' results and the token and
+    produces the node's outputs.
+    """
+    for jit_node in block.nodes():
+        name = f"{jit_node.kind()}#{len(entries)}"
+        inputs = [_value_id(v) for v in jit_node.inputs()]
+        outputs = [_value_id(v) for v in jit_node.outputs()]
+        blocks = list(jit_node.blocks())
+        if not blocks:
+            entries.append((Node(name, inputs, outputs), jit_node))
+            continue
+        token = f"{name}#token"
+        params = [_value_id(v) for b in blocks for v in b.inputs()]
+        entries.append((Node(name, inputs, [*params, token]), jit_node))
+        for sub in blocks:
+            _flatten(sub, entries)
+        results = [_value_id(v) for b in blocks for v in b.outputs()]
+        entries.append((Node(f"{name}#end", [*results, token], outputs), None))
+
+
+def _graph_layers(torch, module, graph, where, limits):
+    graph_inputs = list(graph.inputs())
+    self_value = graph_inputs[0] if graph_inputs and \
+        graph_inputs[0].type().kind() == "ClassType" else None
+    real_inputs = [_value_id(v) for v in graph_inputs if v is not self_value]
+    entries: list = []
+    _flatten(graph, entries)
+    kinds = Counter(jit_node.kind() for _, jit_node in entries if jit_node is not None)
+    if kinds.get("prim::CallMethod") or kinds.get("prim::CallFunction"):
+        raise _Unmapped("calls that inlining left in place may hide conv layers")
+    depths = node_depths([node for node, _ in entries], real_inputs)
+
+    layers: dict[str, ConvLayer] = {}
+    for index, (_, jit_node) in enumerate(entries):
+        if jit_node is None:
+            continue
+        if jit_node.kind() in _CONV_NODES:
+            conv = _aten_conv(torch, module, jit_node, self_value)
+        elif jit_node.kind() in _QUANTIZED_CONV_NODES:
+            conv = _quantized_conv(torch, module, jit_node, self_value)
+        else:
+            continue
+        qualified, tensor, transposed, groups, strides, dilations = conv
+        depth = depths[index] if depths[index] is not None else 0
+        if qualified in layers:  # one weight, several calls: the first (shallowest) counts
+            layers[qualified].depth = min(layers[qualified].depth, depth)
+            continue
+        if tensor.dim() != 4:
+            continue
+        converted = _weight_array(torch, tensor, qualified, where, limits)
+        if converted is None:
+            continue
+        weight, source_dtype, quantized = converted
+        if transposed:
+            kind = CONV_TRANSPOSE
+            c_out, c_in_per_group = weight.shape[1] * groups, weight.shape[0] // groups
+        else:
+            kind = QUANTIZED_CONV if quantized else CONV
+            c_out, c_in_per_group = weight.shape[0], weight.shape[1]
+        layers[qualified] = ConvLayer(
+            name=_layer_name(qualified), op_type=kind, weight=weight, c_out=int(c_out),
+            c_in_per_group=int(c_in_per_group), groups=groups, strides=_pair(strides),
+            dilations=_pair(dilations), source_dtype=source_dtype, depth=depth, order=index)
+    return list(layers.values()), dict(kinds), total_depth(depths)
+
+
+def _aten_conv(torch, module, jit_node, self_value):
+    """(weight name, weight, transposed, groups, strides, dilations) of an aten conv node."""
+    qualified = _attribute_path(jit_node.inputsAt(1), self_value)
+    tensor = _attribute(module, qualified)
+    if not isinstance(tensor, torch.Tensor):
+        raise _Unmapped(f"{qualified} is not a tensor")
+    transposed_at, groups_at, dilation_at = _CONV_NODES[jit_node.kind()]
+    transposed = (transposed_at if isinstance(transposed_at, bool)
+                  else bool(_constant(jit_node.inputsAt(transposed_at), False)))
+    groups = int(_constant(jit_node.inputsAt(groups_at), 1) or 1)
+    return (qualified, tensor, transposed, groups, _constant(jit_node.inputsAt(3), None),
+            _constant(jit_node.inputsAt(dilation_at), None))
+
+
+def _quantized_conv(torch, module, jit_node, self_value):
+    """The same for a ``quantized::conv*2d`` node, from its packed parameters."""
+    qualified = _attribute_path(jit_node.inputsAt(1), self_value)
+    packed = _attribute(module, qualified)
+    try:
+        tensor = packed.unpack()[0]
+        transposed, groups = bool(packed.transpose()), int(packed.groups())
+        strides, dilations = list(packed.stride()), list(packed.dilation())
+    except (AttributeError, RuntimeError, TypeError, IndexError):
+        raise _Unmapped(f"{qualified} holds no packed conv parameters") from None
+    if not isinstance(tensor, torch.Tensor):
+        raise _Unmapped(f"{qualified} holds no weight tensor")
+    qualified = qualified.removesuffix("._packed_params") + ".weight"
+    return qualified, tensor, transposed, groups, strides, dilations
+
+
+def _attribute_path(value, self_value) -> str:
+    """``a.b.weight`` for a value reached by prim::GetAttr steps from ``self``."""
+    parts = []
+    while value is not self_value:
+        node = value.node()
+        if node.kind() != "prim::GetAttr" or len(parts) > 256:
+            raise _Unmapped(f"a conv weight comes from {node.kind()}")
+        parts.append(node.s("name"))
+        value = node.inputsAt(0)
+    if not parts:
+        raise _Unmapped("a conv weight is the module itself")
+    return ".".join(reversed(parts))
+
+
+def _attribute(module, qualified: str):
+    obj = module
+    try:
+        for part in qualified.split("."):
+            obj = getattr(obj, part)
+    except (AttributeError, RuntimeError):
+        raise _Unmapped(f"no attribute {qualified}") from None
+    return obj
+
+
+def _constant(value, default):
+    """The value of a constant or a list of constants, else ``default``."""
+    node = value.node()
+    if node.kind() == "prim::Constant":
+        result = value.toIValue()
+        return default if result is None else result
+    if node.kind() == "prim::ListConstruct":
+        items = [_constant(v, None) for v in node.inputs()]
+        return default if any(i is None for i in items) else items
+    return default
+
+
+def _pair(values) -> tuple[int, ...]:
+    if values is None:
+        return (1, 1)
+    values = [int(v) for v in values]
+    return tuple(values * 2) if len(values) == 1 else tuple(values)
+
+
+def _first_line(error: BaseException) -> str:
+    text = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return text[0] if text else type(error).__name__

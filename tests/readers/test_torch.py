@@ -1,0 +1,495 @@
+"""Tests of the PyTorch reader (state dicts, checkpoints, TorchScript) via ``open_model``."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import filterdb
+from filterdb.api import model_record
+from filterdb.errors import FilterDBError, MissingDependencyError, ModelReadError
+from filterdb.extraction import conv_depths, ordered_layers
+from filterdb.readers import Limits, find_reader, is_model_file, open_model
+from filterdb.readers import torch as torch_reader
+
+from . import writers_torch
+from .network import equivalence_network, expected_filters, write_onnx
+
+
+@pytest.fixture(scope="module")
+def network():
+    return equivalence_network()
+
+
+def _filters(record):
+    return [layer.filters() for layer in ordered_layers(record)]
+
+
+def _assert_network_filters(record, network):
+    got, want = _filters(record), expected_filters(network)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, w)
+    assert [layer.name for layer in ordered_layers(record)] == [s.name for s in network]
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+# detection ---------------------------------------------------------------------------
+
+def test_extensions_and_sniffing(tmp_path, network):
+    claimed = set(torch_reader.EXTENSIONS)
+    assert claimed == {".pt", ".pth", ".bin", ".ckpt"}
+    for kind, name in [("state_dict", "a.bin"), ("torchscript", "b.bin")]:
+        path = writers_torch.write(tmp_path / name, network, kind)
+        assert is_model_file(path)
+        assert find_reader(path) is torch_reader
+    # a torch.save archive under a foreign suffix is recognised by content
+    odd = writers_torch.write(tmp_path / "weights.data", network, "state_dict")
+    assert find_reader(odd) is torch_reader
+    legacy = tmp_path / "legacy.bin"
+    torch.save({"w.weight": torch.ones(1, 1, 3, 3)}, legacy, _use_new_zipfile_serialization=False)
+    assert is_model_file(legacy)
+    assert find_reader(legacy) is torch_reader
+
+
+def test_raw_tensor_bytes_in_bin_are_not_a_model(tmp_path, network):
+    # ONNX external data: raw little-endian floats in a .bin beside the model
+    model = onnx.load(str(write_onnx(tmp_path / "net.onnx", network)))
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.bin", size_threshold=0)
+    raw = tmp_path / "ext.bin"
+    assert raw.stat().st_size > 0
+    assert not torch_reader.sniff(raw.read_bytes()[:64], raw)
+    assert not is_model_file(raw)
+    # a pickle (0x80 first) that is not a torch.save file is not claimed either
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    assert not is_model_file(plain)
+    # a zip that is not a torch archive
+    other = tmp_path / "other.bin"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("config.json", "{}")
+    assert not is_model_file(other)
+
+
+# real models -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "count", "layers"),
+                         [("pnet", 702, 5), ("rnet", 1428, 3), ("onet", 6240, 4)])
+def test_facenet_mtcnn_state_dicts(facenet_models, name, count, layers):
+    record = open_model(facenet_models / f"{name}.pt")
+    assert record.framework == "pytorch"
+    assert len(record.layers) == layers
+    assert sum(layer.n_filters for layer in record.layers if layer.kernel_shape == (3, 3)) == count
+    assert record.layers[0].name == "conv1"
+    assert all(layer.depth_is_approximate for layer in record.layers)
+    assert [layer.depth for layer in record.layers] == list(range(layers))
+    state = torch.load(facenet_models / f"{name}.pt", weights_only=True)
+    np.testing.assert_array_equal(record.layers[0].weight, state["conv1.weight"].numpy())
+
+
+# the equivalence network -------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["state_dict", "checkpoint", "model_checkpoint", "lightning"])
+def test_state_dicts_and_checkpoints(tmp_path, network, kind):
+    path = writers_torch.write(tmp_path / f"{kind}.pt", network, kind)
+    record = open_model(path)
+    assert record.framework == "pytorch"
+    assert record.name == kind
+    assert record.path == os.fspath(path)
+    _assert_network_filters(record, network)
+    layers = ordered_layers(record)
+    assert all(layer.depth_is_approximate for layer in layers)
+    assert [d for d, _ in conv_depths(layers)] == list(range(6))
+    assert all(layer.source_dtype == "float32" for layer in layers)
+    # without a graph: a transposed weight reads as a conv, groups as 1
+    transposed = layers[4]
+    assert (transposed.op_type, transposed.groups) == ("conv", 1)
+    assert (transposed.c_out, transposed.c_in_per_group) == (8, 4)
+    if kind == "lightning":
+        assert record.producer == "pytorch-lightning 2.4.0"
+
+
+def test_checkpoint_prefers_main_weights_over_ema(tmp_path, network):
+    path = writers_torch.write(tmp_path / "ckpt.pth", network, "model_checkpoint")
+    checkpoint = torch.load(path, weights_only=True)
+    assert set(checkpoint) == {"epoch", "model", "ema", "optimizer"}
+    record = open_model(path)
+    _assert_network_filters(record, network)  # not the halved EMA copy
+
+
+def test_ema_only_checkpoint_and_two_levels(tmp_path, network):
+    state = writers_torch.build_module(network).state_dict()
+    torch.save({"ema": {"module": state}, "epoch": 1}, tmp_path / "ema.pt")
+    _assert_network_filters(open_model(tmp_path / "ema.pt"), network)
+    torch.save({"model": {"state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}}},
+               tmp_path / "nested.ckpt")
+    _assert_network_filters(open_model(tmp_path / "nested.ckpt"), network)
+
+
+def test_partial_prefix_is_kept(tmp_path):
+    weight = torch.randn(4, 3, 3, 3)
+    torch.save({"model.conv.weight": weight, "head.conv.weight": weight}, tmp_path / "p.pt")
+    names = [layer.name for layer in open_model(tmp_path / "p.pt").layers]
+    assert names == ["model.conv", "head.conv"]
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torchscript_traced"])
+def test_torchscript(tmp_path, network, kind):
+    path = writers_torch.write(tmp_path / f"{kind}.pt", network, kind)
+    record = open_model(path)
+    assert record.framework == "torchscript"
+    assert record.path == os.fspath(path)
+    _assert_network_filters(record, network)
+    layers = ordered_layers(record)
+    assert [d for d, _ in conv_depths(layers)] == list(range(6))
+    assert not any(layer.depth_is_approximate for layer in layers)
+    by_name = {layer.name: layer for layer in layers}
+    assert [by_name[s.name].groups for s in network] == [s.groups for s in network]
+    assert by_name["depthwise"].depthwise
+    assert not by_name["grouped"].depthwise
+    assert by_name["strided"].strides == (2, 2)
+    transposed = by_name["transposed"]
+    assert transposed.op_type == "conv_transpose"
+    assert (transposed.c_out, transposed.c_in_per_group) == (4, 8)
+    for spec in network:
+        assert (by_name[spec.name].c_out, by_name[spec.name].c_in_per_group) == (
+            spec.c_out, spec.c_in // spec.groups)
+    assert record.total_depth >= 12  # six convs and six ReLUs in a chain
+    assert sum(count for op, count in record.operator_counts.items() if "conv" in op) == 6
+
+
+class _Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.left = nn.Conv2d(4, 4, 3, padding=1)
+        self.right = nn.Conv2d(4, 4, 1)
+        self.head = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.head(self.left(x) + self.right(x))
+
+
+def test_torchscript_parallel_branches_share_depth(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(_Branches()).save(str(tmp_path / "branches.pt"))
+    layers = ordered_layers(open_model(tmp_path / "branches.pt"))
+    depths = dict(zip([la.name for la in layers], [d for d, _ in conv_depths(layers)],
+                      strict=True))
+    assert depths == {"stem": 0, "left": 1, "right": 1, "head": 2}
+
+
+class _ComputedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 3, bias=False)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.proj.weight * 2.0)
+
+
+def test_torchscript_unmapped_weight_falls_back_to_parameter_order(tmp_path):
+    module = _ComputedWeight()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(module).save(str(tmp_path / "computed.pt"))
+    record = open_model(tmp_path / "computed.pt")
+    assert record.framework == "torchscript"
+    assert [layer.name for layer in record.layers] == ["proj"]
+    assert record.layers[0].depth_is_approximate
+    np.testing.assert_array_equal(record.layers[0].weight, module.proj.weight.detach().numpy())
+
+
+def test_live_script_module(network):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(writers_torch.build_module(network))
+    record = model_record(scripted)
+    assert record.framework == "torchscript"
+    _assert_network_filters(record, network)
+    assert not any(layer.depth_is_approximate for layer in record.layers)
+
+
+# precision ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_half_precision_state_dicts(tmp_path, dtype):
+    weight = torch.randn(6, 2, 3, 3).to(dtype)
+    torch.save({"conv.weight": weight, "conv.bias": torch.zeros(6, dtype=dtype)},
+               tmp_path / "half.pt")
+    layer = open_model(tmp_path / "half.pt").layers[0]
+    assert layer.source_dtype == str(dtype).removeprefix("torch.")
+    assert layer.weight.dtype == np.float32
+    np.testing.assert_array_equal(layer.weight, weight.float().numpy())
+
+
+def test_quantized_tensors_in_a_state_dict(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    original = torch.randn(4, 3, 3, 3, generator=rng)
+    scales = original.abs().amax(dim=(1, 2, 3)) / 127
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # quantized dtypes are deprecated
+        per_tensor = torch.quantize_per_tensor(original, 0.02, 5, torch.quint8)
+        per_channel = torch.quantize_per_channel(original, scales,
+                                                 torch.zeros(4, dtype=torch.long), 0, torch.qint8)
+    torch.save({"a.weight": per_tensor, "b.weight": per_channel}, tmp_path / "q.pt")
+    a, b = open_model(tmp_path / "q.pt").layers
+    assert (a.source_dtype, b.source_dtype) == ("quint8", "qint8")
+    assert a.op_type == b.op_type == "quantized_conv"
+    np.testing.assert_array_equal(a.weight, per_tensor.dequantize().numpy())
+    np.testing.assert_array_equal(b.weight, per_channel.dequantize().numpy())
+    inside = (original.abs() <= 0.02 * (255 - 5)) & (original >= -0.02 * 5)
+    assert np.all(np.abs(a.weight - original.numpy())[inside.numpy()] <= 0.01 + 1e-6)
+    step = scales.numpy()[:, None, None, None]
+    assert np.all(np.abs(b.weight - original.numpy()) <= step / 2 + 1e-6)
+
+
+def test_eager_mode_quantized_model(tmp_path):
+    float_model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
+                                nn.ReLU(), torch.ao.quantization.DeQuantStub()).eval()
+    original = float_model[1].weight.detach().clone()
+    float_model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = torch.ao.quantization.prepare(float_model)
+        prepared(torch.randn(8, 3, 12, 12))
+        quantized = torch.ao.quantization.convert(prepared)
+    torch.save(quantized.state_dict(), tmp_path / "int8.pt")
+    (layer,) = open_model(tmp_path / "int8.pt").layers
+    assert layer.source_dtype == "qint8"
+    scales = quantized[1].weight().q_per_channel_scales().numpy()[:, None, None, None]
+    assert np.all(np.abs(layer.weight - original.numpy()) <= scales / 2 + 1e-6)
+    # the live quantized module gives the same weights and real depth
+    live = model_record(quantized).layers
+    assert len(live) == 1 and not live[0].depth_is_approximate
+    np.testing.assert_array_equal(live[0].weight, layer.weight)
+    # and so does its TorchScript archive, from the packed parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(quantized).save(str(tmp_path / "int8_script.pt"))
+    record = open_model(tmp_path / "int8_script.pt")
+    assert record.framework == "torchscript"
+    (scripted,) = record.layers
+    assert (scripted.name, scripted.op_type, scripted.source_dtype) == (
+        "1", "quantized_conv", "qint8")
+    assert not scripted.depth_is_approximate
+    np.testing.assert_array_equal(scripted.weight, layer.weight)
+
+
+# safety ------------------------------------------------------------------------------
+
+class _CreatesFile:
+    """Unpickling this runs exec, which creates a file."""
+
+    def __init__(self, target):
+        self.target = os.fspath(target)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.target!r}, 'w').close()",))
+
+
+def test_unsafe_pickle_is_refused_and_code_does_not_run(tmp_path):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "payload": _CreatesFile(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    message = _one_line(caught.value)
+    assert "refuses to unpickle builtins.exec" in message
+    assert "--allow-unsafe-pickle" in message
+    assert not marker.exists()
+    # the flag loads it: the file's code runs
+    record = open_model(path, Limits(allow_unsafe_pickle=True))
+    assert marker.exists()
+    assert [layer.name for layer in record.layers] == ["conv"]
+
+
+class Pickled(nn.Module):  # a class a full-model torch.save refers to
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.conv(x)))
+
+
+def test_pickled_module_needs_the_flag(tmp_path):
+    path = tmp_path / "full.pt"
+    model = Pickled()
+    torch.save({"model": model, "epoch": 1}, path)
+    with pytest.raises(ModelReadError, match=r"refuses to unpickle tests\.readers\.test_torch"
+                                             r"\.Pickled"):
+        open_model(path)
+    record = open_model(path, Limits(allow_unsafe_pickle=True))
+    assert record.framework == "pytorch"
+    assert [(la.name, la.depth, la.depth_is_approximate) for la in record.layers] == [
+        ("conv", 0, False), ("out", 2, False)]
+
+
+def test_weights_only_unreadable_pickle(tmp_path):
+    path = tmp_path / "proto4.pt"
+    torch.save({"c.weight": torch.ones(1, 1, 3, 3)}, path, pickle_protocol=4,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelReadError, match="weights-only unpickler cannot read it") as caught:
+        open_model(path)
+    _one_line(caught.value)
+    assert len(open_model(path, Limits(allow_unsafe_pickle=True)).layers) == 1
+
+
+def test_missing_torch(tmp_path, network, monkeypatch):
+    path = writers_torch.write(tmp_path / "sd.pt", network, "state_dict")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(MissingDependencyError) as caught:
+        open_model(path)
+    assert "filterdb[torch]" in _one_line(caught.value)
+
+
+def test_tensor_element_limit(tmp_path, network):
+    path = writers_torch.write(tmp_path / "sd.pt", network, "state_dict")
+    with pytest.raises(ModelReadError, match="beyond the element limit"):
+        open_model(path, Limits(max_tensor_elements=100))
+
+
+# bad input ---------------------------------------------------------------------------
+
+def test_truncated_zip(tmp_path, network):
+    good = writers_torch.write(tmp_path / "good.pt", network, "state_dict")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ModelReadError, match="damaged or truncated zip archive") as caught:
+        open_model(bad)
+    _one_line(caught.value)
+
+
+def test_truncated_legacy_file(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"c.weight": torch.ones(8, 8, 3, 3)}, good, _use_new_zipfile_serialization=False)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ModelReadError) as caught:
+        open_model(bad)
+    _one_line(caught.value)
+
+
+def test_legacy_file(tmp_path, network):
+    state = writers_torch.build_module(network).state_dict()
+    torch.save(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    _assert_network_filters(open_model(tmp_path / "legacy.pth"), network)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelReadError, match="not a PyTorch file") as caught:
+        open_model(path)
+    _one_line(caught.value)
+
+
+def test_zip_without_pickle(tmp_path):
+    path = tmp_path / "archive.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ModelReadError, match="without data.pkl") as caught:
+        open_model(path)
+    _one_line(caught.value)
+
+
+def test_pickle_without_tensors(tmp_path):
+    torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "empty.pt")
+    with pytest.raises(ModelReadError, match="holds no tensors") as caught:
+        open_model(tmp_path / "empty.pt")
+    _one_line(caught.value)
+
+
+def test_state_dict_without_conv_weights(tmp_path):
+    torch.save(nn.Linear(4, 2).state_dict(), tmp_path / "linear.pt")
+    record = open_model(tmp_path / "linear.pt")
+    assert record.layers == []
+    with pytest.raises(FilterDBError, match="no convolution layers"):
+        filterdb.quality(tmp_path / "linear.pt")
+
+
+def test_non_weight_and_integer_4d_tensors_are_skipped(tmp_path):
+    torch.save({"pos_embed": torch.ones(1, 4, 3, 3), "conv.weight": torch.ones(2, 2, 3, 3),
+                "int.weight": torch.ones(2, 2, 3, 3, dtype=torch.int8),
+                "bn.running_mean": torch.ones(2)}, tmp_path / "mixed.pt")
+    assert [la.name for la in open_model(tmp_path / "mixed.pt").layers] == ["conv"]
+
+
+def test_damaged_torchscript(tmp_path, network):
+    good = writers_torch.write(tmp_path / "ts.pt", network, "torchscript")
+    bad = tmp_path / "bad_ts.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):
+                data = data[:10]
+            dst.writestr(info, data)
+    with pytest.raises(ModelReadError, match="not a readable TorchScript archive") as caught:
+        open_model(bad)
+    _one_line(caught.value)
+
+
+# command line ------------------------------------------------------------------------
+
+def test_cli_check(tmp_path, network, cli):
+    path = writers_torch.write(tmp_path / "model.pt", network, "torchscript")
+    result = cli("check", path, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 7
+    assert [line.split(",")[0] for line in lines[1:]] == [s.name for s in network]
+
+
+def test_cli_check_refuses_unsafe_pickle(tmp_path, cli):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"conv.weight": torch.randn(8, 4, 3, 3), "payload": _CreatesFile(marker)}, path)
+    result = cli("check", path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "refuses to unpickle builtins.exec" in result.stderr
+    assert not marker.exists()
+    result = cli("check", path, "--allow-unsafe-pickle")
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()
+
+
+def test_cli_build_adds_pytorch_files(tmp_path, network, facenet_models, cli):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for name in ("pnet", "rnet", "onet"):
+        shutil.copy(facenet_models / f"{name}.pt", zoo / f"{name}.pt")
+    writers_torch.write(zoo / "scripted.pt", network, "torchscript")
+    writers_torch.write(zoo / "lightning.ckpt", network, "lightning")
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{db}: 5 added, 0 already present, 0 skipped, 0 failed")
+    network_3x3 = sum(s.weight.shape[0] * s.weight.shape[1] for s in network
+                      if s.kernel == (3, 3))
+    models = filterdb.open(db).models.set_index("model")
+    assert dict(models["format"]) == {"pnet": "pytorch", "rnet": "pytorch", "onet": "pytorch",
+                                      "scripted": "torchscript", "lightning": "pytorch"}
+    assert int(models["total_filters"].sum()) > 702 + 1428 + 6240 + 2 * network_3x3 - 1
