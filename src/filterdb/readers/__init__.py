@@ -92,14 +92,19 @@ def is_model_file(path: str | os.PathLike) -> bool:
     return any(module.sniff(head, path) for module in reader_modules().values())
 
 
+def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:
+    """The first ``size`` bytes of a file, or a ModelReadError saying why not."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError as error:
+        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+
+
 def find_reader(path: str | os.PathLike) -> ModuleType:
     """The reader module for ``path``: by content first, by extension second."""
     path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
-    except OSError as error:
-        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    head = read_head(path)
     modules = reader_modules()
     for module in modules.values():
         if module.sniff(head, path):

@@ -54,6 +54,7 @@ import numpy as np
 from ..errors import ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
+from . import read_head
 
 NAME = "keras"
 EXTENSIONS = {".keras", ".h5", ".hdf5"}
@@ -124,11 +125,7 @@ def _hdf5_kind(handle, path: Path) -> str | None:
 # reading -------------------------------------------------------------------
 
 def read(path: Path, limits) -> ModelRecord:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError as error:
-        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    head = read_head(path, 8)
     if head.startswith(ZIP_MAGIC):
         return _read_archive(path, limits)
     if head.startswith(HDF5_MAGIC):

@@ -71,7 +71,7 @@ import numpy as np
 from ..errors import FilterDBError, ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
-from . import require
+from . import read_head, require
 
 NAME = "torch"
 EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt"}
@@ -133,11 +133,7 @@ def _archive_kind(path: Path) -> str | None:
 def read(path: Path, limits) -> ModelRecord:
     torch = require("torch", path, "torch")
     path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
-    except OSError as error:
-        raise ModelReadError(path, f"cannot open ({error.strerror})") from None
+    head = read_head(path)
     if head.startswith(_ZIP_MAGIC):
         try:
             kind = _archive_kind(path)
