@@ -27,6 +27,11 @@ _CONV_OPS = {
     "QLinearConv": (QUANTIZED_CONV, 3),
 }
 _PASS_THROUGH = {"Identity", "Cast"}
+# Weights computed from constants are evaluated when the computation is this small and
+# free of operators that are not pure functions of their inputs.
+_MAX_FOLDED_NODES = 32
+_NO_FOLD = {"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike",
+            "RandomUniformLike", "Multinomial", "Bernoulli"}
 # TensorProto data types stored two per byte (INT4, UINT4, FLOAT4E2M1).
 _PACKED_4BIT = {22, 21, 23}
 
@@ -47,7 +52,7 @@ def read(path: Path, limits) -> ModelRecord:
     graph = model.graph
     if not graph.node:
         raise ModelReadError(path, "ONNX model has no graph nodes")
-    tensors = _TensorSource(path, graph, limits)
+    tensors = _TensorSource(path, graph, limits, model.opset_import)
     nodes = [Node(n.name or f"{n.op_type}_{i}", list(n.input), list(n.output))
              for i, n in enumerate(graph.node)]
     initializer_names = {t.name for t in graph.initializer}
@@ -153,12 +158,14 @@ class _TensorSource:
     """Finds the constant tensor behind a name: initializer, Constant, Cast/Identity chain
     or DequantizeLinear, reading external data only from inside the model's folder."""
 
-    def __init__(self, path: Path, graph, limits):
+    def __init__(self, path: Path, graph, limits, opsets=()):
         self.path = path
+        self.opsets = list(opsets)
         self.folder = path.resolve().parent
         self.limits = limits
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {out: node for node in graph.node for out in node.output}
+        self.order = {id(node): index for index, node in enumerate(graph.node)}
 
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""
@@ -190,8 +197,47 @@ class _TensorSource:
                 raise ModelReadError(self.path, f"DequantizeLinear node {node.name!r} feeding "
                                                 f"{consumer!r}: {error}") from None
             return weight, source_dtype
-        raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
-                                        f"{consumer!r}: it is computed by a {node.op_type} node")
+        return self._fold(name, consumer)
+
+    def _fold(self, name: str, consumer: str) -> tuple[np.ndarray, str]:
+        """Evaluate a small computation on constants only (Transpose, Reshape, Mul, ...)
+        with onnx's reference evaluator: pure numpy operators, nothing from the file runs."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        nodes, leaves, pending, seen = [], {}, [name], set()
+        while pending:
+            tensor = pending.pop()
+            if tensor in seen or not tensor:
+                continue
+            seen.add(tensor)
+            if tensor in self.initializers:
+                leaves[tensor] = self.initializers[tensor]
+                continue
+            node = self.producers.get(tensor)
+            if node is None or len(nodes) >= _MAX_FOLDED_NODES or node.op_type in _NO_FOLD:
+                reason = ("it depends on a graph input" if node is None else
+                          f"it is computed by a {node.op_type} node")
+                raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
+                                                f"{consumer!r}: {reason}")
+            nodes.append(node)
+            pending.extend(node.input)
+        source_dtype = "float32"
+        initializers = []
+        for leaf, tensor in leaves.items():
+            values, dtype = self._array(tensor)
+            source_dtype = dtype if values.ndim == 4 else source_dtype
+            initializers.append(numpy_helper_from_array(values, leaf))
+        nodes.sort(key=lambda node: self.order[id(node)])  # graph order is topological
+        graph = helper.make_graph(nodes, "fold", [], [
+            helper.make_tensor_value_info(name, 0, None)], initializer=initializers)
+        try:
+            value = ReferenceEvaluator(helper.make_model(graph, opset_imports=self.opsets)).run(
+                None, {})[0]
+        except Exception as error:  # the evaluator raises many types for bad graphs
+            raise ModelReadError(self.path, f"cannot compute the weight {name!r} of node "
+                                            f"{consumer!r}: {_first_line(error)}") from None
+        return np.asarray(value), source_dtype
 
     def _array(self, tensor) -> tuple[np.ndarray, str]:
         import onnx
@@ -251,6 +297,12 @@ class _TensorSource:
         inline.data_location = onnx.TensorProto.DEFAULT
         inline.raw_data = raw
         return inline
+
+
+def numpy_helper_from_array(values: np.ndarray, name: str):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(values, name)
 
 
 def _first_line(error: BaseException) -> str:
