@@ -8,9 +8,9 @@ import sys
 
 from .._version import __version__
 from ..errors import FilterDBError
-from . import build, check, demo, info, layers
+from . import analyze, build, check, demo, info, layers, synth
 
-COMMANDS = (build, info, layers, check, demo)
+COMMANDS = (build, info, layers, check, demo, synth, analyze)
 
 
 def parser() -> argparse.ArgumentParser:
