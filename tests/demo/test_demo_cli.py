@@ -1,0 +1,37 @@
+"""``filterdb demo`` end to end, on the session's zoo (its cache makes the run warm)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+import filterdb
+
+
+def test_demo_command_warm(demo):
+    result = subprocess.run([sys.executable, "-m", "filterdb", "demo", "-o", str(demo.out)],
+                            capture_output=True, text=True, timeout=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    err, out = result.stderr, result.stdout
+    assert "demo: 41 models: 0 to train, 41 cached" in err
+    assert "[41/41] cached" in err
+    assert "added: vgg-w8-sgd-s0" in err  # build progress, one line per model
+    database = demo.out / "filters.h5"
+    assert f"demo: database {database}" in out
+    assert "looks untrained (5 untrained control)" in out
+    assert "models that look untrained: " in out
+    assert "over-parameterised: vgg-w16-sgd-n20 (20 samples)" in out
+    assert "over-parameterised: resnet-w16-sgd-n20 (20 samples)" in out
+    db = filterdb.open(database)
+    assert len(db.models) == 41
+    assert set(db.shapes) == {(3, 3), (1, 1), (5, 5)}
+    assert db.filter_count((5, 5)) == 32  # the discriminators' first layers
+    analysis = demo.out / "analysis"
+    assert f"demo: analysis  {analysis}" in out
+    for name in ("task", "visual_category", "depth"):
+        drift = pd.read_csv(analysis / f"drift_{name}.csv", index_col=0)
+        assert drift.shape[0] == drift.shape[1] >= 2
+    assert (analysis / "pca.json").exists()
