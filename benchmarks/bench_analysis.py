@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_build import MB, ROOT, machine, measure  # noqa: E402
 
 GB = 2**30
+from benchmarks_md import replace_section  # noqa: E402
+
 SECTION = "## Analysis (issue 5)"
 PUBLISHED = 1_464_797_156
 READ_ROWS = 1 << 20
@@ -458,25 +460,6 @@ def interpretation(rows: list[dict], disk: float | None) -> tuple[str, dict]:
     return " ".join(sentences), facts
 
 
-def write_benchmarks_md(section: str) -> Path:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                    len(lines))
-        text = "".join(lines[:start]) + section.rstrip("\n") + "\n" + (
-            "\n" + "".join(lines[stop:]) if stop < len(lines) else "")
-    path.write_text(text)
-    return path
-
-
-# --------------------------------------------------------------------------- main
-
-
 def run_benchmark(args) -> None:
     out = args.out.resolve()
     folder = out / "analysis"
@@ -568,7 +551,7 @@ def report(data: dict, out: Path) -> None:
     print()
     print(section)
     if not data["quick"]:
-        print(f"wrote {out / 'analysis.md'} and {write_benchmarks_md(section)}")
+        print(f"wrote {out / 'analysis.md'} and {replace_section(section)}")
     else:
         print(f"wrote {out / 'analysis-quick.md'} (--quick: BENCHMARKS.md left alone)")
 

@@ -53,6 +53,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
 ZOO_VERSION = 1
+from benchmarks_md import replace_section  # noqa: E402
+
 SECTION = "## Build (issue 2)"
 TIME_TARGET = 1.5  # build seconds / baseline seconds
 MEMORY_SLACK = 300 * MB  # peak tree memory <= 2 x largest model's weights + this
@@ -408,25 +410,6 @@ def interpretation(results: list[dict], base: dict, bound: int, largest: int) ->
     return " ".join(sentences)
 
 
-def write_benchmarks_md(section: str) -> Path:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                    len(lines))
-        text = "".join(lines[:start]) + section.rstrip("\n") + "\n" + (
-            "\n" + "".join(lines[stop:]) if stop < len(lines) else "")
-    path.write_text(text)
-    return path
-
-
-# --------------------------------------------------------------------------- main
-
-
 def run_benchmark(args: argparse.Namespace) -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -567,7 +550,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
             f"flat in the number of models. {notes}\n\n{text}\n\n{WHERE_THE_TIME_GOES}\n")
         if problems:
             section += "\nDatabase check problems: " + "; ".join(problems) + "\n"
-        print(f"\nwrote {out / 'build.md'} and {write_benchmarks_md(section)}")
+        print(f"\nwrote {out / 'build.md'} and {replace_section(section)}")
     else:
         print(f"\nwrote {out / 'build-quick.md'} (--quick: BENCHMARKS.md left alone)")
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+from benchmarks_md import replace_section  # noqa: E402
+
 SECTION = "## Demo (issue 6)"
 MB = 2**20
 TARGET_SECONDS = 300
@@ -186,21 +188,6 @@ def section(results: list[dict], found: list[str], load: tuple, command: str) ->
         *found, ""])
 
 
-def write_benchmarks_md(text: str) -> Path:
-    path = ROOT / "BENCHMARKS.md"
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else ["# Benchmarks\n"]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        body = "".join(lines).rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                    len(lines))
-        body = "".join(lines[:start]) + text.rstrip("\n") + "\n" + (
-            "\n" + "".join(lines[stop:]) if stop < len(lines) else "")
-    path.write_text(body)
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "demo")
@@ -226,7 +213,7 @@ def main() -> None:
     text = section(results, found, (load_before, load_after), display)
     print(text)
     if args.write:
-        print(f"bench_demo: wrote {write_benchmarks_md(text)}", file=sys.stderr)
+        print(f"bench_demo: wrote {replace_section(text)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

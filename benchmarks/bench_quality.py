@@ -52,6 +52,8 @@ with warnings.catch_warnings():
     from torchconvquality import measure_conv_weight_quality
 
 ROOT = Path(__file__).resolve().parents[1]
+from benchmarks_md import replace_section  # noqa: E402
+
 SECTION = "## Layer quality (issue 3)"
 TARGET = 5.0
 #: Calls per timed round, for sets that take milliseconds.
@@ -215,21 +217,6 @@ def render(timings: dict, agreement: dict, counts: dict, command: str, repeat: i
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                    len(lines))
-        tail = "".join(lines[stop:])
-        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -259,7 +246,7 @@ def main() -> None:
     section = render(timings, agreement, counts, command, args.repeat, load)
     print(section)
     if not args.no_write:
-        write_section(section)
+        replace_section(section)
         print(f"wrote {SECTION!r} in {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
 
 
