@@ -30,7 +30,14 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int
     return layers + [nn.ReLU()] if relu else layers
 
 
-class VGG(nn.Module):
+class _PooledClassifier(nn.Module):
+    """``features`` then global average pooling then a linear ``classifier``."""
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
+class VGG(_PooledClassifier):
     def __init__(self, in_channels: int, width: int, classes: int, norm: bool = True):
         super().__init__()
         widths = (width, width, 2 * width, 2 * width, 4 * width, 4 * width)
@@ -43,9 +50,6 @@ class VGG(nn.Module):
             channels = out
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
 class Block(nn.Module):
@@ -78,7 +82,7 @@ class ResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-class Separable(nn.Module):
+class Separable(_PooledClassifier):
     def __init__(self, in_channels: int, width: int, classes: int):
         super().__init__()
         layers = conv_bn(in_channels, width)
@@ -90,9 +94,6 @@ class Separable(nn.Module):
             channels = out
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels, classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
 class Denoiser(nn.Module):

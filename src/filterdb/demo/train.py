@@ -51,6 +51,27 @@ def _batches(n: int, recipe: Recipe, generator: torch.Generator):
             yield order[start:start + recipe.batch]
 
 
+def _fit(model: nn.Module, recipe: Recipe, n: int, batch_loss) -> tuple[list[float],
+                                                                       torch.Generator]:
+    """The shared loop: ``recipe.steps`` seeded mini-batches of indices in [0, n), each
+    scored by ``batch_loss(batch, generator)`` and followed by one optimiser and one
+    cosine-schedule step. Returns the losses and the generator (for later draws)."""
+    opt = optimizer(recipe, model.parameters())
+    schedule = _schedule(opt, recipe.steps)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    model.train()
+    losses = []
+    for _, batch in zip(range(recipe.steps), _batches(n, recipe, generator), strict=False):
+        loss = batch_loss(batch, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses, generator
+
+
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     model.eval()
     with torch.no_grad():
@@ -65,19 +86,8 @@ def train_classifier(model: nn.Module, recipe: Recipe, x_train, y_train, x_test,
     torch.manual_seed(recipe.seed)
     chosen = subset(y_train, recipe.samples, recipe.seed)
     x, y = torch.from_numpy(x_train[chosen]), torch.from_numpy(y_train[chosen])
-    opt = optimizer(recipe, model.parameters())
-    schedule = _schedule(opt, recipe.steps)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    model.train()
-    losses = []
-    for _, batch in zip(range(recipe.steps), _batches(len(x), recipe, generator),
-                        strict=False):
-        loss = F.cross_entropy(model(x[batch]), y[batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(loss.item())
+    losses, _ = _fit(model, recipe, len(x),
+                     lambda batch, _: F.cross_entropy(model(x[batch]), y[batch]))
     return {"train_samples": int(len(x)), "final_loss": float(np.mean(losses[-20:])),
             "test_accuracy": accuracy(model, x_test, y_test)}
 
@@ -87,20 +97,13 @@ def train_denoiser(model: nn.Module, recipe: Recipe, x_train, x_test, noise: flo
     """Gaussian-noise removal (mean squared error); returns PSNR gain on test patches."""
     torch.manual_seed(recipe.seed)
     x = torch.from_numpy(x_train)
-    opt = optimizer(recipe, model.parameters())
-    schedule = _schedule(opt, recipe.steps)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    model.train()
-    for _, batch in zip(range(recipe.steps), _batches(len(x), recipe, generator),
-                        strict=False):
+
+    def batch_loss(batch, generator):
         clean = x[batch]
         noisy = clean + noise * torch.randn(clean.shape, generator=generator)
-        loss = F.mse_loss(model(noisy), clean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-    model.eval()
+        return F.mse_loss(model(noisy), clean)
+
+    _, generator = _fit(model, recipe, len(x), batch_loss)
     with torch.no_grad():
         clean = torch.from_numpy(x_test)
         noisy = clean + noise * torch.randn(clean.shape, generator=generator)
@@ -113,18 +116,7 @@ def train_autoencoder(model: nn.Module, recipe: Recipe, x_train, x_test) -> dict
     """Reconstruction (mean squared error) through the 4x4 code."""
     torch.manual_seed(recipe.seed)
     x = torch.from_numpy(x_train)
-    opt = optimizer(recipe, model.parameters())
-    schedule = _schedule(opt, recipe.steps)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    model.train()
-    for _, batch in zip(range(recipe.steps), _batches(len(x), recipe, generator),
-                        strict=False):
-        loss = F.mse_loss(model(x[batch]), x[batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-    model.eval()
+    _fit(model, recipe, len(x), lambda batch, _: F.mse_loss(model(x[batch]), x[batch]))
     with torch.no_grad():
         test = torch.from_numpy(x_test)
         mse = float(F.mse_loss(model(test), test))
