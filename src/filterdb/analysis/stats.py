@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
+
 
 def scale_by_peak(filters: np.ndarray) -> np.ndarray:
     """Flatten filters to rows and divide each row by its largest absolute value.
@@ -76,10 +78,8 @@ class Moments:
         if len(x) == 0:
             return self
         self.count += len(x)
-        self.sum += x.sum(axis=0)
+        kernels.sum_min_max(x, self.sum, self.min, self.max)
         self.products += x.T @ x
-        np.minimum(self.min, x.min(axis=0), out=self.min)
-        np.maximum(self.max, x.max(axis=0), out=self.max)
         return self
 
     def merge(self, other: Moments) -> Moments:
@@ -135,15 +135,10 @@ def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     >>> bin_index(np.array([0.0, 0.5, 1.0, 2.0]), np.linspace(0, 2, 5))
     array([0, 1, 2, 3])
     """
-    bins = len(edges) - 1
-    lo, hi = edges[0], edges[-1]
-    estimate = (values - lo) / (hi - lo) * bins
-    index = estimate.astype(np.intp)
-    index[index >= bins] = bins - 1
-    index[index < 0] = 0
-    index[values < edges[index]] -= 1
-    index[(values >= edges[index + 1]) & (index != bins - 1)] += 1
-    return index
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty((len(values), 1), dtype=np.intp)
+    kernels.bin_indices(values[:, None], np.asarray(edges, np.float64)[None, :], out)
+    return out[:, 0]
 
 
 class GroupedHistogram:
@@ -181,22 +176,11 @@ class GroupedHistogram:
 
     def update(self, codes: np.ndarray, bins: np.ndarray) -> GroupedHistogram:
         """Count rows: ``codes`` (n,) group codes >= 0, ``bins`` (n, components) bin indices."""
-        for component in range(self.n_components):
-            self.update_component(codes, component, bins[:, component])
-        return self
-
-    def update_component(self, codes: np.ndarray, component: int,
-                         bins: np.ndarray) -> GroupedHistogram:
-        """Count rows of one component: ``codes`` (n,), ``bins`` (n,) bin indices."""
         codes = np.asarray(codes, dtype=np.intp)
         if len(codes) == 0:
             return self
         self._cover(int(codes.min()), int(codes.max()) + 1)
-        width = len(self.counts)
-        flat = (codes - self.start) * self.n_bins
-        flat += bins
-        counts = np.bincount(flat, minlength=width * self.n_bins)
-        self.counts[:, component, :] += counts.reshape(width, self.n_bins)
+        kernels.count_bins(codes, self.start, np.asarray(bins, dtype=np.intp), self.counts)
         return self
 
     def merge(self, other: GroupedHistogram) -> GroupedHistogram:

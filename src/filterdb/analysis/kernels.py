@@ -1,0 +1,66 @@
+"""Compiled per-row loops of the analysis passes (numba), where numpy needs many passes.
+
+Each kernel does in one sweep over a block what numpy would do in several
+full-size temporaries (a reduction over a 9-wide axis, an index estimate, two
+corrections, a bincount per grouping). The arithmetic is the same as the numpy
+formulation it replaces, operation for operation, so results are bit-identical.
+Compiled on first use and cached on disk next to this module (or in numba's
+user cache when that folder is read-only).
+"""
+
+from __future__ import annotations
+
+import numba
+
+
+@numba.njit(cache=True, nogil=True)
+def sum_min_max(x, total, low, high):  # pragma: no cover - compiled
+    """Add the rows of ``x`` (n, d) to ``total`` and fold them into ``low``/``high``."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            value = x[i, j]
+            total[j] += value
+            low[j] = min(low[j], value)
+            high[j] = max(high[j], value)
+
+
+@numba.njit(cache=True, nogil=True)
+def min_max(x, low, high):  # pragma: no cover - compiled
+    """Fold the rows of ``x`` (n, d) into the per-column ``low``/``high``."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            value = x[i, j]
+            low[j] = min(low[j], value)
+            high[j] = max(high[j], value)
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_indices(values, edges, out):  # pragma: no cover - compiled
+    """Bin of each value per column: ``values`` (n, d), ``edges`` (d, bins + 1).
+
+    The rule of :mod:`filterdb.analysis.stats`: estimate
+    ``floor((c - lo) / (hi - lo) * bins)``, clamp, then step once to agree with
+    the edges (the last bin is closed).
+    """
+    bins = edges.shape[1] - 1
+    for j in range(values.shape[1]):
+        lo, hi = edges[j, 0], edges[j, bins]
+        for i in range(values.shape[0]):
+            value = values[i, j]
+            k = int((value - lo) / (hi - lo) * bins)
+            k = min(max(k, 0), bins - 1)
+            if value < edges[j, k]:
+                k -= 1
+            elif k != bins - 1 and value >= edges[j, k + 1]:
+                k += 1
+            out[i, j] = k
+
+
+@numba.njit(cache=True, nogil=True)
+def count_bins(codes, start, bins, counts):  # pragma: no cover - compiled
+    """``counts[codes[i] - start, j, bins[i, j]] += 1`` for every row i and column j."""
+    for i in range(bins.shape[0]):
+        group = codes[i] - start
+        for j in range(bins.shape[1]):
+            counts[group, j, bins[i, j]] += 1
+
