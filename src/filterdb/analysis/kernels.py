@@ -11,6 +11,20 @@ user cache when that folder is read-only).
 from __future__ import annotations
 
 import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def scale_rows(rows, out):  # pragma: no cover - compiled
+    """``out[i] = rows[i] / max|rows[i]|`` in float64; an all-zero row stays zero."""
+    for i in range(rows.shape[0]):
+        peak = 0.0
+        for j in range(rows.shape[1]):
+            peak = max(peak, abs(np.float64(rows[i, j])))
+        if peak == 0.0:
+            peak = 1.0
+        for j in range(rows.shape[1]):
+            out[i, j] = np.float64(rows[i, j]) / peak
 
 
 @numba.njit(cache=True, nogil=True)

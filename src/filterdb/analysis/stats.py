@@ -41,15 +41,13 @@ def scale_by_peak(filters: np.ndarray) -> np.ndarray:
     array([[ 0.5 , -1.  ,  0.  ,  0.25],
            [ 0.  ,  0.  ,  0.  ,  0.  ]])
     """
-    x = np.array(filters, dtype=np.float64).reshape(len(filters), -1)
-    if x.shape[1] == 0:
-        return x
-    peak = np.abs(x[:, 0])
-    for column in range(1, x.shape[1]):  # column by column: 2x faster than max(axis=1)
-        np.maximum(peak, np.abs(x[:, column]), out=peak)
-    peak[peak == 0] = 1.0
-    x /= peak[:, None]
-    return x
+    rows = np.asarray(filters)
+    rows = rows.reshape(len(rows), -1)
+    if rows.dtype not in (np.float32, np.float64):
+        rows = rows.astype(np.float64)
+    out = np.empty(rows.shape, dtype=np.float64)
+    kernels.scale_rows(rows, out)
+    return out
 
 
 class Moments:
