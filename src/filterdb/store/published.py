@@ -164,7 +164,7 @@ class PublishedDB(FilterDB):
 
     def row_locations(self, model_ids, shape: Shape = (3, 3)) -> dict:
         """Row ids are global in the one ``/filters`` dataset: nothing to locate."""
-        return {}
+        return {int(m): None for m in model_ids}
 
     def rows(self, shape: Shape = (3, 3), locations: dict | None = None) -> PublishedRows:
         """A reader of filter rows by global id range: ``reader.read(model_id, start, stop)``."""
