@@ -297,8 +297,9 @@ def range_gaps(db: PublishedDB) -> str | None:
     if stop[-1] != db.filter_count():
         return f"rows {stop[-1]}:{db.filter_count() - 1} of /filters belong to no /meta row"
     models = layers["model_id"].to_numpy()
-    changes = models[np.r_[True, models[1:] != models[:-1]]]
-    if len(changes) != len(np.unique(models)):
-        twice = pd.Series(changes).value_counts()
-        return f"the ranges of model_id {twice.index[0]} are interleaved with another model's"
+    seen: set[int] = set()
+    for model in models[np.r_[True, models[1:] != models[:-1]]]:
+        if model in seen:
+            return f"the ranges of model_id {model} are interleaved with another model's"
+        seen.add(model)
     return None
