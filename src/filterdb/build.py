@@ -87,8 +87,9 @@ class BuildReport:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["summary"] = {s: self.count(s)
-                           for s in (ADDED, PRESENT, SKIPPED, FAILED, NOT_SELECTED)}
+        data["summary"] = {s: self.count(s) for s in (ADDED, PRESENT, SKIPPED, FAILED)}
+        if self.count(NOT_SELECTED):  # only builds with --only-selected have them
+            data["summary"][NOT_SELECTED] = self.count(NOT_SELECTED)
         data["filters_added"] = self.filters_added()
         return data
 
