@@ -174,6 +174,12 @@ def test_ids_that_cannot_be_kept_are_refused(tmp_path, cli, edit, reason):
     assert not (tmp_path / "db.h5").exists()
 
 
+def test_a_filterdb_database_is_not_converted(converted, tmp_path):
+    with pytest.raises(DatabaseError, match=r"db.h5: not a published CNN Filter DB file \(it "
+                       r"has a schema attribute \(filterdb\)\)$"):
+        convert(converted, tmp_path / "again.h5")
+
+
 def test_output_of_another_file_is_refused(v1_file, tmp_path):
     path = tmp_path / "db.h5"
     other = _published(tmp_path, lambda m: m.assign(model="other-" + m["model"]), "other.h5")

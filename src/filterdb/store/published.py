@@ -60,6 +60,8 @@ FILTER_DTYPES = (np.float16, np.float32, np.float64)
 
 def layout_problem(handle: h5py.File) -> str | None:
     """Why an open HDF5 file is not in the published layout, or None when it is."""
+    if "schema" in handle.attrs:  # a filterdb database has /filters and /meta too
+        return f"it has a schema attribute ({handle.attrs['schema']})"
     if layout.FILTERS not in handle or not isinstance(handle[layout.FILTERS], h5py.Dataset):
         return "no /filters dataset"
     filters = handle[layout.FILTERS]
