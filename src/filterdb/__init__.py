@@ -7,7 +7,8 @@ and the build's worker processes start fast.
 from ._version import __version__
 from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
 
-_LAZY = {"FilterDB": "store.reader", "Selection": "store.reader", "quality": "api",
+_LAZY = {"FilterDB": "store.reader", "Selection": "store.reader",
+         "PublishedDB": "store.published", "quality": "api",
          "extract": "api"}
 
 
@@ -17,11 +18,14 @@ def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     Parameters
     ----------
     path : str or Path
-        The master HDF5 file written by ``filterdb build``.
+        The master HDF5 file written by ``filterdb build``, or a published CNN Filter
+        DB file (``/filters`` and the pandas ``/meta`` table, v0.1.0 or v1.0.0),
+        recognised by its layout and read in place.
 
     Returns
     -------
-    FilterDB
+    FilterDB or PublishedDB
+        Same interface: ``models``, ``layers``, ``select(...)``.
 
     Examples
     --------
@@ -30,9 +34,9 @@ def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     >>> db.models[["model", "Task", "total_filters"]]     # doctest: +SKIP
     >>> db.select(Task="Classification").read().shape      # doctest: +SKIP
     """
-    from .store.reader import FilterDB
+    from .store.detect import open_database
 
-    return FilterDB(path)
+    return open_database(path)
 
 
 def __getattr__(name: str):
@@ -44,4 +48,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",
-           "Selection", "__version__", "extract", "open", "quality"]
+           "PublishedDB", "Selection", "__version__", "extract", "open", "quality"]

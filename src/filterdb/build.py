@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import layer_quality
 from .errors import FilterDBError, IndexFileError
-from .index import plan_zoo
+from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, is_model_file
 from .store import layout
 from .store.entry import ModelEntry
@@ -33,6 +33,7 @@ from .store.writer import DatabaseWriter
 from .worker import (
     ADDED,
     FAILED,
+    NOT_SELECTED,
     PRESENT,
     SKIPPED,
     Job,
@@ -46,7 +47,8 @@ from .worker import (
 @dataclass
 class BuildOptions:
     """How to build: worker processes, stored kernel shapes, strictness, reader limits,
-    and whether (with which thresholds) to compute the layer quality metrics."""
+    whether (with which thresholds) to compute the layer quality metrics, and whether
+    to build only the models the index selects (``Selection`` 1)."""
 
     workers: int = 1
     shapes: tuple[tuple[int, int], ...] | None = None
@@ -55,6 +57,7 @@ class BuildOptions:
     thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
     quality: bool = True
     commit_seconds: float = 1.0
+    only_selected: bool = False
 
 
 @dataclass
@@ -85,6 +88,8 @@ class BuildReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["summary"] = {s: self.count(s) for s in (ADDED, PRESENT, SKIPPED, FAILED)}
+        if self.count(NOT_SELECTED):  # only builds with --only-selected have them
+            data["summary"][NOT_SELECTED] = self.count(NOT_SELECTED)
         data["filters_added"] = self.filters_added()
         return data
 
@@ -118,7 +123,8 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     Raises
     ------
     IndexFileError
-        With ``strict``, when zoo and index disagree.
+        With ``strict``, when zoo and index disagree; with ``only_selected``, when the
+        index has no ``Selection`` column.
 
     Examples
     --------
@@ -133,10 +139,20 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     if options.strict and plan.findings:
         raise IndexFileError(f"{index or zoo}: {len(plan.findings)} index problem(s), "
                              f"first: {plan.findings[0]}")
+    left_out = []
+    if options.only_selected:
+        if not any(SELECTION in m.meta for m in plan.models):
+            raise IndexFileError(f"{index or zoo}: --only-selected needs a meta index with a "
+                                 f"{SELECTION} column")
+        left_out = [m for m in plan.models if not is_selected(m.meta)]
+        plan.models = [m for m in plan.models if is_selected(m.meta)]
     report = BuildReport(database=str(database), zoo=str(zoo),
                          index=str(index) if index else None, workers=options.workers,
                          planned=len(plan.models), findings=list(plan.findings))
     notify = on_outcome or (lambda outcome, report: None)
+    for model in left_out:  # listed first: decided before anything is read
+        report.outcomes.append(ModelOutcome(model.name, str(model.path), NOT_SELECTED,
+                                            f"{SELECTION} is not 1 in the index"))
     with DatabaseWriter(database, options.shapes) as writer:
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,

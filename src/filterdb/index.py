@@ -22,6 +22,8 @@ REQUIRED_COLUMNS = ("Task", "Visual Category")
 #: Older spellings: 0.1.0 called the visual category "Datatype".
 ALIASES = {"datatype": "Visual Category"}
 ID_COLUMNS = ("model", "path")
+#: Column of the published pipeline's index: 1 for models that go into the database.
+SELECTION = "Selection"
 
 
 @dataclass
@@ -45,7 +47,7 @@ def _key(column: str) -> str:
     return re.sub(r"[^a-z0-9]", "", column.lower())
 
 
-_CANONICAL = {_key(c): c for c in (*INDEX_COLUMNS, *ID_COLUMNS)} | {
+_CANONICAL = {_key(c): c for c in (*INDEX_COLUMNS, *ID_COLUMNS, SELECTION)} | {
     _key(k): v for k, v in ALIASES.items()}
 
 
@@ -81,6 +83,17 @@ def read_index(path: str | Path) -> pd.DataFrame:
     if not {"model", "Name", "path"} & set(frame.columns):
         raise IndexFileError(f"{path}: needs a 'model', 'Name' or 'path' column to match files")
     return frame.astype(str).apply(lambda col: col.str.strip())
+
+
+def is_selected(meta: dict[str, str]) -> bool:
+    """Whether an index row marks its model as selected (``Selection`` 1; YAML ``true``).
+
+    Examples
+    --------
+    >>> is_selected({"Selection": "1"}), is_selected({"Selection": "0"}), is_selected({})
+    (True, False, False)
+    """
+    return meta.get(SELECTION, "").strip().lower() in ("1", "1.0", "true")
 
 
 def _yaml_row(path: Path, row: dict) -> dict:

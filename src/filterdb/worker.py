@@ -21,6 +21,8 @@ from .store.entry import ModelEntry
 from .store.shard import read_record_json, seal_shard, temporary_shard, write_shard
 
 ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
+#: A model the index does not select (its Selection is not 1) under --only-selected.
+NOT_SELECTED = "not selected"
 NOT_ASSESSED = "not assessed"
 #: Quality columns of the layers table ("n" is already there as n_filters).
 QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (

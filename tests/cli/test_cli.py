@@ -184,7 +184,9 @@ def test_not_a_database(tmp_path, cli, command):
         handle["x"] = [1, 2, 3]
     result = cli(command, other)
     assert result.returncode == 2
-    assert _one_error_line(result) == f"filterdb: error: {other}: not a filterdb database"
+    assert _one_error_line(result) == (
+        f"filterdb: error: {other}: neither a filterdb database (no filterdb schema "
+        "attribute) nor a published CNN Filter DB file (no /filters dataset)")
 
 
 def test_build_into_a_file_that_is_not_a_database(small_zoo, tmp_path, cli):

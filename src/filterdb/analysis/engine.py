@@ -11,7 +11,7 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
-A task reads only its own ranges from the shards, so memory is set by
+A task reads only its own ranges (through ``db.rows``), so memory is set by
 ``chunk_rows`` (about 170 bytes per 3x3 filter at peak), not by the database size.
 Tasks run in this process, or on a ``dask.distributed`` cluster where each task
 opens the database read-only itself; either way partial results are reduced in task
@@ -38,11 +38,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from ..store import layout
 from . import drift as drift_module
 from . import kernels
 from .groups import Grouping, layer_table
@@ -216,33 +214,19 @@ def _read(spec: _Spec, payload: dict):
     lengths = np.array([stops[i] - starts[i] if s is None else len(s)
                         for i, s in enumerate(selections)], dtype=np.int64)
     out = np.empty((int(lengths.sum()), kh, kw), dtype=np.float32)
-    shards = layout.shards_dir(Path(spec.db.path))
-    name = layout.filters_dataset(spec.shape)
-    position, open_model, handle = 0, None, None
-    try:
+    position = 0
+    with spec.db.rows(spec.shape, payload["locations"]) as reader:
         for i in range(len(starts)):
             if lengths[i] == 0:
                 continue
-            model = int(payload["model_id"][i])
-            if model != open_model:
-                if handle is not None:
-                    handle.close()
-                handle = h5py.File(shards / payload["shards"][model][0], "r")
-                open_model = model
-            dataset = handle[name]
-            local = int(starts[i]) - payload["shards"][model][1]
+            model, start, stop = int(payload["model_id"][i]), int(starts[i]), int(stops[i])
             rows = selections[i]
             if rows is None:
-                count = int(stops[i] - starts[i])
-                dataset.read_direct(out, np.s_[local:local + count],
-                                    np.s_[position:position + count])
+                reader.read(model, start, stop, out[position:position + stop - start])
             else:
-                span = dataset[local + int(rows[0]):local + int(rows[-1]) + 1]
+                span = reader.read(model, start + int(rows[0]), start + int(rows[-1]) + 1)
                 out[position:position + len(rows)] = span[rows - rows[0]]
             position += int(lengths[i])
-    finally:
-        if handle is not None:
-            handle.close()
     flat = out.reshape(len(out), kh * kw)
     segment = np.repeat(np.arange(len(starts)), lengths)
     nonfinite = 0
@@ -321,9 +305,7 @@ class _Plan:
         bounds = np.flatnonzero(np.r_[True, task[1:] != task[:-1], True])
         self.tasks = list(zip(bounds[:-1], bounds[1:], strict=True))
         self.total = total
-        starts = db.model_filter_starts(shape)
-        shard = db.models.set_index("model_id")["shard"]
-        self.shards = {int(m): (str(shard[m]), int(starts[m])) for m in np.unique(model_id)}
+        self.locations = db.row_locations(np.unique(model_id), shape)
 
     def payloads(self, layer_codes: np.ndarray) -> Iterator[dict]:
         """One payload per task, made as needed; ``layer_codes`` (layers, groupings)."""
@@ -333,7 +315,7 @@ class _Plan:
                    "stop": self.stop[a:b], "unit_key": self.unit_key[a:b],
                    "unit_offset": self.unit_offset[a:b], "unit_n": self.unit_n[a:b],
                    "codes": layer_codes[self.layer[a:b]],
-                   "shards": {int(m): self.shards[int(m)] for m in models}}
+                   "locations": {int(m): self.locations[int(m)] for m in models}}
 
 
 # ----------------------------------------------------------------------- executors
@@ -508,10 +490,10 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
     >>> reference = analyze(db, by=[], where={"Task": "Classification"}).basis  # doctest: +SKIP
     >>> analyze(db, by=["Visual Category"], basis=reference)         # doctest: +SKIP
     """
-    from ..store.reader import FilterDB
+    from .. import open as open_db
 
-    if not isinstance(db, FilterDB):
-        db = FilterDB(db)
+    if isinstance(db, str | Path):
+        db = open_db(db)
     shape = tuple(shape)
     d = shape[0] * shape[1]
     if bins < 1 or density_bins < 1:
@@ -543,7 +525,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
     progress = _progress_factory(progress)
     n_passes = (2 if basis is not None else 3) - (not groupings)
     # tasks reopen the database by path: make it absolute for workers elsewhere
-    task_db = db if db.path.is_absolute() else FilterDB(db.path.resolve())
+    task_db = db if db.path.is_absolute() else type(db)(db.path.resolve())
     common = {"db": task_db, "shape": shape, "balanced": balanced, "balance_by": balance_by,
               "seed": seed}
 

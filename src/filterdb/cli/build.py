@@ -22,12 +22,15 @@ def add_arguments(parser) -> None:
                         help="skip the layer quality metrics (faster; verdicts 'not assessed')")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="let PyTorch files unpickle any object: RUNS CODE from the files")
+    parser.add_argument("--only-selected", action="store_true",
+                        help="build only the models whose index row has Selection 1; the "
+                             "others are reported as not selected")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
 
 
 def run(args) -> int:
-    from ..build import ADDED, FAILED, PRESENT, SKIPPED, BuildOptions, build
+    from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
     from ..readers import Limits
     from ..worker import NOT_ASSESSED
     from .progress import BuildProgress
@@ -43,7 +46,7 @@ def run(args) -> int:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
     options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
-                           quality=args.quality,
+                           quality=args.quality, only_selected=args.only_selected,
                            limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
@@ -63,9 +66,11 @@ def run(args) -> int:
     added = report.filters_added()
     shapes_text = (", ".join(f"{n:,} {s}" for s, n in added.items()) + " filters added"
                    if added else "no filters added")
+    not_selected = (f", {report.count(NOT_SELECTED)} not selected" if args.only_selected
+                    else "")
     print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "
-          f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed; "
-          f"{shapes_text} in {report.seconds:.1f} s")
+          f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed"
+          f"{not_selected}; {shapes_text} in {report.seconds:.1f} s")
     print(f"build report: {layout.report_path(Path(report.database))}")
     nothing_built = not Path(report.database).exists()
     problems = report.count(FAILED) + report.count(SKIPPED) + len(report.findings)

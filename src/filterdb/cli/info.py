@@ -18,14 +18,23 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..store.published import PublishedDB
+
     db = open_db(args.database)
     models = db.models
-    shards = layout.shards_dir(db.path)
-    size = db.path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5"))
     print(f"database:  {db.path}")
-    print(f"schema:    {db.attrs['schema']} {db.attrs['schema_version']} "
-          f"(filterdb {db.attrs['filterdb_version']})")
-    print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
+    if isinstance(db, PublishedDB):
+        print(f"layout:    published CNN Filter DB, /meta in {db.version} spellings; "
+              f"/filters {db.stored_dtype} {db.stored_shape} (read as float32)")
+        print(f"size:      {db.path.stat().st_size / 2**20:,.1f} MiB (one file)")
+        print("not in the file: layer details and quality metrics (NaN), Framework, "
+              "Precision, ... ('')")
+    else:
+        shards = layout.shards_dir(db.path)
+        size = db.path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5"))
+        print(f"schema:    {db.attrs['schema']} {db.attrs['schema_version']} "
+              f"(filterdb {db.attrs['filterdb_version']})")
+        print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
     print(f"models:    {len(models)}   layers: {len(db.layers)}")
     print("filters stored:")
     for shape in db.shapes:

@@ -86,6 +86,27 @@ class FilterDB:
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         return pd.Series(starts, index=self.models["model_id"].to_numpy())
 
+    def row_locations(self, model_ids, shape: Shape = (3, 3)) -> dict[int, tuple[str, int]]:
+        """Where the rows of ``model_ids`` live: (shard file, first filter id) per model.
+
+        Small and picklable, so chunk tasks can read rows (:meth:`rows`) without
+        loading the tables.
+        """
+        starts = self.model_filter_starts(shape)
+        shard = self.models.set_index("model_id")["shard"]
+        return {int(m): (str(shard[m]), int(starts[m])) for m in model_ids}
+
+    def rows(self, shape: Shape = (3, 3), locations: dict | None = None) -> ShardRows:
+        """A reader of filter rows by global id range: ``reader.read(model_id, start, stop)``.
+
+        Examples
+        --------
+        >>> with db.rows((3, 3), db.row_locations([0])) as reader:   # doctest: +SKIP
+        ...     first = reader.read(0, 0, 10)
+        """
+        return ShardRows(self.path, tuple(shape), locations if locations is not None
+                         else self.row_locations(self.models["model_id"], shape))
+
     def select(self, shape: Shape | str = (3, 3), **conditions) -> Selection:
         """Filters of the layers that meet every condition.
 
@@ -169,26 +190,51 @@ class Selection:
         """Yield the selected filters in id order, at most ``rows`` at a time."""
         if rows < 1:
             raise ValueError("rows must be positive")
-        shards = layout.shards_dir(self.db.path)
-        shard_of = self.db.models.set_index("model_id")["shard"]
-        first_id = self.db.model_filter_starts(self.shape)
-        name = layout.filters_dataset(self.shape)
-        open_model, handle = None, None
-        try:
+        locations = self.db.row_locations({m for m, _, _ in self.ranges}, self.shape)
+        with self.db.rows(self.shape, locations) as reader:
             for model_id, start, stop in self.ranges:
-                if model_id != open_model:
-                    if handle is not None:
-                        handle.close()
-                    handle = h5py.File(shards / shard_of[model_id], "r")
-                    open_model = model_id
-                dataset = handle[name]
-                local = start - int(first_id[model_id])
-                for at in range(0, stop - start, rows):
-                    count = min(rows, stop - start - at)
-                    yield dataset[local + at:local + at + count]
-        finally:
-            if handle is not None:
-                handle.close()
+                for at in range(start, stop, rows):
+                    yield reader.read(model_id, at, min(at + rows, stop))
+
+
+class ShardRows:
+    """Reads filter rows of a filterdb database from its shards, one open file at a time.
+
+    Made by :meth:`FilterDB.rows`; a context manager. Reads are fastest in id order
+    (a shard is reopened only when the model changes).
+    """
+
+    def __init__(self, db_path: Path, shape: Shape, locations: dict[int, tuple[str, int]]):
+        self.shards = layout.shards_dir(db_path)
+        self.shape = shape
+        self.name = layout.filters_dataset(shape)
+        self.locations = locations
+        self.model, self.handle = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def read(self, model_id: int, start: int, stop: int, out: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Filters ``start:stop`` (global ids, all of model ``model_id``) as float32
+        (k, kh, kw), written into ``out`` when given."""
+        if out is None:
+            out = np.empty((stop - start, *self.shape), dtype=np.float32)
+        if stop == start:
+            return out
+        shard, first = self.locations[model_id]
+        if model_id != self.model:
+            if self.handle is not None:
+                self.handle.close()
+            self.handle = h5py.File(self.shards / shard, "r")
+            self.model = model_id
+        self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
+        return out
 
 
 def _merge(rows: pd.DataFrame) -> list[tuple[int, int, int]]:
