@@ -10,6 +10,7 @@ so no port, websocket library or network is needed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -129,10 +130,8 @@ class _Pipe:
                 return event
 
     def close(self):
-        try:
+        with contextlib.suppress(RuntimeError, queue.Empty, OSError):
             self.send("Browser.close")
-        except (RuntimeError, queue.Empty, OSError):
-            pass
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:

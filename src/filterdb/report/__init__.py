@@ -160,8 +160,12 @@ def write_report(db, output, *, log: Callable[[str], None] | None = None, **opti
     >>> write_report("demo/filters.h5", "demo/report.html", max_filters=500_000)  # doctest: +SKIP
     PosixPath('demo/report.html')
     """
+    from ..store.reader import FilterDB
+
     log = log or (lambda line: None)
-    log(f"report: reading and analysing {db}")
+    if not isinstance(db, FilterDB):
+        db = FilterDB(db)  # a bad path fails here, before any progress line
+    log(f"report: reading and analysing {db.path}")
     data = collect(db, **options)
     log("report: drawing the figures")
     document = render(data)
