@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -213,3 +214,13 @@ def test_worst_layers_order(small_data):
     assert ranks == sorted(ranks)
     random_like = worst[worst["verdict"] == "random-like"]["variance_entropy_norm"].tolist()
     assert random_like == sorted(random_like, reverse=True)
+
+
+def test_two_groups_and_a_small_group(small_data):
+    labels = ["A", "B"]
+    counts = pd.DataFrame({"group": labels, "models": [1, 5], "layers": [1, 5],
+                           "filters": [9, 45]})
+    fake = replace(small_data.result.groupings["Task"], labels=labels, counts=counts,
+                   drift=pd.DataFrame([[0, 0.2], [0.2, 0]], index=labels, columns=labels))
+    assert readings.drift(fake) == [
+        "B and A differ by KL 0.2. A holds only 1 model, so part of this is sampling noise."]

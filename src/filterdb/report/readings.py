@@ -162,10 +162,13 @@ def drift(grouping) -> list[str]:
     if n < 2:
         return [f"{grouping.name}: one group only ({_names(labels)}), so no drift."]
     i, j = divmod(int(np.argmax(matrix)), n)
+    caution = _small_groups(grouping, (labels[i], labels[j]))
+    if n == 2:
+        return [f"{labels[j]} and {labels[i]} differ by KL {kl(matrix[i, j])}." + caution]
     median = float(np.median(matrix[np.triu_indices(n, 1)]))
     ratio = (f", {matrix[i, j] / median:.1f}x the median {kl(median)} of the "
              f"{n * (n - 1) // 2} pairs") if median > 0 else ""
-    first = f"{labels[j]} drifts most from {labels[i]} (KL {kl(matrix[i, j])}{ratio})."
+    first = f"{labels[j]} drifts most from {labels[i]} (KL {kl(matrix[i, j])}{ratio})." + caution
     mean = matrix.sum(axis=1) / (n - 1)
     top = int(np.argmax(mean))
     subject = labels[top]
@@ -178,6 +181,19 @@ def drift(grouping) -> list[str]:
               f"{kl(mean[top])} to the others, against {kl(float(np.median(mean)))} for the "
               "median group.")
     return [first, second]
+
+
+def _small_groups(grouping, labels, models: int = 3) -> str:
+    """A warning when a group of the pair holds fewer than ``models`` models: sparse
+    groups drift by sampling noise too (see the bootstrap intervals of ``analyze``)."""
+    counts = getattr(grouping, "counts", None)
+    if counts is None or not {"group", "models"} <= set(counts.columns):
+        return ""
+    per_group = dict(zip(counts["group"].astype(str), counts["models"], strict=True))
+    small = [f"{label} holds only {int(per_group[label])} model"
+             + ("s" if per_group[label] != 1 else "")
+             for label in dict.fromkeys(labels) if per_group.get(label, models) < models]
+    return (" " + " and ".join(small) + ", so part of this is sampling noise.") if small else ""
 
 
 def drift_spread(groupings) -> str:
