@@ -224,3 +224,21 @@ def test_two_groups_and_a_small_group(small_data):
                    drift=pd.DataFrame([[0, 0.2], [0.2, 0]], index=labels, columns=labels))
     assert readings.drift(fake) == [
         "B and A differ by KL 0.2. A holds only 1 model, so part of this is sampling noise."]
+
+
+def test_unknown_grouping_is_an_error(small_db, cli, tmp_path):
+    result = cli("report", small_db, "-o", tmp_path / "r.html", "--group-by", "Nonsense")
+    assert result.returncode == 2
+    assert "no column 'Nonsense' to group by" in result.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_database_without_quality_metrics(small_zoo, tmp_path):
+    from filterdb.build import BuildOptions, build
+
+    database = tmp_path / "plain.h5"
+    build(small_zoo.parent, database, index=small_zoo,
+          options=BuildOptions(workers=1, quality=False))
+    document = text_of(render(collect(database, analysis=False)))
+    assert "The quality metrics were not computed when this database was built." in document
+    assert "Worst layers" not in document

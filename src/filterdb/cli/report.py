@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
                         help="the HTML file (default: DB.report.html beside the database)")
     parser.add_argument("--group-by", "--by", dest="by", action="append", metavar="COLUMN",
                         help="grouping of the analysis: a model or layer column or depth; "
-                             "repeat for several (default: "
-                             + ", ".join(DEFAULT_BY) + "; absent columns are left out)")
+                             "repeat for several (default: " + ", ".join(DEFAULT_BY)
+                             + ", those the database has)")
     parser.add_argument("--max-filters", type=int, default=DEFAULT_MAX_FILTERS, metavar="N",
                         help="analyse at most N 3x3 filters, the same seeded number per "
                              f"model (default {DEFAULT_MAX_FILTERS:,})")
@@ -35,10 +35,10 @@ def _log(line: str) -> None:
 
 
 def run(args) -> int:
-    from ..report import DEFAULT_BY, write_report
+    from ..report import write_report
 
     output = args.output or args.database.with_name(args.database.name + ".report.html")
-    path = write_report(args.database, output, log=_log, by=args.by or list(DEFAULT_BY),
+    path = write_report(args.database, output, log=_log, by=args.by,
                         max_filters=args.max_filters, seed=args.seed, bins=args.bins,
                         analysis=args.analysis, progress=True)
     print(path)

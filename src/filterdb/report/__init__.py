@@ -73,7 +73,7 @@ def per_model_cap(models: pd.DataFrame, max_filters: int) -> int | None:
     return max(1, max_filters // max(len(models), 1))
 
 
-def collect(db, by: Sequence[str] = DEFAULT_BY, max_filters: int = DEFAULT_MAX_FILTERS,
+def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_FILTERS,
             seed: int = 0, bins: int = 70, analysis: bool = True,
             progress=None) -> ReportData:
     """Read the tables and run the analysis the report shows.
@@ -81,8 +81,10 @@ def collect(db, by: Sequence[str] = DEFAULT_BY, max_filters: int = DEFAULT_MAX_F
     Parameters
     ----------
     db : FilterDB or path
-    by : sequence of str
-        Groupings of the analysis; those naming no column of the database are left out.
+    by : sequence of str, optional
+        Groupings of the analysis (model or layer columns, or ``depth``); a column the
+        database lacks is an error. Default :data:`DEFAULT_BY`, leaving out the columns
+        the database lacks.
     max_filters : int
         Analyse at most this many 3x3 filters: above it, the same seeded number per
         model (``analyze(balanced=...)``), so big models do not drown small ones.
@@ -109,7 +111,12 @@ def collect(db, by: Sequence[str] = DEFAULT_BY, max_filters: int = DEFAULT_MAX_F
     if models.empty:
         raise FilterDBError(f"{db.path}: the database holds no models")
     columns = set(models.columns) | set(layers.columns)
-    groupings = [name for name in by if name in columns or name == DEPTH]
+    groupings = [name for name in (DEFAULT_BY if by is None else by)
+                 if name in columns or name == DEPTH]
+    if by is not None and len(groupings) < len(by):
+        missing = [name for name in by if name not in groupings]
+        raise FilterDBError(f"no column {', '.join(map(repr, missing))} to group by; choose "
+                            "from depth, " + ", ".join(sorted(map(str, columns))))
     cap = per_model_cap(models, max_filters)
     result, note = None, "No analysis."
     n_filters = int((models["filter_id_stop"] - models["filter_id_start"]).sum())
