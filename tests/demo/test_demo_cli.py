@@ -35,3 +35,8 @@ def test_demo_command_warm(demo):
         drift = pd.read_csv(analysis / f"drift_{name}.csv", index_col=0)
         assert drift.shape[0] == drift.shape[1] >= 2
     assert (analysis / "pca.json").exists()
+    report = demo.out / "report.html"
+    assert f"demo: report    {report}" in out
+    page = report.read_text(encoding="utf-8")
+    assert page.count('<section id="') == 5
+    assert "5 of 41 models look untrained: " in page

@@ -42,6 +42,22 @@ def figure_name(text: str) -> str:
     return slug(str(text))
 
 
+def figure_bytes(fig, fmt: str = "png", dpi: int = 150) -> bytes:
+    """Render a figure to bytes in any matplotlib format, e.g. to embed it in a page.
+
+    Examples
+    --------
+    >>> png = figure_bytes(drift_heatmap(result.groupings["Task"]))   # doctest: +SKIP
+    >>> png[:4]                                                        # doctest: +SKIP
+    b'\\x89PNG'
+    """
+    from io import BytesIO
+
+    buffer = BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi)
+    return buffer.getvalue()
+
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 

@@ -8,9 +8,9 @@ import sys
 
 from .._version import __version__
 from ..errors import FilterDBError
-from . import analyze, build, check, convert, demo, info, layers, synth
+from . import analyze, build, check, convert, demo, info, layers, report, synth
 
-COMMANDS = (build, info, layers, check, demo, synth, analyze, convert)
+COMMANDS = (build, info, layers, check, demo, synth, analyze, report, convert)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""``filterdb demo [-o DIR]``: train a small zoo, build its database, check and analyse it."""
+"""``filterdb demo [-o DIR]``: train a small zoo, build its database, check, analyse and
+report it."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--models", type=int, metavar="N",
                         help="train only N models of the zoo, for a quick look")
     parser.add_argument("--no-analysis", dest="analysis", action="store_false",
-                        help="stop after the database and its quality summary")
+                        help="stop after the database and its quality summary (the report "
+                             "then shows composition and quality only)")
 
 
 def _log(line: str) -> None:
@@ -82,6 +84,7 @@ def run(args) -> int:
         analysis = _analyse(database, analysis)
         if analysis is not None:
             _log(f"demo: analysis written in {time.perf_counter() - phase:.1f} s")
+    report = _report(database, out / "report.html", args.analysis)
     print()
     print(f"demo: zoo       {zoo.zoo} ({len(specs)} models; index {zoo.index})")
     print(f"demo: cache     {out / 'cache'}")
@@ -89,7 +92,7 @@ def run(args) -> int:
     print(f"demo: build report {layout.report_path(database)}")
     if analysis is not None and args.analysis:
         print(f"demo: analysis  {analysis}")
-    print("demo: report    (the HTML report is a later step: not written yet)")
+    print(f"demo: report    {report}")
     _log(f"demo: done in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -141,3 +144,13 @@ def _analyse(database: Path, out: Path) -> Path | None:
     if status:
         raise FilterDBError(f"the analysis of {database} failed (status {status})")
     return out
+
+
+def _report(database: Path, path: Path, analysis: bool) -> Path:
+    """The HTML report of the demo database (``filterdb report``)."""
+    from ..report import write_report
+
+    phase = time.perf_counter()
+    write_report(database, path, log=_log, analysis=analysis, progress=True)
+    _log(f"demo: report written in {time.perf_counter() - phase:.1f} s")
+    return path
