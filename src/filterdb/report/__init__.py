@@ -103,10 +103,11 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
     """
     from ..analysis import analyze
     from ..analysis.groups import DEPTH
+    from ..store.detect import open_database
     from ..store.reader import FilterDB
 
     if not isinstance(db, FilterDB):
-        db = FilterDB(db)
+        db = open_database(db)
     models, layers = db.models, db.layers
     if models.empty:
         raise FilterDBError(f"{db.path}: the database holds no models")
@@ -167,11 +168,12 @@ def write_report(db, output, *, log: Callable[[str], None] | None = None, **opti
     >>> write_report("demo/filters.h5", "demo/report.html", max_filters=500_000)  # doctest: +SKIP
     PosixPath('demo/report.html')
     """
+    from ..store.detect import open_database
     from ..store.reader import FilterDB
 
     log = log or (lambda line: None)
     if not isinstance(db, FilterDB):
-        db = FilterDB(db)  # a bad path fails here, before any progress line
+        db = open_database(db)  # a bad path fails here, before any progress line
     log(f"report: reading and analysing {db.path}")
     data = collect(db, **options)
     log("report: drawing the figures")
