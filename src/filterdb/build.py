@@ -27,7 +27,7 @@ from . import layer_quality
 from .errors import FilterDBError, IndexFileError
 from .index import plan_zoo
 from .readers import Limits, is_model_file
-from .store import layout
+from .store import dataset, layout
 from .store.entry import ModelEntry
 from .store.writer import DatabaseWriter
 from .worker import (
@@ -145,6 +145,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
+            _store_publication(writer, index)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -165,6 +166,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     next_commit = 0
     committed_hashes = dict(writer.known_hashes)
     committed_names = set(writer.known_names)
+    committed_weights = dict(writer.known_weights)
     committer = _Committer(writer, options.commit_seconds, report, notify)
 
     def settle(final: bool) -> None:
@@ -180,8 +182,15 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
             elif result.model in committed_names:
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        "another model of this name is already in the database")
+            elif (weights := result.summary.get("weights_sha256")) in committed_weights:
+                twin = committed_weights[weights]
+                outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
+                                       f"duplicate: {result.model} has the same conv weights "
+                                       f"as {twin}")
             else:
                 committed_hashes[result.sha256] = result.model
+                if weights:
+                    committed_weights[weights] = result.model
                 committed_names.add(result.model)
                 committer.ready.append(result)
                 continue
@@ -212,6 +221,19 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     finally:
         settle(final=True)
         committer.close()
+
+
+def _store_publication(writer: DatabaseWriter, index) -> None:
+    """Store ``datasheet.yaml`` beside the index (dataset fields, datasheet answers)."""
+    if index is None or writer.models.empty:
+        return
+    path = Path(index).parent / dataset.DATASHEET_FILE
+    if not path.is_file():
+        return
+    fields, answers = dataset.read_publication(path)
+    info = dataset.described(writer.dataset, fields, str(path))
+    if info != writer.dataset or answers != writer.answers:
+        writer.update_dataset(info, answers)
 
 
 class _Committer:
