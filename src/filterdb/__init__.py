@@ -17,11 +17,12 @@ def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     Parameters
     ----------
     path : str or Path
-        The master HDF5 file written by ``filterdb build``.
+        The master HDF5 file written by ``filterdb build``, or a metadata-only file
+        written by ``filterdb export-meta`` (same tables, no filters).
 
     Returns
     -------
-    FilterDB
+    FilterDB or MetaOnlyDB
 
     Examples
     --------
@@ -30,9 +31,17 @@ def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     >>> db.models[["model", "Task", "total_filters"]]     # doctest: +SKIP
     >>> db.select(Task="Classification").read().shape      # doctest: +SKIP
     """
+    import h5py
+
+    from .store.export import SCHEMA_NAME, MetaOnlyDB
     from .store.reader import FilterDB
 
-    return FilterDB(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            schema = handle.attrs.get("schema")
+    except OSError:
+        schema = None  # FilterDB names the problem (missing file, not HDF5)
+    return MetaOnlyDB(path) if schema == SCHEMA_NAME else FilterDB(path)
 
 
 def __getattr__(name: str):

@@ -88,7 +88,8 @@ def verify(db, checksums: bool = True, scan: bool = True, workdir=None) -> Verif
         _check_shape(db, shape, models, layers, problem)
     _check_meta(db, models, layers, meta, problem)
     unchecked = _check_shards(db, models, problem) if checksums else list(models["model"])
-    result.summary = {"models_without_checksum": unchecked, "models": len(models), "layers": len(layers),
+    result.summary = {"models": len(models), "layers": len(layers),
+                      "models_without_checksum": unchecked,
                       "filters": {layout.shape_label(s): db.filter_count(s) for s in db.shapes},
                       "identical_models": redundancy.identical_models(db),
                       "empty_fields": redundancy.empty_fields(db)}

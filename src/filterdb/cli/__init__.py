@@ -8,9 +8,24 @@ import sys
 
 from .._version import __version__
 from ..errors import FilterDBError
-from . import analyze, build, check, demo, info, layers, synth
+from . import (
+    analyze,
+    build,
+    check,
+    datasheet,
+    demo,
+    describe,
+    export_meta,
+    info,
+    layers,
+    release,
+    remove,
+    synth,
+    verify,
+)
 
-COMMANDS = (build, info, layers, check, demo, synth, analyze)
+COMMANDS = (build, info, layers, check, demo, synth, analyze, verify, describe, release,
+            remove, datasheet, export_meta)
 
 
 def parser() -> argparse.ArgumentParser:
