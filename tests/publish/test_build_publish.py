@@ -72,8 +72,8 @@ def test_verify_catches_flipped_filter_bytes(db_copy, cli):
 
 def test_verify_catches_a_dropped_layer_row(db_copy):
     layers = pd.read_hdf(db_copy, "layers")
-    with pd.HDFStore(db_copy, "a") as store:
-        store.put("layers", layers.drop(index=12), format="table", track_times=False)  # plain-000 conv1
+    with pd.HDFStore(db_copy, "a") as store:  # row 12 is plain-000's conv1
+        store.put("layers", layers.drop(index=12), format="table", track_times=False)
     result = verify(filterdb.open(db_copy), scan=False)
     assert result.problems == [
         f"{db_copy}: plain-000: 108 3x3 filters in /models but 76 in /layers",
