@@ -105,7 +105,9 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     database : str or Path
         Master HDF5 file to create or append to.
     index : str or Path, optional
-        Meta index (CSV or YAML), one row per model.
+        Meta index (CSV or YAML), one row per model. A ``datasheet.yaml`` beside it
+        (dataset fields and datasheet answers, see :mod:`filterdb.store.dataset`) is
+        stored in the database.
     options : BuildOptions, optional
     on_outcome : callable, optional
         Called with each model's outcome as it is decided (for progress display).
@@ -137,6 +139,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                          index=str(index) if index else None, workers=options.workers,
                          planned=len(plan.models), findings=list(plan.findings))
     notify = on_outcome or (lambda outcome, report: None)
+    publication = _read_publication(index)  # a bad file fails before any work
     with DatabaseWriter(database, options.shapes) as writer:
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
@@ -145,7 +148,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
-            _store_publication(writer, index)
+            _store_publication(writer, publication)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -223,14 +226,19 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
         committer.close()
 
 
-def _store_publication(writer: DatabaseWriter, index) -> None:
-    """Store ``datasheet.yaml`` beside the index (dataset fields, datasheet answers)."""
-    if index is None or writer.models.empty:
+def _read_publication(index) -> tuple[Path, dict, dict] | None:
+    """``datasheet.yaml`` beside the index: (path, dataset fields, answers), or None."""
+    path = Path(index).parent / dataset.DATASHEET_FILE if index is not None else None
+    if path is None or not path.is_file():
+        return None
+    return (path, *dataset.read_publication(path))
+
+
+def _store_publication(writer: DatabaseWriter, publication) -> None:
+    """Store the dataset fields and datasheet answers when they changed."""
+    if publication is None or writer.models.empty:
         return
-    path = Path(index).parent / dataset.DATASHEET_FILE
-    if not path.is_file():
-        return
-    fields, answers = dataset.read_publication(path)
+    path, fields, answers = publication
     info = dataset.described(writer.dataset, fields, str(path))
     if info != writer.dataset or answers != writer.answers:
         writer.update_dataset(info, answers)
