@@ -12,6 +12,7 @@ the number of filters (1.46e9 filters: 11.7 GB of hashes in 64 buckets of
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -60,7 +61,8 @@ def empty_fields(db) -> dict[str, int]:
     3
     """
     models = db.models
-    declared = list(layout.INDEX_COLUMNS) + list(getattr(db, "index_columns", []))
+    stored = getattr(db, "attrs", {}).get("index_columns", "[]")
+    declared = list(layout.INDEX_COLUMNS) + json.loads(stored)
     columns = [c for c in dict.fromkeys(declared) if c in models.columns]
     out = {}
     for column in columns:

@@ -94,3 +94,17 @@ def test_verify_catches_wrong_counts(db_copy):
         f"{db_copy}: residual-001: 352 3x3 filters in /models but 351 in /layers",
         f"{db_copy}: /models filter_id_start/stop disagree with the 3x3 counts",
         f"{db_copy}: /filters has 632 rows but the models count 633"]
+
+
+def test_a_later_build_skips_a_duplicate_of_a_stored_model(db_copy, tmp_path):
+    from filterdb.build import build
+
+    from ..readers import writers_torch
+    from ..readers.network import equivalence_network
+
+    (tmp_path / "late").mkdir()
+    writers_torch.write(tmp_path / "late" / "late-dup.pt", equivalence_network(), "torchscript")
+    report = build(tmp_path / "late", db_copy)
+    assert [(o.model, o.status, o.reason) for o in report.outcomes] == [
+        ("late-dup", "skipped", "duplicate: late-dup has the same conv weights as net-onnx")]
+    assert len(filterdb.open(db_copy).models) == 4

@@ -75,6 +75,7 @@ def export_meta(db, out, scan: bool = True) -> Path:
                 "filter_counts": json.dumps({layout.shape_label(s): int(db.filter_count(s))
                                              for s in db.shapes}),
                 "filterdb_version": str(getattr(db, "attrs", {}).get("filterdb_version", "")),
+                "index_columns": str(getattr(db, "attrs", {}).get("index_columns", "[]")),
             })
         tmp.replace(out)
     finally:
