@@ -18,13 +18,14 @@ def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
     Parameters
     ----------
     path : str or Path
-        The master HDF5 file written by ``filterdb build``, or a published CNN Filter
-        DB file (``/filters`` and the pandas ``/meta`` table, v0.1.0 or v1.0.0),
-        recognised by its layout and read in place.
+        The master HDF5 file written by ``filterdb build``, a metadata-only file
+        written by ``filterdb export-meta`` (same tables, no filters), or a published
+        CNN Filter DB file (``/filters`` and the pandas ``/meta`` table, v0.1.0 or
+        v1.0.0), recognised by its layout and read in place.
 
     Returns
     -------
-    FilterDB or PublishedDB
+    FilterDB, MetaOnlyDB or PublishedDB
         Same interface: ``models``, ``layers``, ``select(...)``.
 
     Examples

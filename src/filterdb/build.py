@@ -27,7 +27,7 @@ from . import layer_quality
 from .errors import FilterDBError, IndexFileError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, is_model_file
-from .store import layout
+from .store import dataset, layout
 from .store.entry import ModelEntry
 from .store.writer import DatabaseWriter
 from .worker import (
@@ -110,7 +110,9 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     database : str or Path
         Master HDF5 file to create or append to.
     index : str or Path, optional
-        Meta index (CSV or YAML), one row per model.
+        Meta index (CSV or YAML), one row per model. A ``datasheet.yaml`` beside it
+        (dataset fields and datasheet answers, see :mod:`filterdb.store.dataset`) is
+        stored in the database.
     options : BuildOptions, optional
     on_outcome : callable, optional
         Called with each model's outcome as it is decided (for progress display).
@@ -150,6 +152,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                          index=str(index) if index else None, workers=options.workers,
                          planned=len(plan.models), findings=list(plan.findings))
     notify = on_outcome or (lambda outcome, report: None)
+    publication = _read_publication(index)  # a bad file fails before any work
     for model in left_out:  # listed first: decided before anything is read
         report.outcomes.append(ModelOutcome(model.name, str(model.path), NOT_SELECTED,
                                             f"{SELECTION} is not 1 in the index"))
@@ -161,6 +164,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
+            _store_publication(writer, publication)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -181,6 +185,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     next_commit = 0
     committed_hashes = dict(writer.known_hashes)
     committed_names = set(writer.known_names)
+    committed_weights = dict(writer.known_weights)
     committer = _Committer(writer, options.commit_seconds, report, notify)
 
     def settle(final: bool) -> None:
@@ -196,8 +201,15 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
             elif result.model in committed_names:
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        "another model of this name is already in the database")
+            elif (weights := result.summary.get("weights_sha256")) in committed_weights:
+                twin = committed_weights[weights]
+                outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
+                                       f"duplicate: {result.model} has the same conv weights "
+                                       f"as {twin}")
             else:
                 committed_hashes[result.sha256] = result.model
+                if weights:
+                    committed_weights[weights] = result.model
                 committed_names.add(result.model)
                 committer.ready.append(result)
                 continue
@@ -228,6 +240,24 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     finally:
         settle(final=True)
         committer.close()
+
+
+def _read_publication(index) -> tuple[Path, dict, dict] | None:
+    """``datasheet.yaml`` beside the index: (path, dataset fields, answers), or None."""
+    path = Path(index).parent / dataset.DATASHEET_FILE if index is not None else None
+    if path is None or not path.is_file():
+        return None
+    return (path, *dataset.read_publication(path))
+
+
+def _store_publication(writer: DatabaseWriter, publication) -> None:
+    """Store the dataset fields and datasheet answers when they changed."""
+    if publication is None or writer.models.empty:
+        return
+    path, fields, answers = publication
+    info = dataset.described(writer.dataset, fields, str(path))
+    if info != writer.dataset or answers != writer.answers:
+        writer.update_dataset(info, answers)
 
 
 class _Committer:

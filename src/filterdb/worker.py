@@ -13,12 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import extraction, layer_quality
 from .errors import ModelReadError
 from .readers import Limits, open_model
 from .store import layout
 from .store.entry import ModelEntry
-from .store.shard import read_record_json, seal_shard, temporary_shard, write_shard
+from .store.shard import (
+    filter_checksums,
+    read_record_json,
+    seal_shard,
+    temporary_shard,
+    write_shard,
+)
 
 ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
 #: A model the index does not select (its Selection is not 1) under --only-selected.
@@ -92,13 +100,15 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             summary = extraction.model_summary(record, layers)
             summary.update(quality_verdict=verdict["verdict"],
                            degenerated_share=verdict["degenerated_share"],
-                           random_like_share=verdict["random_like_share"])
+                           random_like_share=verdict["random_like_share"],
+                           weights_sha256=weights_sha256(layers))
             entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
             counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
             tmp = temporary_shard(job.shards)
-            write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
-                        json.dumps(_entry_json(entry)))
+            entry.summary["filters_sha256"] = write_shard(
+                tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
+                json.dumps(_entry_json(entry)))
             entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:
             tmp.unlink(missing_ok=True)
@@ -150,9 +160,25 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
         return None
     summary = data["summary"]
     summary["shape_counts"] = {(kh, kw): n for kh, kw, n in summary["shape_counts"]}
+    # The record is written before the filters, so their checksums are not in it.
+    summary["filters_sha256"] = filter_checksums(shard, job.shapes)
     return ModelEntry(model=job.name, sha256=sha256, source_path=str(job.path),
                       shard=shard.name, meta=dict(job.meta), summary=summary,
                       layers=data["layers"])
+
+
+def weights_sha256(layers) -> str:
+    """sha256 of a model's conv weights in storage order, with their shapes.
+
+    Two files holding the same network (whatever their name or format) give the
+    same hash, so duplicates are found where the file hash cannot see them.
+    """
+    digest = hashlib.sha256()
+    for layer in layers:
+        weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
+        digest.update(json.dumps(weight.shape).encode())
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

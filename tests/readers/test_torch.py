@@ -481,7 +481,8 @@ def test_cli_build_adds_pytorch_files(tmp_path, network, facenet_models, cli):
     zoo.mkdir()
     for name in ("pnet", "rnet", "onet"):
         shutil.copy(facenet_models / f"{name}.pt", zoo / f"{name}.pt")
-    writers_torch.write(zoo / "scripted.pt", network, "torchscript")
+    # another seed: the same weights in two files would be skipped as duplicates
+    writers_torch.write(zoo / "scripted.pt", equivalence_network(seed=1), "torchscript")
     writers_torch.write(zoo / "lightning.ckpt", network, "lightning")
     db = tmp_path / "db.h5"
     result = cli("build", zoo, "-o", db)

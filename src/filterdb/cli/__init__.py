@@ -8,9 +8,26 @@ import sys
 
 from .._version import __version__
 from ..errors import FilterDBError
-from . import analyze, build, check, convert, demo, info, layers, report, synth
+from . import (
+    analyze,
+    build,
+    check,
+    convert,
+    datasheet,
+    demo,
+    describe,
+    export_meta,
+    info,
+    layers,
+    release,
+    remove,
+    report,
+    synth,
+    verify,
+)
 
-COMMANDS = (build, info, layers, check, demo, synth, analyze, report, convert)
+COMMANDS = (build, info, layers, check, demo, synth, analyze, report, verify, describe,
+            release, remove, datasheet, export_meta, convert)
 
 
 def parser() -> argparse.ArgumentParser:

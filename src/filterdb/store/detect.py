@@ -24,6 +24,8 @@ def open_database(path):
     >>> open_database("cnn-filter-db-v1.0.0.h5")       # doctest: +SKIP
     PublishedDB('cnn-filter-db-v1.0.0.h5', models=647)
     """
+    from .export import SCHEMA_NAME as META_ONLY_SCHEMA
+    from .export import MetaOnlyDB
     from .published import PublishedDB, layout_problem
     from .reader import FilterDB
 
@@ -36,6 +38,8 @@ def open_database(path):
             problem = None if schema is not None else layout_problem(handle)
     except OSError as error:
         raise DatabaseError(f"{path}: not an HDF5 file ({error})") from None
+    if schema == META_ONLY_SCHEMA:
+        return MetaOnlyDB(path)
     if schema is not None:
         return FilterDB(path)  # it names the schema it does not know
     if problem is not None:

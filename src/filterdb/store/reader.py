@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DatabaseError
-from . import layout
+from . import dataset, layout
 from .layout import Shape
 
 
@@ -73,6 +73,22 @@ class FilterDB:
     def meta(self) -> pd.DataFrame:
         """The published ``/meta`` view."""
         return pd.read_hdf(self.path, layout.META)
+
+    @cached_property
+    def dataset_info(self) -> dict:
+        """Dataset metadata: title, creators, licence, version, DOI, changelog, ...
+
+        Defaults (CC BY-SA 4.0, unreleased version) fill what was never set; see
+        :mod:`filterdb.store.dataset`.
+        """
+        with h5py.File(self.path, "r") as handle:
+            return dataset.merged(dataset.read_json(handle, dataset.INFO_DATASET))
+
+    @cached_property
+    def datasheet_answers(self) -> dict:
+        """Prose datasheet answers stored at build time (question key -> text)."""
+        with h5py.File(self.path, "r") as handle:
+            return dataset.read_json(handle, dataset.ANSWERS_DATASET)
 
     def filter_count(self, shape: Shape = (3, 3)) -> int:
         column = layout.shape_column(shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -10,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .layout import Shape, filters_dataset
+from .layout import Shape, filters_dataset, shape_label
 
 #: Rows per HDF5 chunk: 16384 3x3 float32 filters are 590 kB, a good read unit that
 #: fits HDF5's chunk cache, so a chunk that spans two layers is written once.
@@ -32,8 +33,9 @@ def temporary_shard(shards: Path) -> Path:
 
 
 def write_shard(tmp: Path, counts: dict[Shape, int],
-                blocks: Callable[[Shape], Iterable[np.ndarray]], record_json: str) -> None:
-    """Write one model's filters into a temporary shard file.
+                blocks: Callable[[Shape], Iterable[np.ndarray]],
+                record_json: str) -> dict[str, str]:
+    """Write one model's filters into a temporary shard file; returns their checksums.
 
     Parameters
     ----------
@@ -45,7 +47,14 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
         ``blocks(shape)`` yields that shape's filters as (n, kh, kw) arrays in order.
     record_json : str
         The model's table rows, kept so a shard can be committed without re-reading.
+
+    Returns
+    -------
+    dict
+        Shape label -> sha256 of the float32 filter data written (see
+        :func:`filter_checksums`), hashed on the way so the data is read only once.
     """
+    digests = {}
     try:
         with h5py.File(tmp, "w", rdcc_nbytes=CACHE_BYTES) as handle:
             handle.create_dataset(RECORD, data=record_json, track_times=False)
@@ -55,9 +64,13 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
                                                 dtype=np.float32, chunks=chunks,
                                                 track_times=False)
                 position = 0
+                digest = hashlib.sha256()
                 for block in blocks(shape):
+                    block = np.ascontiguousarray(block, dtype=np.float32)
+                    digest.update(block.tobytes())
                     dataset[position:position + len(block)] = block
                     position += len(block)
+                digests[shape_label(shape)] = digest.hexdigest()
                 if position != count:
                     raise RuntimeError(f"shard {tmp.name}: wrote {position} of {count} "
                                        f"{shape} filters")
@@ -65,6 +78,27 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return digests
+
+
+def filter_checksums(path: Path, shapes, rows: int = 1 << 20) -> dict[str, str]:
+    """Shape label -> sha256 of a shard's float32 filter rows in order (C order bytes).
+
+    Examples
+    --------
+    >>> filter_checksums(Path("db.h5.shards/ab12-3x3.h5"), [(3, 3)])  # doctest: +SKIP
+    {'3x3': 'e3b0c4...'}
+    """
+    digests = {}
+    with h5py.File(path, "r") as handle:
+        for shape in shapes:
+            dataset = handle[filters_dataset(shape)]
+            digest = hashlib.sha256()
+            for at in range(0, len(dataset), rows):
+                digest.update(np.ascontiguousarray(dataset[at:at + rows],
+                                                   dtype=np.float32).tobytes())
+            digests[shape_label(shape)] = digest.hexdigest()
+    return digests
 
 
 def _start_writeback(path: Path) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import DatabaseError
-from . import layout
+from . import dataset, layout
 from .entry import ModelEntry
 from .layout import Shape
 from .meta import published_meta
@@ -101,10 +101,14 @@ class DatabaseWriter:
             self.models = pd.DataFrame()
             self.layers = pd.DataFrame()
             self.index_columns: list[str] = []
+            self.dataset = dataset.defaults()
+            self.answers: dict = {}
             return
         try:
             with h5py.File(self.path, "r") as handle:
                 attrs = dict(handle.attrs)
+                self.dataset = dataset.merged(dataset.read_json(handle, dataset.INFO_DATASET))
+                self.answers = dataset.read_json(handle, dataset.ANSWERS_DATASET)
             self.models = pd.read_hdf(self.path, layout.MODELS)
             self.layers = pd.read_hdf(self.path, layout.LAYERS)
         except (OSError, KeyError, ValueError) as error:
@@ -137,6 +141,15 @@ class DatabaseWriter:
         if self.models.empty:
             return {}
         return dict(zip(self.models["sha256"], self.models["model"], strict=True))
+
+    @property
+    def known_weights(self) -> dict[str, str]:
+        """Conv-weights hash -> model name of every committed model (duplicates in
+        another file or format have the same weights hash)."""
+        if self.models.empty or "weights_sha256" not in self.models:
+            return {}
+        return {h: m for h, m in zip(self.models["weights_sha256"], self.models["model"],
+                                     strict=True) if h}
 
     @property
     def known_names(self) -> set[str]:
@@ -177,8 +190,73 @@ class DatabaseWriter:
         _fsync_dir(self.shards)
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
+        self.dataset = dataset.mark_changed(self.dataset)
         self._write_master(_tidy_models(models, self.index_columns), layers)
         return ids
+
+    def update_dataset(self, info: dict | None = None, answers: dict | None = None) -> None:
+        """Replace the dataset metadata and/or datasheet answers (one atomic commit)."""
+        if self.models.empty:
+            raise DatabaseError(f"{self.path}: no models yet; build the database first")
+        if info is not None:
+            self.dataset = info
+        if answers is not None:
+            self.answers = answers
+        self._write_master(self.models, self.layers)
+
+    def remove(self, model: str, reason: str) -> dict:
+        """Take a model out of every table and view in one atomic commit (an erratum).
+
+        Ids stay dense, as the published recipe assumes: the models after the removed
+        one move down by one model id, and their filter ids of each shape move down by
+        the number of filters removed of that shape. The changelog records the removed
+        id ranges and the shift, and the version becomes a pre-release.
+
+        Returns
+        -------
+        dict
+            The changelog entry.
+        """
+        if self.models.empty or model not in set(self.models["model"]):
+            raise DatabaseError(f"{self.path}: no model named {model!r}")
+        if len(self.models) == 1:
+            raise DatabaseError(f"{self.path}: {model} is the only model; delete the file")
+        row = self.models[self.models["model"] == model].iloc[0]
+        model_id = int(row["model_id"])
+        starts = {shape: int(self.models.loc[self.models["model_id"] < model_id,
+                                             layout.shape_column(shape)].sum())
+                  if layout.shape_column(shape) in self.models else 0
+                  for shape in self.shapes}
+        removed = {shape: int(row.get(layout.shape_column(shape), 0)) for shape in self.shapes}
+        models = self.models[self.models["model_id"] != model_id].copy()
+        later = models["model_id"] > model_id
+        models.loc[later, "model_id"] -= 1
+        three = removed.get((3, 3), 0)
+        models.loc[later & (models["filter_id_start"] >= 0),
+                   ["filter_id_start", "filter_id_stop"]] -= three
+        layers = self.layers[self.layers["model_id"] != model_id].copy()
+        later = layers["model_id"] > model_id
+        layers.loc[later, "model_id"] -= 1
+        for shape, count in removed.items():
+            moved = later & (layers["kh"] == shape[0]) & (layers["kw"] == shape[1]) & (
+                layers["filter_id_start"] >= 0)
+            layers.loc[moved, ["filter_id_start", "filter_id_stop"]] -= count
+        details = {
+            "model": model, "model_id": model_id,
+            "removed_filter_ids": {layout.shape_label(s): f"{starts[s]}:{starts[s] + n - 1}"
+                                   for s, n in removed.items() if n},
+            "filter_id_shift": {layout.shape_label(s): -n for s, n in removed.items() if n},
+            "model_id_shift": -1,
+        }
+        shifts = ", ".join(f"{label} ids {ids} (inclusive) removed, later ones shifted by "
+                           f"{details['filter_id_shift'][label]}"
+                           for label, ids in details["removed_filter_ids"].items())
+        comment = (f"removed model {model} (id {model_id}): {reason}; {shifts}; later model "
+                   "ids shifted by -1")
+        self.dataset = dataset.record_removal(self.dataset, comment, details)
+        self._write_master(models.reset_index(drop=True), layers.reset_index(drop=True))
+        (self.shards / str(row["shard"])).unlink(missing_ok=True)
+        return self.dataset["changelog"][-1]
 
     def _model_row(self, model_id: int, entry: ModelEntry, starts: dict) -> dict:
         summary = entry.summary
@@ -200,6 +278,9 @@ class DatabaseWriter:
         row.update({layout.OPERATOR_PREFIX + op: n
                     for op, n in summary["operator_counts"].items()})
         row.update({"source_path": entry.source_path, "sha256": entry.sha256,
+                    "weights_sha256": summary.get("weights_sha256", ""),
+                    "filters_sha256": json.dumps(summary.get("filters_sha256", {}),
+                                                 sort_keys=True),
                     "shard": entry.shard})
         return row
 
@@ -214,6 +295,8 @@ class DatabaseWriter:
             with h5py.File(tmp, "a") as handle:
                 for shape in self.shapes:
                     self._virtual_filters(handle, models, shape)
+                dataset.write_json(handle, dataset.INFO_DATASET, self.dataset)
+                dataset.write_json(handle, dataset.ANSWERS_DATASET, self.answers)
                 handle.attrs.update({
                     "schema": layout.SCHEMA_NAME,
                     "schema_version": layout.SCHEMA_VERSION,

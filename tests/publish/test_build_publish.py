@@ -1,0 +1,110 @@
+"""Duplicate models at build time, stored dataset metadata and answers, verify."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+
+import filterdb
+from filterdb.verify import verify
+
+from .conftest import HOSTILE_TASK
+
+THREE = {"depthwise-002": 13, "net-onnx": 160, "plain-000": 108, "residual-001": 351}
+
+
+def test_duplicates_are_skipped_naming_both(publish_build):
+    db, report = publish_build
+    outcomes = {o.model: (o.status, o.reason) for o in report.outcomes}
+    assert outcomes == {
+        "depthwise-002": ("added", ""), "net-onnx": ("added", ""),
+        "plain-000": ("added", ""), "residual-001": ("added", ""),
+        "net-st": ("skipped", "duplicate: net-st has the same conv weights as net-onnx"),
+        "renamed": ("skipped", "duplicate: renamed has the same conv weights as plain-000")}
+    models = filterdb.open(db).models
+    assert dict(zip(models["model"], models["(3, 3) filters"], strict=True)) == THREE
+    assert not any(db.with_name(db.name + ".shards").glob("*.tmp"))
+    assert len(list(db.with_name(db.name + ".shards").glob("*.h5"))) == 4
+
+
+def test_datasheet_yaml_beside_the_index_is_stored(publish_build):
+    db = filterdb.open(publish_build[0])
+    info = db.dataset_info
+    assert info["title"] == "Test filters"
+    assert info["creators"] == ["Ada Lovelace", "Alan Turing"]
+    assert info["contact"] == "filters@example.org"
+    assert info["license"]["name"] == "CC BY-SA 4.0"
+    assert (info["version"], info["released"], info["changelog"]) == ("0.1.0-dev", False, [])
+    assert db.datasheet_answers == {"purpose": "To test the datasheet."}
+
+
+def test_verify_clean_database(publish_build, tmp_path):
+    result = verify(filterdb.open(publish_build[0]), workdir=tmp_path)
+    assert result.problems == []
+    summary = result.summary
+    assert (summary["models"], summary["layers"], summary["filters"]) == (4, 17, {"3x3": 632})
+    assert summary["identical_models"] == [] and summary["models_without_checksum"] == []
+    assert summary["empty_fields"] == {
+        "Name": 1, "Paper": 4, "Framework": 0, "Precision": 0, "Training-Dataset": 1,
+        "Pretraining-Dataset": 4, "Visual Category": 1, "Task": 0,
+        "Conv Weight Initializer": 1, "Optimizer": 1, "Accessible": 1, "Dataset URL": 4}
+    assert summary["redundancy"] == [{
+        "shape": "3x3", "filters": 632, "duplicate_filters": 0, "duplicated_values": 0,
+        "zero_filters": 0, "buckets": 1, "shared_layers": 0, "shared_layer_groups": 0,
+        "shared_layer_examples": []}]
+    assert filterdb.open(publish_build[0]).models.loc[1, "Task"] == HOSTILE_TASK
+
+
+def test_verify_catches_flipped_filter_bytes(db_copy, cli):
+    models = filterdb.open(db_copy).models
+    shard = db_copy.with_name(db_copy.name + ".shards") / models.loc[2, "shard"]
+    with h5py.File(shard, "r+") as handle:
+        row = handle["filters"][5]
+        row.view(np.uint32)[1, 1] ^= 0x00010000  # one bit of one float
+        handle["filters"][5] = row
+    done = cli("verify", db_copy, "--no-scan")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"{shard}: 3x3 filter data of plain-000 does not match its stored checksum",
+        f"{db_copy}: 1 problem(s)"]
+
+
+def test_verify_catches_a_dropped_layer_row(db_copy):
+    layers = pd.read_hdf(db_copy, "layers")
+    with pd.HDFStore(db_copy, "a") as store:  # row 12 is plain-000's conv1
+        store.put("layers", layers.drop(index=12), format="table", track_times=False)
+    result = verify(filterdb.open(db_copy), scan=False)
+    assert result.problems == [
+        f"{db_copy}: plain-000: 108 3x3 filters in /models but 76 in /layers",
+        f"{db_copy}: 3x3 filter ids of /layers are not dense 0..599 in layer order",
+        f"{db_copy}: /meta has 14 rows, the tables give 13"]
+
+
+def test_verify_catches_wrong_counts(db_copy):
+    models = pd.read_hdf(db_copy, "models")
+    models.loc[3, "(3, 3) filters"] += 1
+    with pd.HDFStore(db_copy, "a") as store:
+        store.put("models", models, format="table", track_times=False)
+    with h5py.File(db_copy, "a") as handle:
+        handle.attrs["n_models"] = 5
+    result = verify(filterdb.open(db_copy), checksums=False, scan=False)
+    assert result.problems == [
+        f"{db_copy}: n_models attribute 5 but /models has 4 rows",
+        f"{db_copy}: residual-001: 352 3x3 filters in /models but 351 in /layers",
+        f"{db_copy}: /models filter_id_start/stop disagree with the 3x3 counts",
+        f"{db_copy}: /filters has 632 rows but the models count 633"]
+
+
+def test_a_later_build_skips_a_duplicate_of_a_stored_model(db_copy, tmp_path):
+    from filterdb.build import build
+
+    from ..readers import writers_torch
+    from ..readers.network import equivalence_network
+
+    (tmp_path / "late").mkdir()
+    writers_torch.write(tmp_path / "late" / "late-dup.pt", equivalence_network(), "torchscript")
+    report = build(tmp_path / "late", db_copy)
+    assert [(o.model, o.status, o.reason) for o in report.outcomes] == [
+        ("late-dup", "skipped", "duplicate: late-dup has the same conv weights as net-onnx")]
+    assert len(filterdb.open(db_copy).models) == 4
