@@ -207,10 +207,11 @@ class DatabaseWriter:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with pd.HDFStore(tmp, mode="w") as store:
-                store.put(layout.MODELS, models, format="table", track_times=False)
-                store.put(layout.LAYERS, layers, format="table", track_times=False)
-                store.put(layout.META, published_meta(models, layers, self.index_columns),
-                          format="table", track_times=False)
+                for key, frame in ((layout.MODELS, models), (layout.LAYERS, layers),
+                                   (layout.META, published_meta(models, layers,
+                                                                self.index_columns))):
+                    store.put(key, _canonical_blocks(frame), format="table",
+                              track_times=False)
             with h5py.File(tmp, "a") as handle:
                 for shape in self.shapes:
                     self._virtual_filters(handle, models, shape)
@@ -262,6 +263,16 @@ def _shape_order(shape: Shape) -> tuple:
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return new if old.empty else pd.concat([old, new], ignore_index=True)
+
+
+def _canonical_blocks(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same frame with its columns regrouped into dtype blocks by column order.
+
+    PyTables stores one column group per pandas block, in block order; a frame grown
+    by ``pd.concat`` orders its blocks differently from one built in one go, so
+    without this an appended database would differ in bytes from a fresh build.
+    """
+    return pd.DataFrame(dict(frame.items()), index=frame.index)
 
 
 def _tidy_models(models: pd.DataFrame, index_columns: list[str]) -> pd.DataFrame:
