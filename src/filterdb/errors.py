@@ -28,3 +28,7 @@ class IndexFileError(FilterDBError):
 
 class DatabaseError(FilterDBError):
     """The database is missing, locked, of another schema or damaged."""
+
+
+class BuildInterrupted(FilterDBError):
+    """A build stopped by Ctrl-C after committing what was ready; the CLI exits 130."""

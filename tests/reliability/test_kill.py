@@ -1,0 +1,177 @@
+"""Fault injection: writing commands killed with SIGKILL at random moments, or stopped
+with Ctrl-C, leave a database that holds a whole prefix of the models, and running the
+command again ends in the same bytes as an uninterrupted run.
+
+A new writing command (``release``, ``remove``) is tested by adding one
+:class:`Scenario` to ``SCENARIOS``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from filterdb.build import build
+from filterdb.store import layout
+from filterdb.synthetic import generate_zoo
+
+from .integrity import check_prefix, database_digest
+
+SLOW_CLI = str(Path(__file__).with_name("slow_cli.py"))
+N_MODELS = 12
+N_BASE = 6  # models already in the database an append starts from
+KILLS = 20  # per scenario
+HANG_GUARD = 120  # seconds a command may take before it counts as hung
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A generated zoo, the database it builds uninterrupted, and an append's start."""
+
+    zoo: Path
+    index: Path
+    clean: Path  # uninterrupted build of the whole zoo
+    base: Path  # the first N_BASE models (in commit order) built alone
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+    shutil.copytree(layout.shards_dir(source), layout.shards_dir(target))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Workspace:
+    root = tmp_path_factory.mktemp("kill")
+    zoo = root / "zoo"
+    index = generate_zoo(zoo, n_models=N_MODELS, widths=(4, 8, 8), depth=3, seed=5)
+    later = root / "later"
+    later.mkdir()
+    names = sorted(p.name for p in zoo.glob("*.onnx"))  # commit order is name order
+    for name in names[N_BASE:]:
+        (zoo / name).rename(later / name)
+    base = root / "base" / "db.h5"
+    base.parent.mkdir()
+    build(zoo, base, index=index)
+    for name in names[N_BASE:]:
+        (later / name).rename(zoo / name)
+    clean = root / "clean" / "db.h5"
+    clean.parent.mkdir()
+    build(zoo, clean, index=index)
+    return Workspace(zoo, index, clean, base)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A writing command to interrupt: the database it starts from, its command line,
+    how to run it again, and how many models must survive any interruption."""
+
+    name: str
+    prepare: Callable[[Workspace, Path], None]
+    argv: Callable[[Workspace, Path], list]
+    resume: Callable[[Workspace, Path], None]
+    kept: int
+
+
+def _build_argv(ws: Workspace, db: Path) -> list:
+    return ["build", ws.zoo, "--index", ws.index, "-o", db]
+
+
+def _build_again(ws: Workspace, db: Path) -> None:
+    report = build(ws.zoo, db, index=ws.index)
+    assert report.count("failed") == 0 and not report.interrupted
+
+
+SCENARIOS = [
+    Scenario("build", lambda ws, db: db.parent.mkdir(parents=True), _build_argv,
+             _build_again, kept=0),
+    Scenario("append", lambda ws, db: _copy_database(ws.base, db), _build_argv,
+             _build_again, kept=N_BASE),
+]
+
+
+def _run_interrupted(argv: list, moment: float, signum: int) -> subprocess.CompletedProcess:
+    """Start the slowed CLI, send ``signum`` after ``moment`` seconds, wait for the end."""
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=moment)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _uninterrupted_seconds(ws: Workspace, scenario: Scenario, db: Path) -> float:
+    """Run the slowed command to its end once: how long it takes, and that its result
+    is the clean build's, byte for byte."""
+    scenario.prepare(ws, db)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, SLOW_CLI, *map(str, scenario.argv(ws, db))],
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    seconds = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert database_digest(db) == database_digest(ws.clean)
+    shutil.rmtree(db.parent)
+    return seconds
+
+
+def _assert_resumes_to_clean(ws: Workspace, scenario: Scenario, db: Path) -> None:
+    scenario.resume(ws, db)
+    assert database_digest(db) == database_digest(ws.clean)
+    leftovers = {p.name for p in db.parent.iterdir()} - {
+        db.name, layout.shards_dir(db).name, layout.lock_path(db).name,
+        layout.report_path(db).name}
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_sigkill_at_random_moments_keeps_a_whole_prefix(workspace, scenario, tmp_path):
+    """SIGKILL at KILLS seeded moments spread uniformly over an uninterrupted run."""
+    seconds = _uninterrupted_seconds(workspace, scenario, tmp_path / "calibrate" / "db.h5")
+    rng = np.random.default_rng([8, SCENARIOS.index(scenario)])
+    moments = rng.uniform(0.0, seconds, KILLS)
+    killed, prefixes = 0, set()
+    for number, moment in enumerate(moments):
+        db = tmp_path / f"run{number}" / "db.h5"
+        scenario.prepare(workspace, db)
+        done = _run_interrupted(scenario.argv(workspace, db), moment, signal.SIGKILL)
+        killed += done.returncode == -signal.SIGKILL
+        if db.exists():
+            committed = check_prefix(db, workspace.clean)
+            assert committed >= scenario.kept
+            prefixes.add(committed)
+        else:
+            assert scenario.kept == 0
+        _assert_resumes_to_clean(workspace, scenario, db)
+        shutil.rmtree(db.parent)
+    # The kills must have landed mid-run, at several different commit points.
+    assert killed >= KILLS - 2
+    assert len(prefixes) >= 3, f"kills landed at too few commit points: {prefixes}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(workspace, scenario, tmp_path):
+    seconds = _uninterrupted_seconds(workspace, scenario, tmp_path / "calibrate" / "db.h5")
+    db = tmp_path / "db.h5"
+    scenario.prepare(workspace, db)
+    done = _run_interrupted(scenario.argv(workspace, db), seconds * 0.7, signal.SIGINT)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "interrupted" in last and "again to resume" in last, last
+    committed = check_prefix(db, workspace.clean)
+    assert scenario.kept <= committed < N_MODELS
+    assert f"{committed - scenario.kept} model(s) committed" in last
+    _assert_resumes_to_clean(workspace, scenario, db)
+    assert len(pd.read_hdf(db, "models")) == N_MODELS
