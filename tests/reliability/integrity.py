@@ -45,7 +45,9 @@ def check_invariants(db: Path) -> None:
     assert set(layers["model_id"]) <= set(models["model_id"])
     three = layers[(layers["kh"] == 3) & (layers["kw"] == 3)].sort_values("filter_id_start")
     assert int(three["n_filters"].sum()) == n_filters
-    assert (three["filter_id_start"].to_numpy()[1:] == three["filter_id_stop"].to_numpy()[:-1]).all()
+    layer_starts, layer_stops = (three[c].to_numpy() for c in ("filter_id_start",
+                                                                "filter_id_stop"))
+    assert (layer_starts[1:] == layer_stops[:-1]).all()
     shards = layout.shards_dir(db)
     for name in models["shard"]:
         assert (shards / name).is_file(), f"shard {name} of a committed model is missing"

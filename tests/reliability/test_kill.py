@@ -93,7 +93,7 @@ def _build_again(ws: Workspace, db: Path) -> None:
 
 
 SCENARIOS = [
-    Scenario("build", lambda ws, db: db.parent.mkdir(parents=True), _build_argv,
+    Scenario("build", lambda ws, db: db.parent.mkdir(parents=True, exist_ok=True), _build_argv,
              _build_again, kept=0),
     Scenario("append", lambda ws, db: _copy_database(ws.base, db), _build_argv,
              _build_again, kept=N_BASE),
