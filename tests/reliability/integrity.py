@@ -1,4 +1,7 @@
-"""Integrity checks of a database on disk, shared by the reliability tests.
+"""Integrity checks of a database at rest, shared by the reliability tests.
+
+The checks open the master several times, so they are for a database no writer is
+changing (after a kill, after a build); readers racing a writer are tested apart.
 
 :func:`check_database` is what every fault-injection and concurrency test runs on
 a database it did not see being written. ``CHECKS`` lists the independent checks;

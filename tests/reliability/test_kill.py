@@ -23,52 +23,9 @@ import pytest
 
 from filterdb.build import build
 from filterdb.store import layout
-from filterdb.synthetic import generate_zoo
 
+from .harness import HANG_GUARD, N_BASE, N_MODELS, SLOW_CLI, Workspace, copy_database
 from .integrity import check_prefix, database_digest
-
-SLOW_CLI = str(Path(__file__).with_name("slow_cli.py"))
-N_MODELS = 12
-N_BASE = 6  # models already in the database an append starts from
-KILLS = 20  # per scenario
-HANG_GUARD = 120  # seconds a command may take before it counts as hung
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """A generated zoo, the database it builds uninterrupted, and an append's start."""
-
-    zoo: Path
-    index: Path
-    clean: Path  # uninterrupted build of the whole zoo
-    base: Path  # the first N_BASE models (in commit order) built alone
-
-
-def _copy_database(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
-    shutil.copytree(layout.shards_dir(source), layout.shards_dir(target))
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Workspace:
-    root = tmp_path_factory.mktemp("kill")
-    zoo = root / "zoo"
-    index = generate_zoo(zoo, n_models=N_MODELS, widths=(4, 8, 8), depth=3, seed=5)
-    later = root / "later"
-    later.mkdir()
-    names = sorted(p.name for p in zoo.glob("*.onnx"))  # commit order is name order
-    for name in names[N_BASE:]:
-        (zoo / name).rename(later / name)
-    base = root / "base" / "db.h5"
-    base.parent.mkdir()
-    build(zoo, base, index=index)
-    for name in names[N_BASE:]:
-        (later / name).rename(zoo / name)
-    clean = root / "clean" / "db.h5"
-    clean.parent.mkdir()
-    build(zoo, clean, index=index)
-    return Workspace(zoo, index, clean, base)
 
 
 @dataclass(frozen=True)
@@ -92,10 +49,12 @@ def _build_again(ws: Workspace, db: Path) -> None:
     assert report.count("failed") == 0 and not report.interrupted
 
 
+KILLS = 20  # per scenario
+
 SCENARIOS = [
     Scenario("build", lambda ws, db: db.parent.mkdir(parents=True, exist_ok=True), _build_argv,
              _build_again, kept=0),
-    Scenario("append", lambda ws, db: _copy_database(ws.base, db), _build_argv,
+    Scenario("append", lambda ws, db: copy_database(ws.base, db), _build_argv,
              _build_again, kept=N_BASE),
 ]
 
