@@ -61,6 +61,9 @@ EXTENSIONS = {".keras", ".h5", ".hdf5"}
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
+#: Largest config.json/metadata.json read: real configs are kilobytes to a few MB, and
+#: a deflated member can expand a thousandfold (a zip bomb) into memory.
+MAX_JSON_BYTES = 64 * 2**20
 _CONFIG, _METADATA = "config.json", "metadata.json"
 _WEIGHTS, _WEIGHTS_NPZ = "model.weights.h5", "model.weights.npz"
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
@@ -174,10 +177,12 @@ def _read_archive(path: Path, limits) -> ModelRecord:
 
 def _json_member(archive: zipfile.ZipFile, name: str, path: Path, limits):
     info = archive.getinfo(name)
-    if info.file_size > limits.max_file_bytes:
-        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit")
-    with archive.open(info) as member:
-        raw = member.read(limits.max_file_bytes + 1)
+    cap = min(limits.max_file_bytes, MAX_JSON_BYTES)
+    if info.file_size > cap:
+        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit "
+                                   f"of {cap} bytes")
+    with archive.open(info) as member:  # reads at most file_size bytes, however deflated
+        raw = member.read(cap + 1)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as error:

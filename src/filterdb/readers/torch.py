@@ -130,6 +130,17 @@ def _archive_kind(path: Path) -> str | None:
     return None
 
 
+def _compressed_member(path: Path) -> str | None:
+    """The first compressed member of a zip archive, or None.
+
+    torch.save and TorchScript store members uncompressed (so tensors can be memory
+    mapped); torch would inflate a compressed data.pkl whole into memory.
+    """
+    with zipfile.ZipFile(path) as archive:
+        return next((info.filename for info in archive.infolist()
+                     if info.compress_type != zipfile.ZIP_STORED), None)
+
+
 def read(path: Path, limits) -> ModelRecord:
     torch = require("torch", path, "torch")
     path = Path(path)
@@ -142,6 +153,10 @@ def read(path: Path, limits) -> ModelRecord:
                                        f"({_first_line(error)})") from None
         if kind is None:
             raise ModelReadError(path, "a zip archive without data.pkl: not a PyTorch file")
+        compressed = _compressed_member(path)
+        if compressed is not None:
+            raise ModelReadError(path, f"archive member {compressed!r} is compressed, which "
+                                       "torch.save never does (a zip bomb?)")
         if kind == _TORCHSCRIPT:
             return _read_torchscript(torch, path, limits)
     elif not _is_legacy(head):
