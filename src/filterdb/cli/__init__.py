@@ -7,7 +7,7 @@ import os
 import sys
 
 from .._version import __version__
-from ..errors import BuildInterrupted, FilterDBError
+from ..errors import BuildInterrupted, FilterDBError, one_line
 from . import analyze, build, check, demo, info, layers, synth
 
 COMMANDS = (build, info, layers, check, demo, synth, analyze)
@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except BuildInterrupted as error:  # Ctrl-C: the conventional 128 + SIGINT
-        print(f"filterdb: {error}", file=sys.stderr)
+        print(f"filterdb: {one_line(str(error))}", file=sys.stderr)
         return 130
     except FilterDBError as error:
-        print(f"filterdb: error: {error}", file=sys.stderr)
+        print(f"filterdb: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("filterdb: interrupted", file=sys.stderr)
