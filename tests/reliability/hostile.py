@@ -29,8 +29,9 @@ MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "filterdb-hostile-pickle-ran"
 TERA = [1 << 20, 1 << 20, 3, 3]  # 2**40 elements: 4 TiB of float32
 
 
-def good_onnx(folder: Path, name: str = "good.onnx") -> Path:
-    return write_onnx(folder / name, equivalence_network())
+def good_onnx(folder: Path, name: str = "good.onnx", seed: int = 0) -> Path:
+    """A valid ONNX model; different seeds give different weights (and hashes)."""
+    return write_onnx(folder / name, equivalence_network(seed))
 
 
 def _onnx_model(weight: TensorProto, nodes=None, extra_inits=()) -> onnx.ModelProto:
@@ -137,7 +138,8 @@ def _torch_zip(path: Path, members: dict[str, bytes], compress=zipfile.ZIP_STORE
 
 
 def pt_zip_pickle_runs_code(folder: Path) -> Path:
-    return _torch_zip(folder / "zip_evil.pt", {"archive/data.pkl": pickle.dumps(_Touch()),
+    evil = pickle.dumps(_Touch(), protocol=2)  # protocol 2: what torch.save writes
+    return _torch_zip(folder / "zip_evil.pt", {"archive/data.pkl": evil,
                                                 "archive/version": b"3\n"})
 
 
@@ -152,9 +154,9 @@ def pt_builtins_eval(folder: Path) -> Path:
 
 def torchscript_evil_constants(folder: Path) -> Path:
     return _torch_zip(folder / "script_evil.pt", {
-        "archive/constants.pkl": pickle.dumps(_Touch()),
+        "archive/constants.pkl": pickle.dumps(_Touch(), protocol=2),
         "archive/code/__torch__.py": b"class Model:\n  pass\n",
-        "archive/data.pkl": pickle.dumps(_Touch()), "archive/version": b"3\n"})
+        "archive/data.pkl": pickle.dumps(_Touch(), protocol=2), "archive/version": b"3\n"})
 
 
 def pt_zip_bomb(folder: Path) -> Path:
@@ -310,6 +312,22 @@ def onnx_behind_tflite(folder: Path) -> Path:
     return path
 
 
+def pt_sample(folder: Path) -> Path:
+    """A valid torch.save state dict of the equivalence network."""
+    from ..readers.writers_torch import write
+
+    return write(folder / "sample.pt", equivalence_network(), "state_dict")
+
+
+def truncated(path: Path) -> Path:
+    """``path`` cut to two thirds of its length, renamed ``truncated-NAME``."""
+    data = path.read_bytes()
+    target = path.with_name(f"truncated-{path.name}")
+    target.write_bytes(data[: len(data) * 2 // 3])
+    path.unlink()
+    return target
+
+
 def safetensors_sample(folder: Path) -> Path:
     """A valid safetensors file of the equivalence network (for the fuzzers)."""
     return write_safetensors(folder / "sample.safetensors", equivalence_network())
@@ -322,6 +340,15 @@ def tflite_sample(folder: Path) -> Path:
     return path
 
 
+def keras_sample(folder: Path) -> Path:
+    """A valid .keras archive of the equivalence network."""
+    return writers_keras.write_keras(folder / "sample.keras", _keras_layers())
+
+
+#: Valid files per format, the starting points of truncation and mutation.
+SAMPLES = {"onnx": good_onnx, "pt": pt_sample, "safetensors": safetensors_sample,
+           "keras": keras_sample, "tflite": tflite_sample}
+
 #: case name -> (builder, pattern the refusal must match)
 CASES = {
     "onnx-terabyte-dims": (onnx_terabyte_dims, r"declares"),
@@ -329,29 +356,32 @@ CASES = {
     "onnx-external-absolute": (onnx_external_absolute, r"external data"),
     "onnx-external-symlink": (onnx_external_symlink, r"external data"),
     "onnx-cyclic-graph": (onnx_cyclic_graph, r"cycl"),
-    "onnx-enormous-graph": (onnx_enormous_graph, r"nodes"),
-    "onnx-zero-sized": (onnx_zero_sized, r"."),
+    "onnx-zero-sized": (onnx_zero_sized, r"empty weight of shape \(0, 3, 3, 3\)"),
     "png-behind-onnx": (png_behind_onnx, r"not a valid ONNX"),
-    "empty-onnx": (empty_onnx, r"."),
+    "empty-onnx": (empty_onnx, r"no graph nodes"),
+    "onnx-truncated": (lambda folder: truncated(good_onnx(folder, "t.onnx")), r"ONNX"),
     "pt-legacy-pickle-runs-code": (pt_legacy_pickle_runs_code, r"refuses to unpickle"),
     "pt-zip-pickle-runs-code": (pt_zip_pickle_runs_code, r"refuses to unpickle"),
     "pt-builtins-eval": (pt_builtins_eval, r"refuses to unpickle"),
-    "torchscript-evil-constants": (torchscript_evil_constants, r"."),
-    "pt-zip-bomb": (pt_zip_bomb, r"."),
-    "pt-nested-archives": (pt_nested_archives, r"."),
-    "pt-terabyte-view": (pt_terabyte_view, r"elements"),
-    "text-behind-pth": (text_behind_pth, r"."),
+    "torchscript-evil-constants": (torchscript_evil_constants, r"TorchScript"),
+    "pt-zip-bomb": (pt_zip_bomb, r"'archive/data.pkl' is compressed"),
+    "pt-nested-archives": (pt_nested_archives, r"not a readable PyTorch file"),
+    "pt-terabyte-view": (pt_terabyte_view, r"beyond the element limit"),
+    "pt-truncated": (lambda folder: truncated(pt_sample(folder)), r"zip archive"),
+    "text-behind-pth": (text_behind_pth, r"not a PyTorch file"),
     "safetensors-terabyte-dims": (safetensors_terabyte_dims, r"declares shape"),
     "safetensors-huge-header": (safetensors_huge_header, r"does not fit"),
     "safetensors-offsets-outside": (safetensors_offsets_outside, r"ends at byte"),
     "safetensors-not-json": (safetensors_not_json, r"not JSON"),
-    "safetensors-zero-sized": (safetensors_zero_sized, r"."),
-    "keras-config-bomb": (keras_config_bomb, r"config.json"),
-    "keras-nested-archives": (keras_nested_archives, r"."),
-    "keras-h5-terabyte-kernel": (keras_h5_terabyte_kernel, r"elements"),
-    "keras-truncated": (keras_truncated, r"."),
-    "text-behind-h5": (text_behind_h5, r"."),
-    "tflite-terabyte-dims": (tflite_terabyte_dims, r"declares"),
-    "tflite-truncated": (tflite_truncated, r"."),
-    "onnx-behind-tflite": (onnx_behind_tflite, r"."),
+    "safetensors-zero-sized": (safetensors_zero_sized, r"empty weight"),
+    "safetensors-truncated": (lambda folder: truncated(safetensors_sample(folder)),
+                              r"truncated"),
+    "keras-config-bomb": (keras_config_bomb, r"config.json of \d+ bytes exceeds the limit"),
+    "keras-nested-archives": (keras_nested_archives, r"not a readable HDF5 file"),
+    "keras-h5-terabyte-kernel": (keras_h5_terabyte_kernel, r"\(3, 3, 1048576, 1048576\)"),
+    "keras-truncated": (keras_truncated, r"damaged .keras archive"),
+    "text-behind-h5": (text_behind_h5, r"not a Keras file"),
+    "tflite-terabyte-dims": (tflite_terabyte_dims, r"beyond the element limit"),
+    "tflite-truncated": (tflite_truncated, r"corrupted TFLite"),
+    "onnx-behind-tflite": (onnx_behind_tflite, r"corrupted TFLite"),
 }

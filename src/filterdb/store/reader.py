@@ -47,6 +47,11 @@ class FilterDB:
             raise DatabaseError(f"{self.path}: not an HDF5 file ({error})") from None
         if self.attrs.get("schema") != layout.SCHEMA_NAME:
             raise DatabaseError(f"{self.path}: not a filterdb database")
+        version = int(self.attrs.get("schema_version", -1))
+        if version != layout.SCHEMA_VERSION:  # its tables may mean something else
+            raise DatabaseError(f"{self.path}: schema version {version} is not "
+                                f"{layout.SCHEMA_VERSION} (written by another filterdb "
+                                "version)")
         self.shapes: tuple[Shape, ...] = tuple(
             layout.parse_shape(s) for s in json.loads(self.attrs["shapes"]))
 
