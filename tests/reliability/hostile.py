@@ -275,6 +275,40 @@ def keras_truncated(folder: Path) -> Path:
     return path
 
 
+def _keras_with_signature_broken(folder: Path, name: str, signature: bytes,
+                                 occurrence: int) -> Path:
+    """A .keras archive whose (stored, uncompressed) weights file has the
+    ``occurrence``-th HDF5 ``signature`` overwritten: a group h5py cannot list."""
+    path = writers_keras.write_keras(folder / name, _keras_layers())
+    data = path.read_bytes()
+    at = -1
+    for _ in range(occurrence + 1):
+        at = data.index(signature, at + 1)
+    path.write_bytes(data[:at] + b"X" + data[at + 1:])
+    return path
+
+
+def keras_bad_symbol_table(folder: Path) -> Path:
+    """Found by the fuzzer: h5py raised RuntimeError while listing a layer's group."""
+    return _keras_with_signature_broken(folder, "snod.keras", b"SNOD", 1)
+
+
+def keras_bad_btree(folder: Path) -> Path:
+    """Found by the fuzzer: h5py raised RuntimeError on a group's B-tree."""
+    return _keras_with_signature_broken(folder, "tree.keras", b"TREE", 2)
+
+
+def zip_version_93(folder: Path) -> Path:
+    """Found by the fuzzer: zipfile raised NotImplementedError in the Keras sniffer for
+    an archive needing "version 9.3" to extract."""
+    path = pt_sample(folder)
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")  # first central directory entry
+    data[central + 6:central + 8] = (93).to_bytes(2, "little")  # version needed
+    path.write_bytes(bytes(data))
+    return path
+
+
 def text_behind_h5(folder: Path) -> Path:
     path = folder / "weights.h5"
     path.write_text("name,value\nconv,1\n")
@@ -381,6 +415,9 @@ CASES = {
     "keras-h5-terabyte-kernel": (keras_h5_terabyte_kernel, r"\(3, 3, 1048576, 1048576\)"),
     "keras-truncated": (keras_truncated, r"damaged .keras archive"),
     "text-behind-h5": (text_behind_h5, r"not a Keras file"),
+    "keras-bad-symbol-table": (keras_bad_symbol_table, r"damaged HDF5 file \(RuntimeError"),
+    "keras-bad-btree": (keras_bad_btree, r"damaged HDF5 file \(RuntimeError"),
+    "pt-zip-version-93": (zip_version_93, r"damaged or truncated zip archive"),
     "tflite-terabyte-dims": (tflite_terabyte_dims, r"beyond the element limit"),
     "tflite-truncated": (tflite_truncated, r"corrupted TFLite"),
     "onnx-behind-tflite": (onnx_behind_tflite, r"corrupted TFLite"),

@@ -25,15 +25,15 @@ mutations = st.lists(
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, rapidocr_models) -> dict[str, tuple[bytes, str]]:
     """Format -> (valid file bytes, file name): a real rapidocr ONNX model and generated
-    safetensors and TFLite files."""
+    safetensors, TFLite and Keras files (Keras: where the long run found crashes)."""
     folder = tmp_path_factory.mktemp("fuzz_samples")
     onnx_file = rapidocr_models / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
-    made = {name: hostile.SAMPLES[name](folder) for name in ("safetensors", "tflite")}
+    made = {name: hostile.SAMPLES[name](folder) for name in ("safetensors", "tflite", "keras")}
     return {"onnx": (onnx_file.read_bytes(), onnx_file.name),
             **{name: (path.read_bytes(), path.name) for name, path in made.items()}}
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "safetensors", "tflite"])
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors", "tflite", "keras"])
 def test_mutated_files_raise_only_model_read_error(samples, fmt, tmp_path_factory):
     data, name = samples[fmt]
     folder = tmp_path_factory.mktemp(f"fuzz_{fmt}")

@@ -46,6 +46,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def sniff(head: bytes, path: Path) -> bool:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-            return False
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+            return False  # NotImplementedError: a zip version or method zipfile lacks
         return _CONFIG in names and (_WEIGHTS in names or _WEIGHTS_NPZ in names)
     if head.startswith(HDF5_MAGIC):
         try:
@@ -132,18 +133,27 @@ def read(path: Path, limits) -> ModelRecord:
     if head.startswith(ZIP_MAGIC):
         return _read_archive(path, limits)
     if head.startswith(HDF5_MAGIC):
-        try:
-            with _open_hdf5(path, path) as handle:
-                kind = _hdf5_kind(handle, path)
-                if kind == "legacy":
-                    return _read_legacy(path, handle, limits)
-                if kind == "v3":
-                    return _read_v3(path, handle, None, "keras", limits)
-        except OSError as error:  # h5py reports damaged objects as OSError
-            raise ModelReadError(path, f"damaged HDF5 file ({_first_line(error)})") from None
+        with _hdf5_errors(path), _open_hdf5(path, path) as handle:
+            kind = _hdf5_kind(handle, path)
+            if kind == "legacy":
+                return _read_legacy(path, handle, limits)
+            if kind == "v3":
+                return _read_v3(path, handle, None, "keras", limits)
         raise ModelReadError(path, "HDF5 file holds no Keras model (no model_config, "
                                    "model_weights or layer_names)")
     raise ModelReadError(path, "not a Keras file (neither a .keras zip nor HDF5)")
+
+
+@contextmanager
+def _hdf5_errors(path: Path):
+    """Report a damaged HDF5 structure as a ModelReadError: h5py raises OSError,
+    KeyError (an object that cannot be opened) or RuntimeError (a group that cannot
+    be iterated) for damaged files."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as error:
+        raise ModelReadError(path, f"damaged HDF5 file ({type(error).__name__}: "
+                                   f"{_first_line(error)})") from None
 
 
 def _read_archive(path: Path, limits) -> ModelRecord:
@@ -166,7 +176,7 @@ def _read_archive(path: Path, limits) -> ModelRecord:
                 _extract(archive, _WEIGHTS, weights, path, limits)
             version = metadata.get("keras_version") if isinstance(metadata, dict) else None
             producer = f"keras {version}" if version else "keras"
-            with _open_hdf5(weights, path) as handle:
+            with _hdf5_errors(path), _open_hdf5(weights, path) as handle:
                 return _read_v3(path, handle, config, producer, limits)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise ModelReadError(path, f"damaged .keras archive ({_first_line(error)})") from None
