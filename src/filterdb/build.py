@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import layer_quality
-from .errors import FilterDBError, IndexFileError
+from .errors import BuildInterrupted, IndexFileError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, is_model_file
 from .store import dataset, layout
@@ -173,7 +173,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                 writer.remove_orphan_shards()
             report.save(layout.report_path(database))
     if report.interrupted:
-        raise FilterDBError(f"{database}: build interrupted; {report.count(ADDED)} model(s) "
+        raise BuildInterrupted(f"{database}: build interrupted; {report.count(ADDED)} model(s) "
                             "committed. Run the same command again to resume.")
     return report
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that a
+    message naming an oddly named file stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class FilterDBError(Exception):
     """Base class of every error filterdb reports to its user."""
 
@@ -28,3 +34,7 @@ class IndexFileError(FilterDBError):
 
 class DatabaseError(FilterDBError):
     """The database is missing, locked, of another schema or damaged."""
+
+
+class BuildInterrupted(FilterDBError):
+    """A build stopped by Ctrl-C after committing what was ready; the CLI exits 130."""

@@ -7,7 +7,7 @@ import os
 import sys
 
 from .._version import __version__
-from ..errors import FilterDBError
+from ..errors import BuildInterrupted, FilterDBError, one_line
 from . import (
     analyze,
     build,
@@ -44,12 +44,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; known errors become one line on stderr and exit status 2."""
+    """Run the CLI; known errors become one line on stderr and exit status 2 (130 when
+    interrupted by Ctrl-C)."""
     args = parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except BuildInterrupted as error:  # Ctrl-C: the conventional 128 + SIGINT
+        print(f"filterdb: {one_line(str(error))}", file=sys.stderr)
+        return 130
     except FilterDBError as error:
-        print(f"filterdb: error: {error}", file=sys.stderr)
+        print(f"filterdb: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("filterdb: interrupted", file=sys.stderr)

@@ -130,18 +130,20 @@ def run(args) -> int:
                          level=args.level, scheduler=scheduler, progress=True, shape=shape)
     except ValueError as error:
         raise FilterDBError(str(error)) from None
+    from ..csvsafe import to_csv
+
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     written = [result.basis.save(out / "pca.json")]
     for name, part in zip(by, slugs, strict=True):
         grouping = result.groupings[name]
         written.append(out / f"drift_{part}.csv")
-        grouping.drift.to_csv(written[-1])
+        to_csv(grouping.drift, written[-1])
         written.append(out / f"groups_{part}.csv")
-        grouping.counts.to_csv(written[-1], index=False)
+        to_csv(grouping.counts, written[-1], index=False)
         if grouping.intervals is not None:
             written.append(out / f"intervals_{part}.csv")
-            grouping.intervals.to_csv(written[-1], index=False)
+            to_csv(grouping.intervals, written[-1], index=False)
     if plots is not None:
         figures = plots.write_figures(result, out, density=result.density)
         written.extend(Path(p) for p in (figures or []))

@@ -31,6 +31,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
+    from ..errors import one_line
     from ..readers import Limits
     from ..worker import NOT_ASSESSED
     from .progress import BuildProgress
@@ -51,17 +52,18 @@ def run(args) -> int:
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
     for finding in report.findings:
-        print(f"index: {finding}", file=sys.stderr)
+        print(f"index: {one_line(finding)}", file=sys.stderr)
     for outcome in report.outcomes:
         if outcome.status in (FAILED, SKIPPED):
-            print(f"{outcome.status}: {outcome.path}: {outcome.reason}", file=sys.stderr)
+            print(f"{outcome.status}: {one_line(f'{outcome.path}: {outcome.reason}')}",
+                  file=sys.stderr)
         elif outcome.nan_count or outcome.inf_count:
-            print(f"warning: {outcome.path}: {outcome.nan_count} NaN and {outcome.inf_count} "
-                  "Inf weights (kept)", file=sys.stderr)
+            print(f"warning: {one_line(outcome.path)}: {outcome.nan_count} NaN and "
+                  f"{outcome.inf_count} Inf weights (kept)", file=sys.stderr)
     flagged = [o for o in report.outcomes
                if o.status == ADDED and o.quality_verdict not in ("ok", NOT_ASSESSED)]
     for outcome in sorted(flagged, key=lambda o: -o.degenerated_share):
-        print(f"quality: {outcome.model}: {outcome.quality_verdict} "
+        print(f"quality: {one_line(outcome.model)}: {outcome.quality_verdict} "
               f"({outcome.degenerated_share:.0%} of layers degenerated)", file=sys.stderr)
     added = report.filters_added()
     shapes_text = (", ".join(f"{n:,} {s}" for s, n in added.items()) + " filters added"

@@ -25,6 +25,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..api import QUALITY_COLUMNS, quality
+    from ..csvsafe import to_csv
     from ..readers import Limits
 
     table = quality(args.model, limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
@@ -34,7 +35,7 @@ def run(args) -> int:
         records = records.where(records.notna(), None)  # NaN is not JSON: null
         print(json.dumps(records.to_dict("records"), indent=2, allow_nan=False))
     elif args.format == "csv":
-        print(table.to_csv(index=False), end="")
+        print(to_csv(table, index=False), end="")
     else:
         print(_render(table, colour=sys.stdout.isatty()))
         print(f"\n{args.model}: {summary['verdict']}; {summary['layers']} conv layers, "

@@ -31,8 +31,10 @@ def run(args) -> int:
     table = table[COLUMNS]
     import pandas as pd
 
+    from ..csvsafe import to_csv
+
     if args.csv:
-        print(table.to_csv(index=False), end="")
+        print(to_csv(table, index=False), end="")
     else:
         with pd.option_context("display.max_rows", None, "display.width", 200,
                                "display.max_columns", None):

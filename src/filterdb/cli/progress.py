@@ -7,6 +7,7 @@ import time
 
 from tqdm import tqdm
 
+from ..errors import one_line
 from ..worker import ADDED
 
 
@@ -35,4 +36,5 @@ class BuildProgress:
         else:
             detail = (", ".join(f"{n:,} {s}" for s, n in outcome.filters.items())
                       if outcome.status == ADDED else outcome.reason)
-            print(f"{outcome.status}: {outcome.model} ({detail})", file=sys.stderr, flush=True)
+            line = one_line(f"{outcome.model} ({detail})")
+            print(f"{outcome.status}: {line}", file=sys.stderr, flush=True)

@@ -122,7 +122,8 @@ def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRe
     Raises
     ------
     ModelReadError
-        For anything wrong with the file, naming the file and the reason.
+        For anything wrong with the file (an empty conv weight included), naming the
+        file and the reason.
     """
     path = Path(path)
     limits = limits or Limits()
@@ -130,4 +131,10 @@ def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRe
     if size > limits.max_file_bytes:
         raise ModelReadError(path, f"file of {size} bytes exceeds the limit of "
                                    f"{limits.max_file_bytes} bytes")
-    return find_reader(path).read(path, limits)
+    record = find_reader(path).read(path, limits)
+    for layer in record.layers:
+        # A zero-sized kernel holds no filters and breaks every per-layer statistic.
+        if layer.weight.size == 0:
+            raise ModelReadError(path, f"conv layer {layer.name!r} has an empty weight of "
+                                       f"shape {tuple(layer.weight.shape)}")
+    return record

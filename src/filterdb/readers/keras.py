@@ -46,6 +46,7 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,9 @@ EXTENSIONS = {".keras", ".h5", ".hdf5"}
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = b"PK\x03\x04"
+#: Largest config.json/metadata.json read: real configs are kilobytes to a few MB, and
+#: a deflated member can expand a thousandfold (a zip bomb) into memory.
+MAX_JSON_BYTES = 64 * 2**20
 _CONFIG, _METADATA = "config.json", "metadata.json"
 _WEIGHTS, _WEIGHTS_NPZ = "model.weights.h5", "model.weights.npz"
 _CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
@@ -92,8 +96,8 @@ def sniff(head: bytes, path: Path) -> bool:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-            return False
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+            return False  # NotImplementedError: a zip version or method zipfile lacks
         return _CONFIG in names and (_WEIGHTS in names or _WEIGHTS_NPZ in names)
     if head.startswith(HDF5_MAGIC):
         try:
@@ -129,18 +133,27 @@ def read(path: Path, limits) -> ModelRecord:
     if head.startswith(ZIP_MAGIC):
         return _read_archive(path, limits)
     if head.startswith(HDF5_MAGIC):
-        try:
-            with _open_hdf5(path, path) as handle:
-                kind = _hdf5_kind(handle, path)
-                if kind == "legacy":
-                    return _read_legacy(path, handle, limits)
-                if kind == "v3":
-                    return _read_v3(path, handle, None, "keras", limits)
-        except OSError as error:  # h5py reports damaged objects as OSError
-            raise ModelReadError(path, f"damaged HDF5 file ({_first_line(error)})") from None
+        with _hdf5_errors(path), _open_hdf5(path, path) as handle:
+            kind = _hdf5_kind(handle, path)
+            if kind == "legacy":
+                return _read_legacy(path, handle, limits)
+            if kind == "v3":
+                return _read_v3(path, handle, None, "keras", limits)
         raise ModelReadError(path, "HDF5 file holds no Keras model (no model_config, "
                                    "model_weights or layer_names)")
     raise ModelReadError(path, "not a Keras file (neither a .keras zip nor HDF5)")
+
+
+@contextmanager
+def _hdf5_errors(path: Path):
+    """Report a damaged HDF5 structure as a ModelReadError: h5py raises OSError,
+    KeyError (an object that cannot be opened) or RuntimeError (a group that cannot
+    be iterated) for damaged files."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as error:
+        raise ModelReadError(path, f"damaged HDF5 file ({type(error).__name__}: "
+                                   f"{_first_line(error)})") from None
 
 
 def _read_archive(path: Path, limits) -> ModelRecord:
@@ -163,7 +176,7 @@ def _read_archive(path: Path, limits) -> ModelRecord:
                 _extract(archive, _WEIGHTS, weights, path, limits)
             version = metadata.get("keras_version") if isinstance(metadata, dict) else None
             producer = f"keras {version}" if version else "keras"
-            with _open_hdf5(weights, path) as handle:
+            with _hdf5_errors(path), _open_hdf5(weights, path) as handle:
                 return _read_v3(path, handle, config, producer, limits)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise ModelReadError(path, f"damaged .keras archive ({_first_line(error)})") from None
@@ -174,10 +187,12 @@ def _read_archive(path: Path, limits) -> ModelRecord:
 
 def _json_member(archive: zipfile.ZipFile, name: str, path: Path, limits):
     info = archive.getinfo(name)
-    if info.file_size > limits.max_file_bytes:
-        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit")
-    with archive.open(info) as member:
-        raw = member.read(limits.max_file_bytes + 1)
+    cap = min(limits.max_file_bytes, MAX_JSON_BYTES)
+    if info.file_size > cap:
+        raise ModelReadError(path, f"{name} of {info.file_size} bytes exceeds the limit "
+                                   f"of {cap} bytes")
+    with archive.open(info) as member:  # reads at most file_size bytes, however deflated
+        raw = member.read(cap + 1)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as error:

@@ -83,6 +83,8 @@ NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "netw
 STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 
 _ZIP_MAGIC = b"PK\x03\x04"
+#: Largest compressed archive member read (TorchScript code files are kilobytes).
+MAX_INFLATED_BYTES = 64 * 2**20
 # torch.save's legacy format pickles this number first (LONG1 opcode, 10 bytes).
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _TORCHSCRIPT, _PICKLE_ZIP = "torchscript", "pickle"
@@ -130,6 +132,19 @@ def _archive_kind(path: Path) -> str | None:
     return None
 
 
+def _inflating_member(path: Path) -> zipfile.ZipInfo | None:
+    """The first compressed member that would inflate past MAX_INFLATED_BYTES, or None.
+
+    torch.save stores members uncompressed (tensors are memory mapped); TorchScript
+    deflates only its small code files. torch inflates a compressed member whole
+    into memory, so a large one (a zip bomb) is refused from its declared size.
+    """
+    with zipfile.ZipFile(path) as archive:
+        return next((info for info in archive.infolist()
+                     if info.compress_type != zipfile.ZIP_STORED
+                     and info.file_size > MAX_INFLATED_BYTES), None)
+
+
 def read(path: Path, limits) -> ModelRecord:
     torch = require("torch", path, "torch")
     path = Path(path)
@@ -142,6 +157,12 @@ def read(path: Path, limits) -> ModelRecord:
                                        f"({_first_line(error)})") from None
         if kind is None:
             raise ModelReadError(path, "a zip archive without data.pkl: not a PyTorch file")
+        inflating = _inflating_member(path)
+        if inflating is not None:
+            raise ModelReadError(path, f"archive member {inflating.filename!r} would inflate "
+                                       f"to {inflating.file_size} bytes, beyond the limit of "
+                                       f"{MAX_INFLATED_BYTES} for compressed members "
+                                       "(a zip bomb?)")
         if kind == _TORCHSCRIPT:
             return _read_torchscript(torch, path, limits)
     elif not _is_legacy(head):

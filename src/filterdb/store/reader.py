@@ -47,6 +47,11 @@ class FilterDB:
             raise DatabaseError(f"{self.path}: not an HDF5 file ({error})") from None
         if self.attrs.get("schema") != layout.SCHEMA_NAME:
             raise DatabaseError(f"{self.path}: not a filterdb database")
+        version = int(self.attrs.get("schema_version", -1))
+        if version != layout.SCHEMA_VERSION:  # its tables may mean something else
+            raise DatabaseError(f"{self.path}: schema version {version} is not "
+                                f"{layout.SCHEMA_VERSION} (written by another filterdb "
+                                "version)")
         self.shapes: tuple[Shape, ...] = tuple(
             layout.parse_shape(s) for s in json.loads(self.attrs["shapes"]))
 
@@ -60,19 +65,29 @@ class FilterDB:
         return f"FilterDB({str(self.path)!r}, models={len(self.models)})"
 
     @cached_property
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        """The models, layers and meta tables, read in one opening of the file.
+
+        A writer replaces the master while readers run; reading the tables through
+        one handle gives them all from the same committed state.
+        """
+        with pd.HDFStore(self.path, mode="r") as store:
+            return {key: store[key] for key in (layout.MODELS, layout.LAYERS, layout.META)}
+
+    @property
     def models(self) -> pd.DataFrame:
         """One row per model: index fields, provenance, counts per shape and operator."""
-        return pd.read_hdf(self.path, layout.MODELS)
+        return self._tables[layout.MODELS]
 
-    @cached_property
+    @property
     def layers(self) -> pd.DataFrame:
         """One row per conv layer, with ``filter_id_start``/``filter_id_stop`` (exclusive)."""
-        return pd.read_hdf(self.path, layout.LAYERS)
+        return self._tables[layout.LAYERS]
 
     @property
     def meta(self) -> pd.DataFrame:
         """The published ``/meta`` view."""
-        return pd.read_hdf(self.path, layout.META)
+        return self._tables[layout.META]
 
     @cached_property
     def dataset_info(self) -> dict:

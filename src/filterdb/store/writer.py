@@ -288,10 +288,11 @@ class DatabaseWriter:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with pd.HDFStore(tmp, mode="w") as store:
-                store.put(layout.MODELS, models, format="table", track_times=False)
-                store.put(layout.LAYERS, layers, format="table", track_times=False)
-                store.put(layout.META, published_meta(models, layers, self.index_columns),
-                          format="table", track_times=False)
+                for key, frame in ((layout.MODELS, models), (layout.LAYERS, layers),
+                                   (layout.META, published_meta(models, layers,
+                                                                self.index_columns))):
+                    store.put(key, _canonical_blocks(frame), format="table", index=False,
+                              track_times=False)
             with h5py.File(tmp, "a") as handle:
                 for shape in self.shapes:
                     self._virtual_filters(handle, models, shape)
@@ -318,7 +319,7 @@ class DatabaseWriter:
         counts = models[column].to_numpy() if column in models else np.zeros(len(models), int)
         total = int(counts.sum())
         if total == 0:
-            handle.create_dataset(name, shape=(0, *shape), dtype=np.float32)
+            handle.create_dataset(name, shape=(0, *shape), dtype=np.float32, track_times=False)
             return
         virtual = h5py.VirtualLayout(shape=(total, *shape), dtype=np.float32)
         start = 0
@@ -328,7 +329,7 @@ class DatabaseWriter:
                                             shape=(int(count), *shape))
                 virtual[start:start + count] = source
                 start += int(count)
-        handle.create_virtual_dataset(name, virtual, fillvalue=np.nan)
+        _create_virtual_dataset(handle, name, virtual)
 
     def remove_orphan_shards(self) -> int:
         """Delete shards no committed model references; returns how many."""
@@ -339,12 +340,37 @@ class DatabaseWriter:
         return len(orphans)
 
 
+def _create_virtual_dataset(handle: h5py.File, name: str, virtual: h5py.VirtualLayout) -> None:
+    """``handle.create_virtual_dataset(name, virtual, fillvalue=NaN)`` without timestamps.
+
+    h5py's high-level call stores the creation time in the object header, so two
+    builds of the same zoo would differ in bytes; its property list (from h5py's
+    ``_get_dcpl``, the mapping of sources) gets ``track_times`` off here.
+    """
+    dcpl = virtual._get_dcpl(handle.filename)
+    dcpl.set_fill_value(np.array([np.nan], dtype=np.float32))
+    dcpl.set_obj_track_times(False)
+    space = h5py.h5s.create_simple(virtual.shape)
+    dtype = h5py.h5t.py_create(np.dtype(np.float32), logical=1)
+    h5py.h5d.create(handle.id, name.encode(), dtype, space, dcpl=dcpl)
+
+
 def _shape_order(shape: Shape) -> tuple:
     return (shape != (3, 3), shape)
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return new if old.empty else pd.concat([old, new], ignore_index=True)
+
+
+def _canonical_blocks(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same frame with its columns regrouped into dtype blocks by column order.
+
+    PyTables stores one column group per pandas block, in block order; a frame grown
+    by ``pd.concat`` orders its blocks differently from one built in one go, so
+    without this an appended database would differ in bytes from a fresh build.
+    """
+    return pd.DataFrame(dict(frame.items()), index=frame.index)
 
 
 def _tidy_models(models: pd.DataFrame, index_columns: list[str]) -> pd.DataFrame:
