@@ -26,7 +26,8 @@ from pathlib import Path
 from . import layer_quality
 from .errors import FilterDBError, IndexFileError
 from .index import plan_zoo
-from .readers import Limits, is_model_file
+from .readers import Limits, RunLimits, is_model_file
+from .runs import summarize_runs
 from .store import layout
 from .store.entry import ModelEntry
 from .store.writer import DatabaseWriter
@@ -55,6 +56,8 @@ class BuildOptions:
     thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
     quality: bool = True
     commit_seconds: float = 1.0
+    run: RunLimits | None = None  # run every model once within these limits
+    require_run: bool = False  # a model that fails to run is not added
 
 
 @dataclass
@@ -86,7 +89,14 @@ class BuildReport:
         data = asdict(self)
         data["summary"] = {s: self.count(s) for s in (ADDED, PRESENT, SKIPPED, FAILED)}
         data["filters_added"] = self.filters_added()
+        data["runs"] = asdict(self.run_summary())
         return data
+
+    def run_summary(self):
+        """Runs of this build's models (added, or failed because they do not run)."""
+        ran = [o for o in self.outcomes if o.runs]
+        return summarize_runs({"model": [o.model for o in ran], "runs": [o.runs for o in ran],
+                               "run_reason": [o.run_reason for o in ran]})
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -141,7 +151,8 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
-                    max(1, layer_quality.default_threads() // options.workers))
+                    max(1, layer_quality.default_threads() // options.workers),
+                    options.run, options.require_run)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
@@ -271,6 +282,7 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
                         nan_count=sum(r["nan_count"] for r in entry.layers),
                         inf_count=sum(r["inf_count"] for r in entry.layers),
                         quality_verdict=entry.summary["quality_verdict"],
-                        degenerated_share=entry.summary["degenerated_share"])
+                        degenerated_share=entry.summary["degenerated_share"],
+                        runs=entry.summary["runs"], run_reason=entry.summary["run_reason"])
 
 

@@ -12,8 +12,8 @@ A graph input's declared dimensions are used as they are; unknown (symbolic)
 dimensions get defaults (:func:`fill_dims`): the first one (batch) is 1; in a 4-D
 input, the spatial ones are :data:`SPATIAL` (224) and the channel one is the
 in-channels of the first convolution reading the input, else 3; the input is taken as
-NHWC when its second dimension is unknown and its last is known, else as NCHW; any
-other unknown dimension is 1. ``input_shapes`` (the index's ``Input Shape`` column,
+NHWC when its second and third dimensions are unknown and its last is known, else as
+NCHW; any other unknown dimension is 1. ``input_shapes`` (the index's ``Input Shape`` column,
 parsed by :func:`parse_input_shapes`) overrides all of them, one shape per graph input
 in order. Float inputs are standard normal, integer inputs are 0 or 1, boolean inputs
 are False, all from ``numpy.random.default_rng(seed)``.
@@ -122,7 +122,7 @@ def fill_dims(dims: Sequence[int | None], channels: int | None = None) -> tuple[
     --------
     >>> fill_dims([None, 3, None, None])
     (1, 3, 224, 224)
-    >>> fill_dims(["batch", None, None, 3])       # NHWC: last known, second unknown
+    >>> fill_dims(["batch", None, None, 3])       # NHWC: only the channels known
     (1, 224, 224, 3)
     >>> fill_dims([None, None, 32, 32], channels=1)
     (1, 1, 32, 32)
@@ -130,7 +130,7 @@ def fill_dims(dims: Sequence[int | None], channels: int | None = None) -> tuple[
     known = [d if isinstance(d, int) and d > 0 else None for d in dims]
     filled = [1 if d is None else d for d in known]
     if len(known) == 4:
-        nhwc = known[1] is None and known[3] is not None
+        nhwc = known[1] is None and known[2] is None and known[3] is not None
         spatial, channel = ((1, 2), None) if nhwc else ((2, 3), 1)
         for axis in spatial:
             if known[axis] is None:
