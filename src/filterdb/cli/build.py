@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
                         help="let PyTorch files unpickle any object: RUNS CODE from the files")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
-    add_run_arguments(parser, "--verify-run",
+    add_run_arguments(parser, "--verify-run", "verify_run",
                       "run every model once on a random input and record whether it runs")
     parser.add_argument("--require-run", action="store_true",
                         help="do not add models that fail to run (implies --verify-run)")

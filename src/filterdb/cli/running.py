@@ -9,9 +9,9 @@ from ..errors import FilterDBError
 DEFAULT_SECONDS, DEFAULT_MEMORY_GIB = 120.0, 4.0
 
 
-def add_run_arguments(parser, flag: str, help: str) -> None:
-    """``flag`` (switching runs on) and the limits of a run."""
-    parser.add_argument(flag, action="store_true", help=help)
+def add_run_arguments(parser, flag: str, dest: str, help: str) -> None:
+    """``flag`` (switching runs on, stored in ``dest``) and the limits of a run."""
+    parser.add_argument(flag, dest=dest, action="store_true", help=help)
     parser.add_argument("--run-timeout", type=float, default=DEFAULT_SECONDS,
                         metavar="SECONDS",
                         help=f"kill a model's run after this long (default "
