@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import numbers
 import os
 import signal
 import subprocess
@@ -127,7 +128,7 @@ def fill_dims(dims: Sequence[int | None], channels: int | None = None) -> tuple[
     >>> fill_dims([None, None, 32, 32], channels=1)
     (1, 1, 32, 32)
     """
-    known = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    known = [int(d) if isinstance(d, numbers.Integral) and d > 0 else None for d in dims]
     filled = [1 if d is None else d for d in known]
     if len(known) == 4:
         nhwc = known[1] is None and known[2] is None and known[3] is not None

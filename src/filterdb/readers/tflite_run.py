@@ -1,7 +1,8 @@
 """Running a TFLite model once with the LiteRT interpreter (``ai-edge-litert``), in the
 child of a verification run.
 
-Inputs whose signature has unknown (-1) dimensions are resized to the defaults of
+The builtin kernels run, without the XNNPACK delegate. Inputs whose signature has
+unknown (-1) dimensions are resized to the defaults of
 :func:`~filterdb.readers.running.fill_dims` (TFLite images are NHWC), or to the index's
 ``Input Shape``. Quantized integer inputs get 0 or 1 like any integer input.
 """
@@ -26,10 +27,14 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
     >>> run(Path("net.tflite"), None, 0).runs       # doctest: +SKIP
     'yes'
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    # The builtin kernels without the default XNNPACK delegate: XNNPACK declines to
+    # prepare some valid graphs (grouped convolutions), which says nothing about the model.
+    kernels = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = Interpreter(model_path=os.fspath(path), num_threads=1)
+        interpreter = Interpreter(model_path=os.fspath(path), num_threads=1,
+                                  experimental_op_resolver_type=kernels)
     except Exception as error:  # the interpreter raises ValueError, RuntimeError, ...
         return failure("loading the model", error)
     details = interpreter.get_input_details()
