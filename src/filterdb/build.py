@@ -96,7 +96,8 @@ class BuildReport:
         """Runs of this build's models (added, or failed because they do not run)."""
         ran = [o for o in self.outcomes if o.runs]
         return summarize_runs({"model": [o.model for o in ran], "runs": [o.runs for o in ran],
-                               "run_reason": [o.run_reason for o in ran]})
+                               "run_reason": [o.run_reason for o in ran],
+                               "outputs_finite": [o.outputs_finite for o in ran]})
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -283,6 +284,7 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
                         inf_count=sum(r["inf_count"] for r in entry.layers),
                         quality_verdict=entry.summary["quality_verdict"],
                         degenerated_share=entry.summary["degenerated_share"],
-                        runs=entry.summary["runs"], run_reason=entry.summary["run_reason"])
+                        runs=entry.summary["runs"], run_reason=entry.summary["run_reason"],
+                        outputs_finite=entry.summary["outputs_finite"])
 
 

@@ -47,6 +47,7 @@ class ModelOutcome:
     degenerated_share: float = 0.0
     runs: str = ""
     run_reason: str = ""
+    outputs_finite: str = ""
 
 
 @dataclass

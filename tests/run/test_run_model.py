@@ -161,5 +161,5 @@ def test_run_columns_and_summary():
 
 
 def test_cli_defaults_equal_run_limits():
-    assert cli_running.DEFAULT_SECONDS == RunLimits().seconds
-    assert cli_running.DEFAULT_MEMORY_GIB * 2**30 == RunLimits().memory_bytes
+    assert RunLimits().seconds == cli_running.DEFAULT_SECONDS
+    assert RunLimits().memory_bytes == cli_running.DEFAULT_MEMORY_GIB * 2**30

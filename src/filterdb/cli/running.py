@@ -37,9 +37,9 @@ def run_limits(args):
     return RunLimits(seconds=args.run_timeout, memory_bytes=int(args.run_memory * 2**30))
 
 
-def run_lines(summary, where: str, failed: bool = True) -> tuple[str, list[str]]:
-    """A headline counting the runs, and one line per model that does not run (with
-    ``failed``) and per reason models were not run.
+def run_lines(summary, where: str, failed: str | None = "") -> tuple[str, list[str]]:
+    """A headline counting the runs, one line per model that does not run (ending with
+    ``failed``; none when ``failed`` is None) and one per reason models were not run.
 
     Examples
     --------
@@ -52,7 +52,7 @@ def run_lines(summary, where: str, failed: bool = True) -> tuple[str, list[str]]
                 f"{counts['no']} do not run, {counts['not run']} not run")
     if summary.non_finite:
         headline += f"; {summary.non_finite} of those that run output NaN or Inf"
-    lines = [f"does not run: {model}: {reason}" for model, reason in summary.failed] if failed \
-        else []
+    lines = [] if failed is None else [f"does not run: {model}: {reason}{failed}"
+                                       for model, reason in summary.failed]
     lines += [f"not run: {count} model(s): {reason}" for reason, count in summary.not_run.items()]
     return headline, lines
