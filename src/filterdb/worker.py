@@ -158,9 +158,10 @@ def _run_columns(job: Job) -> dict:
     text = job.meta.get(INPUT_SHAPE_COLUMN, "")
     try:
         shapes = parse_input_shapes(text) if text else None
-        result = run_model(job.path, shapes, job.run)
     except ValueError as error:
-        result = RunResult(NOT_RUN, f"{INPUT_SHAPE_COLUMN} in the index: {error}")
+        return run_columns(RunResult(NOT_RUN, f"{INPUT_SHAPE_COLUMN} in the index: {error}"))
+    try:
+        result = run_model(job.path, shapes, job.run)
     except MissingDependencyError as error:  # the model is fine; this machine cannot run it
         result = RunResult(NOT_RUN, error.reason)
     if result.runs == RUNS_NO and job.require_run:

@@ -167,7 +167,7 @@ def run_model(path: str | os.PathLike, input_shapes: list[tuple[int, ...]] | Non
     Examples
     --------
     >>> result = run_model("zoo/resnet18.onnx")        # doctest: +SKIP
-    >>> result.runs, result.output_shapes, result.finite
+    >>> result.runs, result.output_shapes, result.finite   # doctest: +SKIP
     ('yes', [(1, 1000)], True)
     """
     path = Path(path)
@@ -176,4 +176,3 @@ def run_model(path: str | os.PathLike, input_shapes: list[tuple[int, ...]] | Non
     if reason:
         return RunResult(NOT_RUN, reason)
     return run_in_child(module.__name__, path, input_shapes, limits or RunLimits())
-

@@ -280,15 +280,21 @@ def _layer_name(weight_name: str) -> str:
 
 
 def cannot_run(path: Path) -> str:
-    """Why this file cannot be run: a state dict or checkpoint has no graph to run."""
-    require_runtime("torch", path, "torch")
+    """Why this file cannot be run: a state dict or checkpoint has no graph to run.
+
+    Raises
+    ------
+    MissingDependencyError
+        For a TorchScript archive when torch is not installed.
+    """
     try:
         kind = _archive_kind(path) if read_head(path).startswith(_ZIP_MAGIC) else None
     except Exception:  # BadZipFile, OSError, ...: the read has said why
         kind = None
-    if kind == _TORCHSCRIPT:
-        return ""
-    return "a PyTorch state dict or checkpoint holds weights only, no graph to run"
+    if kind != _TORCHSCRIPT:
+        return "a PyTorch state dict or checkpoint holds weights only, no graph to run"
+    require_runtime("torch", path, "torch")
+    return ""
 
 
 def run(path: Path, input_shapes, seed: int):
