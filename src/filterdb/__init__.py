@@ -8,7 +8,7 @@ from ._version import __version__
 from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
 
 _LAZY = {"FilterDB": "store.reader", "Selection": "store.reader", "quality": "api",
-         "extract": "api"}
+         "extract": "api", "run_model": "readers"}
 
 
 def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
@@ -44,4 +44,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",
-           "Selection", "__version__", "extract", "open", "quality"]
+           "Selection", "__version__", "extract", "open", "quality", "run_model"]

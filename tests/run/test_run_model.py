@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from filterdb.records import RunResult
 from filterdb.runs import NOT_VERIFIED, run_columns, summarize_runs
 
 from . import models
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_working_onnx_model_runs(tmp_path):
@@ -163,3 +167,15 @@ def test_run_columns_and_summary():
 def test_cli_defaults_equal_run_limits():
     assert RunLimits().seconds == cli_running.DEFAULT_SECONDS
     assert RunLimits().memory_bytes == cli_running.DEFAULT_MEMORY_GIB * 2**30
+
+
+def test_child_that_crashes_or_exits_without_result(tmp_path, monkeypatch):
+    from filterdb.readers.running import run_in_child
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    crashed = run_in_child("tests.run.crashing", tmp_path / "segfault", None, RunLimits())
+    assert crashed == RunResult("no", "crashed (SIGSEGV; the memory limit was 4 GiB)")
+    exited = run_in_child("tests.run.crashing", tmp_path / "exit", None, RunLimits())
+    assert exited == RunResult(
+        "no", "the run ended without a result (exit 3: something went badly wrong)")

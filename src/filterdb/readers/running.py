@@ -199,7 +199,8 @@ def run_in_child(module: str, path: str | os.PathLike,
             return RunResult(**data)
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
-        return RunResult(RUNS_NO, f"crashed ({name}; memory limit "
+        # Runtimes that hit RLIMIT_AS often abort or segfault instead of raising.
+        return RunResult(RUNS_NO, f"crashed ({name}; the memory limit was "
                                   f"{memory_text(limits.memory_bytes)})")
     last = (done.stderr.strip().splitlines() or ["no output"])[-1][:MAX_REASON]
     return RunResult(RUNS_NO, f"the run ended without a result (exit {done.returncode}: "
