@@ -19,7 +19,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import DatabaseError
-from ..runs import RUN_COLUMNS, RUN_TEXT_COLUMNS
+from ..runs import RUN_COLUMNS, RUN_TEXT_COLUMNS, run_columns
 from . import layout
 from .entry import ModelEntry
 from .layout import Shape
@@ -195,7 +195,9 @@ class DatabaseWriter:
             "random_like_share")})
         row["filter_id_start"] = starts.get((3, 3), -1)
         row["filter_id_stop"] = starts[(3, 3)] + three if (3, 3) in starts else -1
-        row.update({key: summary[key] for key in RUN_COLUMNS})
+        # Entries never run (synthetic databases) are "not run", not verified.
+        row.update({**run_columns(None),
+                    **{key: summary[key] for key in RUN_COLUMNS if key in summary}})
         row["nan_count"] = sum(layer["nan_count"] for layer in entry.layers)
         row["inf_count"] = sum(layer["inf_count"] for layer in entry.layers)
         row.update({layout.shape_column(s): n for s, n in summary["shape_counts"].items()})
