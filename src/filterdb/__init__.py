@@ -9,7 +9,7 @@ from .errors import DatabaseError, FilterDBError, IndexFileError, ModelReadError
 
 _LAZY = {"FilterDB": "store.reader", "Selection": "store.reader",
          "PublishedDB": "store.published", "quality": "api",
-         "extract": "api"}
+         "extract": "api", "run_model": "readers"}
 
 
 def open(path):  # noqa: A001 - mirrors h5py.File / xarray.open_dataset naming
@@ -49,4 +49,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["DatabaseError", "FilterDB", "FilterDBError", "IndexFileError", "ModelReadError",
-           "PublishedDB", "Selection", "__version__", "extract", "open", "quality"]
+           "PublishedDB", "Selection", "__version__", "extract", "open", "quality",
+           "run_model"]

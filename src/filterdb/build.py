@@ -26,7 +26,8 @@ from pathlib import Path
 from . import layer_quality
 from .errors import BuildInterrupted, IndexFileError
 from .index import SELECTION, is_selected, plan_zoo
-from .readers import Limits, is_model_file
+from .readers import Limits, RunLimits, is_model_file
+from .runs import summarize_runs
 from .store import dataset, layout
 from .store.entry import ModelEntry
 from .store.writer import DatabaseWriter
@@ -58,6 +59,8 @@ class BuildOptions:
     quality: bool = True
     commit_seconds: float = 1.0
     only_selected: bool = False
+    run: RunLimits | None = None  # run every model once within these limits
+    require_run: bool = False  # a model that fails to run is not added
 
 
 @dataclass
@@ -91,7 +94,15 @@ class BuildReport:
         if self.count(NOT_SELECTED):  # only builds with --only-selected have them
             data["summary"][NOT_SELECTED] = self.count(NOT_SELECTED)
         data["filters_added"] = self.filters_added()
+        data["runs"] = asdict(self.run_summary())
         return data
+
+    def run_summary(self):
+        """Runs of this build's models (added, or failed because they do not run)."""
+        ran = [o for o in self.outcomes if o.runs]
+        return summarize_runs({"model": [o.model for o in ran], "runs": [o.runs for o in ran],
+                               "run_reason": [o.run_reason for o in ran],
+                               "outputs_finite": [o.outputs_finite for o in ran]})
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -160,7 +171,8 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
-                    max(1, layer_quality.default_threads() // options.workers))
+                    max(1, layer_quality.default_threads() // options.workers),
+                    options.run, options.require_run)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)
@@ -317,6 +329,8 @@ def _added(entry: ModelEntry, model_id: int) -> ModelOutcome:
                         nan_count=sum(r["nan_count"] for r in entry.layers),
                         inf_count=sum(r["inf_count"] for r in entry.layers),
                         quality_verdict=entry.summary["quality_verdict"],
-                        degenerated_share=entry.summary["degenerated_share"])
+                        degenerated_share=entry.summary["degenerated_share"],
+                        runs=entry.summary["runs"], run_reason=entry.summary["run_reason"],
+                        outputs_finite=entry.summary["outputs_finite"])
 
 

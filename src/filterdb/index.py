@@ -19,8 +19,9 @@ from .store.layout import INDEX_COLUMNS
 
 #: Columns a complete row must fill.
 REQUIRED_COLUMNS = ("Task", "Visual Category")
-#: Older spellings: 0.1.0 called the visual category "Datatype".
-ALIASES = {"datatype": "Visual Category"}
+#: Older spellings: 0.1.0 called the visual category "Datatype". ``Input Shape`` (the
+#: shapes a verification run feeds a model) is not published, but spelled one way too.
+ALIASES = {"datatype": "Visual Category", "inputshape": "Input Shape"}
 ID_COLUMNS = ("model", "path")
 #: Column of the published pipeline's index: 1 for models that go into the database.
 SELECTION = "Selection"

@@ -71,3 +71,26 @@ class ModelRecord:
     operator_counts: dict[str, int] = field(default_factory=dict)
     total_depth: int | None = None
     layers: list[ConvLayer] = field(default_factory=list)
+
+
+#: Whether a model ran: its forward pass finished, failed, or was not attempted.
+RUNS_YES, RUNS_NO, NOT_RUN = "yes", "no", "not run"
+
+
+@dataclass
+class RunResult:
+    """The outcome of running a model once on a seeded random input, whatever its format.
+
+    ``runs`` is :data:`RUNS_YES`, :data:`RUNS_NO` (``reason`` says why) or
+    :data:`NOT_RUN` (``reason`` says why not: the format has no graph to run, a
+    package is missing, or no run was asked for). ``output_shapes`` lists one shape
+    per output, ``finite`` says whether every output value is finite, ``seconds`` is
+    the time of the one forward pass (None when the model did not run).
+    """
+
+    runs: str
+    reason: str = ""
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    finite: bool | None = None
+    seconds: float | None = None

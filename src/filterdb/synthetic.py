@@ -89,7 +89,8 @@ def make_cnn(path: Path, widths: list[int], kind: str = "plain", seed: int = 0,
         channels = width
     nodes.append(helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"))
-    fc = rng.standard_normal((classes, channels), dtype=np.float32) / np.sqrt(channels)
+    # float32 throughout: a float64 head would not run (Gemm's inputs must share a type).
+    fc = rng.standard_normal((classes, channels), dtype=np.float32) / np.float32(np.sqrt(channels))
     inits.append(numpy_helper.from_array(fc, "fc.weight"))
     nodes.append(helper.make_node("Gemm", ["flat", "fc.weight"], ["logits"], name="fc",
                                   transB=1))

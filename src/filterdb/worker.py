@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from . import extraction, layer_quality
-from .errors import ModelReadError
-from .readers import Limits, open_model
+from .errors import MissingDependencyError, ModelReadError
+from .readers import Limits, RunLimits, open_model, parse_input_shapes, run_model
+from .records import NOT_RUN, RUNS_NO, RunResult
+from .runs import run_columns
 from .store import layout
 from .store.entry import ModelEntry
 from .store.shard import (
@@ -32,6 +34,8 @@ ADDED, PRESENT, SKIPPED, FAILED = "added", "present", "skipped", "failed"
 #: A model the index does not select (its Selection is not 1) under --only-selected.
 NOT_SELECTED = "not selected"
 NOT_ASSESSED = "not assessed"
+#: Index column giving a model's input shapes for a verification run.
+INPUT_SHAPE_COLUMN = "Input Shape"
 #: Quality columns of the layers table ("n" is already there as n_filters).
 QUALITY_LAYER_COLUMNS = tuple(c for c in layer_quality.METRIC_COLUMNS if c != "n") + (
     "verdict", "reason")
@@ -51,6 +55,9 @@ class ModelOutcome:
     inf_count: int = 0
     quality_verdict: str = ""
     degenerated_share: float = 0.0
+    runs: str = ""
+    run_reason: str = ""
+    outputs_finite: str = ""
 
 
 @dataclass
@@ -64,6 +71,8 @@ class Job:
     limits: Limits
     thresholds: layer_quality.Thresholds | None  # None: no quality metrics
     threads: int = 1
+    run: RunLimits | None = None  # None: models are not run
+    require_run: bool = False
 
 
 def ignore_interrupts() -> None:
@@ -102,6 +111,7 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                            degenerated_share=verdict["degenerated_share"],
                            random_like_share=verdict["random_like_share"],
                            weights_sha256=weights_sha256(layers))
+            summary.update(_run_columns(job))
             entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
             counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
@@ -116,6 +126,9 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
         entry.shard = layout.shard_name(entry.sha256, job.shapes)
         seal_shard(tmp, job.shards / entry.shard)
         return entry
+    except DoesNotRun as error:
+        return ModelOutcome(job.name, str(job.path), FAILED, error.reason, runs=RUNS_NO,
+                            run_reason=error.run_reason)
     except ModelReadError as error:
         return ModelOutcome(job.name, str(job.path), FAILED, error.reason)
     except OSError as error:
@@ -130,7 +143,42 @@ def _known(job: Job, sha256: str) -> ModelOutcome | ModelEntry | None:
     if sha256 in job.known_hashes:
         return present(job.name, job.path, job.known_hashes[sha256])
     shard = job.shards / layout.shard_name(sha256, job.shapes)
-    return _entry_from_shard(shard, job, sha256) if shard.exists() else None
+    entry = _entry_from_shard(shard, job, sha256) if shard.exists() else None
+    if entry is not None:  # this build decides whether and how the model is run
+        entry.summary.update(_run_columns(job))
+    return entry
+
+
+class DoesNotRun(ModelReadError):
+    """A model that fails to run, in a build that requires models to run."""
+
+    def __init__(self, path, run_reason: str):
+        super().__init__(path, f"does not run: {run_reason}")
+        self.run_reason = run_reason
+
+
+def _run_columns(job: Job) -> dict:
+    """The run columns of the job's model: run once when the build verifies runs.
+
+    Raises
+    ------
+    DoesNotRun
+        When the model fails to run and the build requires models to run.
+    """
+    if job.run is None:
+        return run_columns(None)
+    text = job.meta.get(INPUT_SHAPE_COLUMN, "")
+    try:
+        shapes = parse_input_shapes(text) if text else None
+    except ValueError as error:
+        return run_columns(RunResult(NOT_RUN, f"{INPUT_SHAPE_COLUMN} in the index: {error}"))
+    try:
+        result = run_model(job.path, shapes, job.run)
+    except MissingDependencyError as error:  # the model is fine; this machine cannot run it
+        result = RunResult(NOT_RUN, error.reason)
+    if result.runs == RUNS_NO and job.require_run:
+        raise DoesNotRun(job.path, result.reason)
+    return run_columns(result)
 
 
 def _not_assessed(n_layers: int) -> tuple[list[dict], dict]:

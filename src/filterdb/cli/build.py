@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..store import layout
+from .running import add_run_arguments, run_limits, run_lines
 
 NAME = "build"
 HELP = "Build or extend a filter database from a folder of models."
@@ -27,6 +28,10 @@ def add_arguments(parser) -> None:
                              "others are reported as not selected")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
+    add_run_arguments(parser, "--verify-run", "verify_run",
+                      "run every model once on a random input and record whether it runs")
+    parser.add_argument("--require-run", action="store_true",
+                        help="do not add models that fail to run (implies --verify-run)")
 
 
 def run(args) -> int:
@@ -46,9 +51,11 @@ def run(args) -> int:
     if args.workers < 1:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
+    limits = run_limits(args) if args.verify_run or args.require_run else None
     options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
                            quality=args.quality, only_selected=args.only_selected,
-                           limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
+                           limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
+                           run=limits, require_run=args.require_run)
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
     for finding in report.findings:
@@ -73,6 +80,13 @@ def run(args) -> int:
     print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "
           f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed"
           f"{not_selected}; {shapes_text} in {report.seconds:.1f} s")
+    if limits is not None:
+        # With --require-run, the models that do not run are listed as failed above.
+        headline, lines = run_lines(report.run_summary(), "models of this build",
+                                    failed=None if args.require_run else " (kept)")
+        print(headline)
+        for line in lines:
+            print(line, file=sys.stderr)
     print(f"build report: {layout.report_path(Path(report.database))}")
     nothing_built = not Path(report.database).exists()
     problems = report.count(FAILED) + report.count(SKIPPED) + len(report.findings)

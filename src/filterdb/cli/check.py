@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from .running import add_run_arguments, run_limits
+
 NAME = "check"
 HELP = "Check one model's conv layers for degeneration (sparsity, entropy, orthogonality)."
 
@@ -21,6 +23,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="let PyTorch files unpickle any object: RUNS CODE from the file")
+    add_run_arguments(parser, "--run", "run_model",
+                      "also run the model once on a random input (exit status 1 when it "
+                      "does not run)")
+    parser.add_argument("--input-shape", metavar="SHAPES",
+                        help="input shapes of the run, e.g. 1x3x224x224 (several: "
+                             "separated by ';'); default: the model's declared shapes")
 
 
 def run(args) -> int:
@@ -41,7 +49,30 @@ def run(args) -> int:
         print(f"\n{args.model}: {summary['verdict']}; {summary['layers']} conv layers, "
               f"{summary['degenerated_share']:.0%} degenerated, "
               f"{summary['random_like_share']:.0%} random-like")
-    return 0
+    return _run(args) if args.run_model else 0
+
+
+def _run(args) -> int:
+    """Run the model; one line on stdout after a table, on stderr after JSON or CSV (which
+    stay parseable). Exit status 1 when the model does not run."""
+    from ..errors import FilterDBError
+    from ..readers import parse_input_shapes, run_model
+    from ..records import RUNS_NO, RUNS_YES
+
+    try:
+        shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    except ValueError as error:
+        raise FilterDBError(f"--input-shape: {error}") from None
+    result = run_model(args.model, shapes, run_limits(args))
+    if result.runs == RUNS_YES:
+        outputs = ", ".join("x".join(map(str, shape)) for shape in result.output_shapes)
+        finite = "finite" if result.finite else "NOT finite (NaN or Inf)"
+        line = (f"{args.model}: runs: yes; outputs {outputs} ({finite}); forward pass "
+                f"{result.seconds:.3g} s")
+    else:
+        line = f"{args.model}: runs: {result.runs} ({result.reason})"
+    print(line, file=sys.stdout if args.format == "table" else sys.stderr)
+    return 1 if result.runs == RUNS_NO else 0
 
 
 def _render(table, colour: bool) -> str:

@@ -71,7 +71,8 @@ def run(args) -> int:
     status = build_command.run(Namespace(zoo=zoo.zoo, output=database, index=zoo.index,
                                          workers=args.workers, shapes=SHAPES, strict=False,
                                          quality=True, allow_unsafe_pickle=False,
-                                         only_selected=False))
+                                         only_selected=False, verify_run=False,
+                                         require_run=False))
     if status:
         return status
     _log(f"demo: database built in {time.perf_counter() - phase:.1f} s")

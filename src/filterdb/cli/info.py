@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import open as open_db
 from ..store import layout
+from .running import run_lines
 
 NAME = "info"
 HELP = "Summarise a database: models by task, category, producer, framework; filters; size."
@@ -18,6 +19,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ..runs import summarize_runs
     from ..store.published import PublishedDB
 
     db = open_db(args.database)
@@ -36,6 +38,10 @@ def run(args) -> int:
               f"(filterdb {db.attrs['filterdb_version']})")
         print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
     print(f"models:    {len(models)}   layers: {len(db.layers)}")
+    headline, lines = run_lines(summarize_runs(models), "models")
+    print(headline)
+    for line in lines:
+        print(f"  {line}")
     print("filters stored:")
     for shape in db.shapes:
         print(f"  {layout.shape_label(shape):>7}  {db.filter_count(shape):>15,}  "

@@ -1,9 +1,11 @@
 """Model readers: one module per format, each turning a file into a ModelRecord.
 
-A reader module defines ``NAME``, ``EXTENSIONS``, ``sniff(head, path) -> bool``
-and ``read(path, limits) -> ModelRecord``. :func:`open_model` picks the reader
-by content first and by extension second. Nothing outside this package knows a
-model format.
+A reader module defines ``NAME``, ``EXTENSIONS``, ``sniff(head, path) -> bool``,
+``read(path, limits) -> ModelRecord`` and ``cannot_run(path) -> str`` (the reason the
+file cannot be run, empty when it can; then the module also defines ``run``, see
+:mod:`filterdb.readers.running`). :func:`open_model` picks the reader by content first
+and by extension second; :func:`run_model` runs a model once in a bounded child
+process. Nothing outside this package knows a model format.
 
 Examples
 --------
@@ -22,7 +24,10 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import MissingDependencyError, ModelReadError
-from ..records import ModelRecord
+from ..records import NOT_RUN, ModelRecord, RunResult
+from .running import RunLimits, run_in_child
+from .running import parse_input_shapes as parse_input_shapes  # re-exported
+from .running import shape_text as shape_text  # re-exported
 
 #: Registered readers, in the order their ``sniff`` is tried: name -> module.
 #: Formats with a strong magic number come first; ONNX (a bare protobuf) last.
@@ -138,3 +143,43 @@ def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRe
             raise ModelReadError(path, f"conv layer {layer.name!r} has an empty weight of "
                                        f"shape {tuple(layer.weight.shape)}")
     return record
+
+
+def run_model(path: str | os.PathLike, input_shapes: list[tuple[int, ...]] | None = None,
+              limits: RunLimits | None = None) -> RunResult:
+    """Run a model once on a seeded random input, in a child process bounded in time and
+    memory; formats that cannot be run are ``"not run"`` with the reason.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A model file in any format :func:`open_model` reads.
+    input_shapes : list of tuple of int, optional
+        One shape per graph input, in order; default: the declared shapes, unknown
+        dimensions filled as :mod:`filterdb.readers.running` documents.
+    limits : RunLimits, optional
+        Time and address-space limits of the child, and the input's seed.
+
+    Returns
+    -------
+    RunResult
+        A run that fails is a result (``runs == "no"`` and the reason), not an error.
+
+    Raises
+    ------
+    ModelReadError
+        When no reader recognises the file; MissingDependencyError when the package
+        that runs its format (onnxruntime, torch) is not installed.
+
+    Examples
+    --------
+    >>> result = run_model("zoo/resnet18.onnx")        # doctest: +SKIP
+    >>> result.runs, result.output_shapes, result.finite   # doctest: +SKIP
+    ('yes', [(1, 1000)], True)
+    """
+    path = Path(path)
+    module = find_reader(path)
+    reason = module.cannot_run(path)
+    if reason:
+        return RunResult(NOT_RUN, reason)
+    return run_in_child(module.__name__, path, input_shapes, limits or RunLimits())

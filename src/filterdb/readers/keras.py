@@ -909,3 +909,8 @@ def _natural_key(name: str) -> list:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def cannot_run(path: Path) -> str:
+    """Why this file cannot be run (see ``readers.running``): always a reason."""
+    return "running a Keras model needs TensorFlow, which filterdb does not use"

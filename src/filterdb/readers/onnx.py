@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
+from .running import require_runtime
 
 NAME = "onnx"
 EXTENSIONS = {".onnx"}
@@ -308,3 +309,16 @@ def numpy_helper_from_array(values: np.ndarray, name: str):
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def cannot_run(path: Path) -> str:
+    """Why this file cannot be run here: onnxruntime is missing (see ``readers.running``)."""
+    require_runtime("onnxruntime", path, "run")
+    return ""
+
+
+def run(path: Path, input_shapes, seed: int):
+    """Run the model once with onnxruntime (in a verification run's child process)."""
+    from .onnx_run import run as run_onnx
+
+    return run_onnx(path, input_shapes, seed)

@@ -231,3 +231,8 @@ def _layer(name: str, weight: np.ndarray, source_dtype: str,
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def cannot_run(path: Path) -> str:
+    """Why this file cannot be run (see ``readers.running``): always a reason."""
+    return "a safetensors file holds weights only, no graph to run"

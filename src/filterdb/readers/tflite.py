@@ -20,6 +20,7 @@ TRANSPOSE_CONV            (c_out, kh, kw, c_in)         (c_in, c_out, kh, kw)
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import mmap
 import os
 import struct
@@ -679,3 +680,17 @@ def _positive(options, field: str) -> int:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def cannot_run(path: Path) -> str:
+    """Why this file cannot be run here: no TFLite interpreter is installed."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return "no TFLite interpreter installed (pip install ai-edge-litert)"
+    return ""
+
+
+def run(path: Path, input_shapes, seed: int):
+    """Run the model once with LiteRT (in a verification run's child process)."""
+    from .tflite_run import run as run_tflite
+
+    return run_tflite(path, input_shapes, seed)

@@ -72,6 +72,7 @@ from ..errors import FilterDBError, ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
 from . import read_head, require
+from .running import require_runtime
 
 NAME = "torch"
 EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt"}
@@ -297,6 +298,31 @@ def _weight_array(torch, tensor, name: str, path, limits):
 
 def _layer_name(weight_name: str) -> str:
     return weight_name.removesuffix(".weight") if weight_name != "weight" else weight_name
+
+
+def cannot_run(path: Path) -> str:
+    """Why this file cannot be run: a state dict or checkpoint has no graph to run.
+
+    Raises
+    ------
+    MissingDependencyError
+        For a TorchScript archive when torch is not installed.
+    """
+    try:
+        kind = _archive_kind(path) if read_head(path).startswith(_ZIP_MAGIC) else None
+    except Exception:  # BadZipFile, OSError, ...: the read has said why
+        kind = None
+    if kind != _TORCHSCRIPT:
+        return "a PyTorch state dict or checkpoint holds weights only, no graph to run"
+    require_runtime("torch", path, "torch")
+    return ""
+
+
+def run(path: Path, input_shapes, seed: int):
+    """Run a TorchScript archive once (in a verification run's child process)."""
+    from .torch_run import run as run_torchscript
+
+    return run_torchscript(path, input_shapes, seed)
 
 
 # TorchScript -------------------------------------------------------------------------

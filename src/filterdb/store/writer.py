@@ -19,6 +19,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import DatabaseError
+from ..runs import RUN_COLUMNS, RUN_TEXT_COLUMNS, run_columns
 from . import dataset, layout
 from .entry import ModelEntry
 from .layout import Shape
@@ -272,6 +273,9 @@ class DatabaseWriter:
             "random_like_share")})
         row["filter_id_start"] = starts.get((3, 3), -1)
         row["filter_id_stop"] = starts[(3, 3)] + three if (3, 3) in starts else -1
+        # Entries never run (synthetic databases) are "not run", not verified.
+        row.update({**run_columns(None),
+                    **{key: summary[key] for key in RUN_COLUMNS if key in summary}})
         row["nan_count"] = sum(layer["nan_count"] for layer in entry.layers)
         row["inf_count"] = sum(layer["inf_count"] for layer in entry.layers)
         row.update({layout.shape_column(s): n for s, n in summary["shape_counts"].items()})
@@ -379,7 +383,9 @@ def _tidy_models(models: pd.DataFrame, index_columns: list[str]) -> pd.DataFrame
               if c.startswith(layout.OPERATOR_PREFIX) or c.endswith(" filters")]
     models[counts] = models[counts].fillna(0).astype(np.int64)
     text = [c for c in index_columns if c in models.columns]
-    models[text] = models[text].fillna("").astype(str)
+    # Models appended to a database from before the run columns have them empty.
+    filled = text + [c for c in RUN_TEXT_COLUMNS if c in models.columns]
+    models[filled] = models[filled].fillna("").astype(str)
     core = ["model_id", "model", *text]
     shapes = sorted(c for c in counts if c.endswith(" filters"))
     operators = sorted(c for c in counts if c.startswith(layout.OPERATOR_PREFIX))

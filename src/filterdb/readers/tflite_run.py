@@ -1,0 +1,65 @@
+"""Running a TFLite model once with the LiteRT interpreter (``ai-edge-litert``), in the
+child of a verification run.
+
+The builtin kernels run, without the XNNPACK delegate. Inputs whose signature has
+unknown (-1) dimensions are resized to the defaults of
+:func:`~filterdb.readers.running.fill_dims` (TFLite images are NHWC), or to the index's
+``Input Shape``. Quantized integer inputs get 0 or 1 like any integer input.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..records import NOT_RUN, RunResult
+from .running import failure, fill_dims, outputs_result, random_input
+
+
+def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
+    """Run the model's main subgraph once on a seeded random input.
+
+    Examples
+    --------
+    >>> run(Path("net.tflite"), None, 0).runs       # doctest: +SKIP
+    'yes'
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # The builtin kernels without the default XNNPACK delegate: XNNPACK declines to
+    # prepare some valid graphs (grouped convolutions), which says nothing about the model.
+    kernels = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(model_path=os.fspath(path), num_threads=1,
+                                  experimental_op_resolver_type=kernels)
+    except Exception as error:  # the interpreter raises ValueError, RuntimeError, ...
+        return failure("loading the model", error)
+    details = interpreter.get_input_details()
+    if input_shapes is None:
+        shapes = [fill_dims(list(d["shape_signature"])) for d in details]
+    elif len(input_shapes) != len(details):
+        return RunResult(NOT_RUN, f"{len(input_shapes)} input shape(s) given for "
+                                  f"{len(details)} graph input(s)")
+    else:
+        shapes = [tuple(shape) for shape in input_shapes]
+    rng = np.random.default_rng(seed)
+    try:
+        for detail, shape in zip(details, shapes, strict=True):
+            if tuple(detail["shape"]) != shape:
+                interpreter.resize_tensor_input(detail["index"], list(shape))
+        interpreter.allocate_tensors()
+        for detail, shape in zip(details, shapes, strict=True):
+            interpreter.set_tensor(detail["index"], random_input(rng, shape, detail["dtype"]))
+    except Exception as error:
+        return failure("preparing the input", error)
+    try:
+        began = time.perf_counter()
+        interpreter.invoke()
+        seconds = time.perf_counter() - began
+    except Exception as error:
+        return failure("the forward pass", error)
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    return outputs_result(shapes, outputs, seconds)
