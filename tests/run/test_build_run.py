@@ -41,7 +41,7 @@ def zoo(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("run_zoo")
     models.onnx_model(folder / "ok.onnx")
-    models.onnx_model(folder / "custom.onnx", custom_op=True)
+    models.onnx_model(folder / "custom.onnx", custom_op=True, seed=2)  # not a duplicate of ok
     models.onnx_model(folder / "mismatch.onnx", weight_in=5)
     models.onnx_model(folder / "nan.onnx", nan=True)
     models.onnx_model(folder / "sym.onnx", in_channels=1, input_dims=("N", "C", "H", "W"))
