@@ -104,13 +104,15 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                                             job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
             rows = extraction.layer_rows(layers)
-            for row, values in zip(rows, quality, strict=True):
+            model_digest, layer_digests = weights_sha256(layers)
+            for row, values, digest in zip(rows, quality, layer_digests, strict=True):
                 row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+                row["weights_sha256"] = digest
             summary = extraction.model_summary(record, layers)
             summary.update(quality_verdict=verdict["verdict"],
                            degenerated_share=verdict["degenerated_share"],
                            random_like_share=verdict["random_like_share"],
-                           weights_sha256=weights_sha256(layers))
+                           weights_sha256=model_digest)
             summary.update(_run_columns(job))
             entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
@@ -215,18 +217,21 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
                       layers=data["layers"])
 
 
-def weights_sha256(layers) -> str:
-    """sha256 of a model's conv weights in storage order, with their shapes.
+def weights_sha256(layers) -> tuple[str, list[str]]:
+    """sha256 of a model's conv weights, and of each layer's, in storage order.
 
-    Two files holding the same network (whatever their name or format) give the
-    same hash, so duplicates are found where the file hash cannot see them.
+    A layer's hash covers its shape and float32 values; the model's hash covers its
+    layers' hashes in order. Two files holding the same network (whatever their name
+    or format) give the same model hash, and a layer shared between different models
+    the same layer hash, where the file hash cannot see either.
     """
-    digest = hashlib.sha256()
+    layer_digests = []
     for layer in layers:
         weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
-        digest.update(json.dumps(weight.shape).encode())
+        digest = hashlib.sha256(json.dumps(weight.shape).encode())
         digest.update(weight.tobytes())
-    return digest.hexdigest()
+        layer_digests.append(digest.hexdigest())
+    return hashlib.sha256("".join(layer_digests).encode()).hexdigest(), layer_digests
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:
