@@ -84,12 +84,13 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
     The file's sha256 is computed in a thread while the model is read, assessed and
-    written (hashlib, numpy and h5py release the GIL); the shard gets its content-hash
-    name afterwards. When appending, known models and shards a killed build left
-    behind are recognised by the hash before the model is read.
+    written, the weights' in another while it is assessed (hashlib, numpy and h5py
+    release the GIL); the shard gets its content-hash name afterwards. When appending,
+    known models and shards a killed build left behind are recognised by the hash
+    before the model is read.
     """
     try:
-        with ThreadPoolExecutor(1) as hasher:
+        with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
             hashing = hasher.submit(file_sha256, job.path)
             if job.known_hashes:  # appending: recognise known models before reading them
                 known = _known(job, hashing.result())
@@ -99,12 +100,14 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             layers = extraction.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
+            # Hashed in the hashing thread while the metrics and the shard are computed.
+            hashing_weights = hasher.submit(weights_sha256, layers)
             quality, verdict = (
                 layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                             job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
             rows = extraction.layer_rows(layers)
-            model_digest, layer_digests = weights_sha256(layers)
+            model_digest, layer_digests = hashing_weights.result()
             for row, values, digest in zip(rows, quality, layer_digests, strict=True):
                 row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
                 row["weights_sha256"] = digest
