@@ -23,7 +23,7 @@ from concurrent.futures import (
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import layer_quality
+from . import layer_quality, redundancy
 from .errors import BuildInterrupted, IndexFileError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, RunLimits, is_model_file
@@ -76,6 +76,9 @@ class BuildReport:
     findings: list[str] = field(default_factory=list)
     outcomes: list[ModelOutcome] = field(default_factory=list)
     interrupted: bool = False
+    #: Of the whole database after the build: empty meta fields per index column and
+    #: layers shared between models (see :mod:`filterdb.redundancy`).
+    completeness: dict = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -177,6 +180,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
         try:
             _run(jobs, writer, options, report, notify)
             _store_publication(writer, publication)
+            report.completeness = _completeness(writer)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -252,6 +256,18 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     finally:
         settle(final=True)
         committer.close()
+
+
+def _completeness(writer: DatabaseWriter) -> dict:
+    """What the tables show without reading filters: empty meta fields, shared layers.
+
+    Exact duplicate filters need a pass over every filter: ``filterdb verify``.
+    """
+    if writer.models.empty:
+        return {}
+    return {"models": len(writer.models),
+            "empty_fields": redundancy.empty_fields_of(writer.models, writer.index_columns),
+            **redundancy.shared_layers_of(writer.models, writer.layers)}
 
 
 def _read_publication(index) -> tuple[Path, dict, dict] | None:

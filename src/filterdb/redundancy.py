@@ -60,9 +60,13 @@ def empty_fields(db) -> dict[str, int]:
     >>> empty_fields(db)["Paper"]      # doctest: +SKIP
     3
     """
-    models = db.models
     stored = getattr(db, "attrs", {}).get("index_columns", "[]")
-    declared = list(layout.INDEX_COLUMNS) + json.loads(stored)
+    return empty_fields_of(db.models, json.loads(stored))
+
+
+def empty_fields_of(models: pd.DataFrame, index_columns: list[str]) -> dict[str, int]:
+    """:func:`empty_fields` from a models table and the index columns it was built with."""
+    declared = list(layout.INDEX_COLUMNS) + list(index_columns)
     columns = [c for c in dict.fromkeys(declared) if c in models.columns]
     out = {}
     for column in columns:
@@ -79,6 +83,21 @@ def identical_models(db) -> list[list[str]]:
     known = models[models["weights_sha256"].astype(str) != ""]
     groups = known.groupby("weights_sha256", sort=False)["model"].apply(list)
     return sorted(g for g in groups if len(g) > 1)
+
+
+def shared_layers_of(models: pd.DataFrame, layers: pd.DataFrame) -> dict:
+    """Layers equal to a layer of another model, from the stored per-layer weight hashes
+    (no filter is read); the keys of :func:`scan_filters`' ``shared_*`` entries.
+
+    Examples
+    --------
+    >>> shared_layers_of(db.models, db.layers)["shared_layers"]     # doctest: +SKIP
+    2
+    """
+    if "weights_sha256" not in layers:
+        return {"shared_layers": 0, "shared_layer_groups": 0, "shared_layer_examples": []}
+    known = layers[layers["weights_sha256"].astype(str) != ""]
+    return _shared_layers(known, known["weights_sha256"].tolist(), models)
 
 
 def scan_filters(db, shape=(3, 3), workdir=None, bucket_bytes: int = BUCKET_BYTES,
@@ -152,7 +171,7 @@ def scan_filters(db, shape=(3, 3), workdir=None, bucket_bytes: int = BUCKET_BYTE
             counts = np.diff(boundaries)
             duplicates += int(len(values) - len(counts))
             duplicated_values += int((counts > 1).sum())
-    shared = _shared_layers(layers.iloc[:len(layer_digests)], layer_digests, db)
+    shared = _shared_layers(layers.iloc[:len(layer_digests)], layer_digests, db.models)
     return {"shape": layout.shape_label(shape), "filters": total,
             "duplicate_filters": duplicates, "duplicated_values": duplicated_values,
             "zero_filters": zero, "buckets": 1 << bits, **shared}
@@ -170,11 +189,11 @@ def _to_buckets(hashes: np.ndarray, bits: int, handles) -> None:
         handles[number].write(ordered[edges[number]:edges[number + 1]].tobytes())
 
 
-def _shared_layers(layers: pd.DataFrame, digests: list[str], db) -> dict:
+def _shared_layers(layers: pd.DataFrame, digests: list[str], models: pd.DataFrame) -> dict:
     """Layers whose filters equal those of a layer in another model."""
     if not digests:
         return {"shared_layers": 0, "shared_layer_groups": 0, "shared_layer_examples": []}
-    names = db.models.set_index("model_id")["model"]
+    names = models.set_index("model_id")["model"]
     table = pd.DataFrame({"digest": digests, "model_id": layers["model_id"].to_numpy(),
                           "name": layers["name"].to_numpy() if "name" in layers
                           else layers["filter_id_start"].astype(str).to_numpy()})

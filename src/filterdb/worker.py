@@ -84,12 +84,13 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
     The file's sha256 is computed in a thread while the model is read, assessed and
-    written (hashlib, numpy and h5py release the GIL); the shard gets its content-hash
-    name afterwards. When appending, known models and shards a killed build left
-    behind are recognised by the hash before the model is read.
+    written, the weights' in another while it is assessed (hashlib, numpy and h5py
+    release the GIL); the shard gets its content-hash name afterwards. When appending,
+    known models and shards a killed build left behind are recognised by the hash
+    before the model is read.
     """
     try:
-        with ThreadPoolExecutor(1) as hasher:
+        with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
             hashing = hasher.submit(file_sha256, job.path)
             if job.known_hashes:  # appending: recognise known models before reading them
                 known = _known(job, hashing.result())
@@ -99,18 +100,22 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             layers = extraction.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
+            # Hashed in the hashing thread while the metrics and the shard are computed.
+            hashing_weights = hasher.submit(weights_sha256, layers)
             quality, verdict = (
                 layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                             job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
             rows = extraction.layer_rows(layers)
-            for row, values in zip(rows, quality, strict=True):
+            model_digest, layer_digests = hashing_weights.result()
+            for row, values, digest in zip(rows, quality, layer_digests, strict=True):
                 row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+                row["weights_sha256"] = digest
             summary = extraction.model_summary(record, layers)
             summary.update(quality_verdict=verdict["verdict"],
                            degenerated_share=verdict["degenerated_share"],
                            random_like_share=verdict["random_like_share"],
-                           weights_sha256=weights_sha256(layers))
+                           weights_sha256=model_digest)
             summary.update(_run_columns(job))
             entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
@@ -215,18 +220,21 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
                       layers=data["layers"])
 
 
-def weights_sha256(layers) -> str:
-    """sha256 of a model's conv weights in storage order, with their shapes.
+def weights_sha256(layers) -> tuple[str, list[str]]:
+    """sha256 of a model's conv weights, and of each layer's, in storage order.
 
-    Two files holding the same network (whatever their name or format) give the
-    same hash, so duplicates are found where the file hash cannot see them.
+    A layer's hash covers its shape and float32 values; the model's hash covers its
+    layers' hashes in order. Two files holding the same network (whatever their name
+    or format) give the same model hash, and a layer shared between different models
+    the same layer hash, where the file hash cannot see either.
     """
-    digest = hashlib.sha256()
+    layer_digests = []
     for layer in layers:
         weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
-        digest.update(json.dumps(weight.shape).encode())
+        digest = hashlib.sha256(json.dumps(weight.shape).encode())
         digest.update(weight.tobytes())
-    return digest.hexdigest()
+        layer_digests.append(digest.hexdigest())
+    return hashlib.sha256("".join(layer_digests).encode()).hexdigest(), layer_digests
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

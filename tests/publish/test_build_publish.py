@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -108,3 +110,44 @@ def test_a_later_build_skips_a_duplicate_of_a_stored_model(db_copy, tmp_path):
     assert [(o.model, o.status, o.reason) for o in report.outcomes] == [
         ("late-dup", "skipped", "duplicate: late-dup has the same conv weights as net-onnx")]
     assert len(filterdb.open(db_copy).models) == 4
+
+
+def test_build_reports_empty_fields_of_the_whole_database(publish_build, tmp_path):
+    db, report = publish_build
+    assert report.completeness["models"] == 4
+    assert report.completeness["empty_fields"] == verify(
+        filterdb.open(db), workdir=tmp_path).summary["empty_fields"]
+    assert report.completeness["shared_layers"] == 0
+
+
+def test_build_counts_layers_shared_between_models(tmp_path, cli):
+    """A copy of a model whose last conv layer was changed: a different model (added),
+    whose other layers equal the original's (counted as shared, by name)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from filterdb.synthetic import make_cnn
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    make_cnn(zoo / "base.onnx", [4, 8, 8], seed=5)
+    model = onnx.load(zoo / "base.onnx")
+    conv_weights = [node.input[1] for node in model.graph.node if node.op_type == "Conv"]
+    for tensor in model.graph.initializer:
+        if tensor.name == conv_weights[-1]:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 2,
+                                                    tensor.name))
+    onnx.save(model, zoo / "tuned.onnx")
+    result = cli("build", str(zoo), "-o", str(tmp_path / "db.h5"))
+    assert result.returncode == 0, result.stderr
+    layers = filterdb.open(tmp_path / "db.h5").layers
+    assert len(layers) == 2 * len(conv_weights)
+    shared = len(conv_weights) - 1
+    assert (f"redundancy: {2 * shared} layers equal a layer of another model ({shared} groups"
+            in result.stderr)
+    report = json.loads((tmp_path / "db.h5.build.json").read_text())
+    assert report["completeness"]["shared_layers"] == 2 * shared
+    assert report["completeness"]["shared_layer_groups"] == shared
+    first = sorted(layers[layers["model_id"] == 0]["name"])[0]
+    assert [f"base/{first}", f"tuned/{first}"] in report["completeness"][
+        "shared_layer_examples"]

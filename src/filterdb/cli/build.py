@@ -87,7 +87,31 @@ def run(args) -> int:
         print(headline)
         for line in lines:
             print(line, file=sys.stderr)
+    for line in completeness_lines(report.completeness):
+        print(line, file=sys.stderr)
     print(f"build report: {layout.report_path(Path(report.database))}")
     nothing_built = not Path(report.database).exists()
     problems = report.count(FAILED) + report.count(SKIPPED) + len(report.findings)
     return 1 if nothing_built or (args.strict and problems) else 0
+
+
+def completeness_lines(completeness: dict) -> list[str]:
+    """Empty meta fields and layers shared between models, one line each (none if all
+    is complete and nothing is shared)."""
+    from ..errors import one_line
+
+    if not completeness:
+        return []
+    models = completeness["models"]
+    empty = {c: n for c, n in completeness["empty_fields"].items() if n}
+    lines = []
+    if empty:
+        lines.append("completeness: empty meta fields (of the database's "
+                     f"{models} models): " + ", ".join(f"{one_line(c)} {n}"
+                                                       for c, n in empty.items()))
+    if completeness["shared_layers"]:
+        example = " = ".join(completeness["shared_layer_examples"][0])
+        lines.append(f"redundancy: {completeness['shared_layers']} layers equal a layer of "
+                     f"another model ({completeness['shared_layer_groups']} groups, e.g. "
+                     f"{one_line(example)}); duplicate filters: filterdb verify")
+    return lines

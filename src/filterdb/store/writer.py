@@ -191,6 +191,8 @@ class DatabaseWriter:
         _fsync_dir(self.shards)
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
+        if "weights_sha256" in layers:  # layers of databases written before it: unknown
+            layers["weights_sha256"] = layers["weights_sha256"].fillna("").astype(str)
         self.dataset = dataset.mark_changed(self.dataset)
         self._write_master(_tidy_models(models, self.index_columns), layers)
         return ids
