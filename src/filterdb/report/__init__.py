@@ -48,6 +48,10 @@ class ReportData:
         The distribution-shift analysis (None when skipped).
     sample_note : str
         How the analysed filters were chosen, in words.
+    datasheet : dict or None
+        :func:`filterdb.datasheet.compute` of the database (None when it failed).
+    datasheet_note : str
+        Why the datasheet is missing, or why it counts no duplicate filters ("" if it does).
     """
 
     path: Path
@@ -55,6 +59,8 @@ class ReportData:
     layers: pd.DataFrame
     result: object | None
     sample_note: str
+    datasheet: dict | None = None
+    datasheet_note: str = ""
 
 
 def per_model_cap(models: pd.DataFrame, max_filters: int) -> int | None:
@@ -131,8 +137,32 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
                 f"{result.n_filters:,} of {n_filters:,} 3x3 filters analysed: at most "
                 f"{cap:,} per model, drawn with seed {seed} (--max-filters "
                 f"{max_filters:,}).")
+    sheet, sheet_note = _datasheet(db, analysis, max_filters)
     return ReportData(path=Path(db.path), models=models, layers=layers, result=result,
-                      sample_note=note)
+                      sample_note=note, datasheet=sheet, datasheet_note=sheet_note)
+
+
+def _datasheet(db, analysis: bool, max_filters: int) -> tuple[dict | None, str]:
+    """The datasheet's data, and a note on what it lacks.
+
+    Counting duplicate filters reads every filter, so it is done only within the
+    report's filter budget (``--max-filters``) and never with ``--no-analysis``.
+    """
+    from ..datasheet import compute
+
+    stored = sum(int(db.filter_count(shape)) for shape in db.shapes)
+    if not analysis:
+        scan, note = False, "not counted: --no-analysis reads no filter"
+    elif stored > max_filters:
+        scan, note = False, (f"not counted: the database holds {stored:,} filters, more "
+                             f"than --max-filters {max_filters:,} (filterdb datasheet counts "
+                             "them)")
+    else:
+        scan, note = True, ""
+    try:
+        return compute(db, scan=scan), note
+    except (FilterDBError, OSError) as error:
+        return None, f"the datasheet could not be computed: {error}"
 
 
 def render(data: ReportData, sections: Iterable[Callable] | None = None) -> str:
