@@ -240,8 +240,7 @@ def _computed_answers(db, info: dict, facts: dict) -> dict:
                             "filter id range.")
     out["errors"] = _errors_answer(facts)
     if "runs" in facts:
-        out["mechanisms"] = "Verification runs (one forward pass per model): " + \
-            runs.verified_sentence(runs.RunSummary(**facts["runs"]))
+        out["mechanisms"] = runs.verified_sentence(runs.RunSummary(**facts["runs"]))
     if "timeframe" in facts:
         out["timeframe"] = (f"Model collection dates in the index range from "
                             f"{facts['timeframe'][0]} to {facts['timeframe'][1]}.")

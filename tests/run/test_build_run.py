@@ -160,8 +160,7 @@ def test_report_and_datasheet_show_the_runs(verified, tmp_path, cli):
     sheet = cli("datasheet", db, "--no-scan").stdout
     answer = sheet.split("**What mechanisms or procedures were used to collect the data?**"
                          )[1].split("\n\n")[1]
-    assert answer.startswith("Verification runs (one forward pass per model): 4 of 9 models "
-                             "were verified to run; 2 do not: custom (")
+    assert answer.startswith("4 of 9 models were verified to run; 2 do not: custom (")
     assert html.unescape(reading).split("; ", 1)[1] in answer
 
 
