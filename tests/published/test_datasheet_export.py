@@ -101,3 +101,16 @@ def test_report_of_a_published_file(v1_file, cli, tmp_path):
     assert tables["datasheet-filters"][1:] == [["3x3", f"{N_FILTERS:,}"]]
     assert tables["datasheet-redundancy"][1] == ["3x3", f"{N_FILTERS:,}", "0", "0", "0", "0"]
     assert "No licence is recorded in this file; the licence question is open." in document
+
+
+def test_report_of_the_exported_file(exported, cli, tmp_path):
+    """No filters to analyse: tables only, the datasheet with the carried-over counts."""
+    path = tmp_path / "report.html"
+    result = cli("report", exported, "-o", path)
+    assert result.returncode == 0, result.stderr
+    document = path.read_text()
+    assert re.findall(r'<section id="([^"]+)"', document) == [
+        "composition", "runs", "quality", "datasheet"]
+    tables = Tables(document).tables
+    assert {r[0]: int(r[1]) for r in tables["datasheet-models-task"][1:]} == TASKS
+    assert tables["datasheet-redundancy"][1] == ["3x3", f"{N_FILTERS:,}", "0", "0", "0", "0"]

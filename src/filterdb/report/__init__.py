@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,9 +111,9 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
     from ..analysis import analyze
     from ..analysis.groups import DEPTH
     from ..store.detect import open_database
-    from ..store.reader import FilterDB
+    from ..store.export import MetaOnlyDB
 
-    if not isinstance(db, FilterDB):
+    if isinstance(db, (str, os.PathLike)):
         db = open_database(db)
     models, layers = db.models, db.layers
     if models.empty:
@@ -127,6 +128,8 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
     cap = per_model_cap(models, max_filters)
     result, note = None, "No analysis."
     n_filters = int((models["filter_id_stop"] - models["filter_id_start"]).sum())
+    if isinstance(db, MetaOnlyDB):
+        analysis, note = False, "No analysis: a metadata-only file holds no filters."
     if analysis and n_filters >= 2:
         try:
             result = analyze(db, by=groupings, bins=bins, balanced=cap, seed=seed,
@@ -199,10 +202,9 @@ def write_report(db, output, *, log: Callable[[str], None] | None = None, **opti
     PosixPath('demo/report.html')
     """
     from ..store.detect import open_database
-    from ..store.reader import FilterDB
 
     log = log or (lambda line: None)
-    if not isinstance(db, FilterDB):
+    if isinstance(db, (str, os.PathLike)):
         db = open_database(db)  # a bad path fails here, before any progress line
     log(f"report: reading and analysing {db.path}")
     data = collect(db, **options)
