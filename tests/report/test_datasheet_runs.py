@@ -106,5 +106,9 @@ def test_no_analysis_counts_no_duplicates(small_db, tmp_path):
     assert "redundancy" not in data.datasheet["facts"]
     assert section_text(render(data, [datasheet]), "datasheet").count(
         "Duplicate filters: not counted: --no-analysis reads no filter.") == 1
-    capped = collect(small_db, analysis=False, max_filters=10)
-    assert capped.datasheet_note == "not counted: --no-analysis reads no filter"
+    capped = collect(small_db, by=["Task"], max_filters=10)
+    stored = filterdb.open(small_db).filter_count((3, 3))
+    assert capped.datasheet_note == (
+        f"not counted: the database holds {stored:,} filters, more than --max-filters 10 "
+        "(filterdb datasheet counts them)")
+    assert "redundancy" not in capped.datasheet["facts"]

@@ -154,7 +154,9 @@ def _datasheet(db, analysis: bool, max_filters: int) -> tuple[dict | None, str]:
     from ..datasheet import compute
 
     stored = sum(int(db.filter_count(shape)) for shape in db.shapes)
-    if not analysis:
+    if getattr(db, "exported_facts", None) is not None:  # compute uses the exported counts
+        scan, note = False, "not counted when the file was exported (export-meta --no-scan)"
+    elif not analysis:
         scan, note = False, "not counted: --no-analysis reads no filter"
     elif stored > max_filters:
         scan, note = False, (f"not counted: the database holds {stored:,} filters, more "
