@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import redundancy
+from . import redundancy, runs
 from .store import layout
 
 OPEN = "open"
+#: The verdict of a layer or model whose quality was not computed.
+NOT_ASSESSED = "not assessed"
 #: Columns whose values a row count per value is given for.
 GROUPINGS = ("Task", "Visual Category", "Framework", "format", "producer")
 #: Index columns that may hold when a model was collected.
@@ -155,18 +157,24 @@ def _facts(db, scan: bool) -> dict:
                           models[c].astype(str).replace("", "(empty)").value_counts().items()}
                       for c in GROUPINGS if c in models},
         "empty_fields": redundancy.empty_fields(db),
-        "identical_models": redundancy.identical_models(db),
+        # None: no weights hash (a published or converted file) tells identical models.
+        "identical_models": redundancy.identical_models(db) if _hashed(models) else None,
     }
     # A metadata-only file carries the facts of the full database it was exported from.
     exported = getattr(db, "exported_facts", None)
     facts["files"] = exported["files"] if exported else _files(db.path)
     if "verdict" in layers:
-        assessed = layers[layers["verdict"] != "not assessed"]
+        assessed = layers[layers["verdict"] != NOT_ASSESSED]
         facts["layers_assessed"] = len(assessed)
         facts["degenerated_layers"] = int((assessed["verdict"] != "ok").sum())
-    if "quality_verdict" in models:
+    # A build without quality metrics (or a published file) assessed no model: no count.
+    if "quality_verdict" in models and (models["quality_verdict"] != NOT_ASSESSED).any():
         facts["untrained_models"] = sorted(
             models.loc[models["quality_verdict"] == "looks untrained", "model"].astype(str))
+    if runs.recorded(models):
+        summary = runs.summarize_runs(models)
+        facts["runs"] = {"counts": summary.counts, "failed": summary.failed,
+                         "not_run": summary.not_run, "non_finite": summary.non_finite}
     dates = next((c for c in DATE_COLUMNS if c in models), None)
     if dates:
         parsed = pd.to_datetime(models[dates], errors="coerce").dropna()
@@ -179,6 +187,12 @@ def _facts(db, scan: bool) -> dict:
     elif scan:
         facts["redundancy"] = [redundancy.scan_filters(db, s) for s in db.shapes]
     return facts
+
+
+def _hashed(models: pd.DataFrame) -> bool:
+    """Whether the models table has a conv weights hash of some model."""
+    return "weights_sha256" in models and bool((models["weights_sha256"].astype(str) != "")
+                                               .any())
 
 
 def _files(path: Path) -> list[dict]:
@@ -225,6 +239,8 @@ def _computed_answers(db, info: dict, facts: dict) -> dict:
                             "conv_depth; /meta gives each (model_id, conv_depth) its "
                             "filter id range.")
     out["errors"] = _errors_answer(facts)
+    if "runs" in facts:
+        out["mechanisms"] = runs.verified_sentence(runs.RunSummary(**facts["runs"]))
     if "timeframe" in facts:
         out["timeframe"] = (f"Model collection dates in the index range from "
                             f"{facts['timeframe'][0]} to {facts['timeframe'][1]}.")
@@ -239,11 +255,8 @@ def _computed_answers(db, info: dict, facts: dict) -> dict:
         f"{f['file']}: {f['bytes']:,} bytes" + (f", sha256 {f['sha256']}"
                                                 if f["sha256"] != "-" else "")
         for f in facts["files"])
-    licence = info["license"]
-    out["license"] = " ".join(p for p in (
-        f"{licence.get('title') or licence.get('name')} ({licence.get('name')})",
-        licence.get("url", ""), f"Attribution: {licence['attribution']}"
-        if licence.get("attribution") else "") if p)
+    if info["license"].get("name"):  # a published file records no licence: left open
+        out["license"] = licence_text(info["license"])
     if info["contact"]:
         out["maintainer"] = info["contact"]
     removals = [e for e in info["changelog"] if e.get("kind") == "removal"]
@@ -264,11 +277,54 @@ def _computed_answers(db, info: dict, facts: dict) -> dict:
     return out
 
 
+def licence_text(licence: dict) -> str:
+    """The licence in one line: title (name), URL, attribution.
+
+    Examples
+    --------
+    >>> licence_text({"name": "MIT", "title": "MIT License", "url": "", "attribution": ""})
+    'MIT License (MIT)'
+    """
+    return " ".join(p for p in (
+        f"{licence.get('title') or licence.get('name')} ({licence.get('name')})",
+        licence.get("url", ""), f"Attribution: {licence['attribution']}"
+        if licence.get("attribution") else "") if p)
+
+
+def version_text(info: dict) -> str:
+    """The version line: version, pre-release note, DOI; or that none is recorded.
+
+    Examples
+    --------
+    >>> version_text({"version": "1.0.0", "released": True, "doi": ""})
+    'Version 1.0.0.'
+    >>> version_text({"version": "", "released": False, "doi": ""})
+    'No version is recorded in this file.'
+    """
+    if not info["version"]:
+        return "No version is recorded in this file."
+    return (f"Version {info['version']}"
+            + ("" if info["released"] else " (pre-release: changed since the last release)")
+            + (f", DOI {info['doi']}" if info["doi"] else "") + ".")
+
+
+def identical_text(groups: list[list[str]] | None) -> str:
+    """The groups of models with identical conv weights, in words (None: unknown).
+
+    Examples
+    --------
+    >>> identical_text([["a", "b"]])
+    '1 group(s) of models with identical conv weights: a, b'
+    """
+    if groups is None:
+        return "identical models cannot be told (the models table has no conv weights hash)"
+    return (f"{len(groups)} group(s) of models with identical conv weights"
+            + (": " + "; ".join(", ".join(g) for g in groups) if groups else ""))
+
+
 def _errors_answer(facts: dict) -> str:
     parts = []
-    identical = facts["identical_models"]
-    parts.append(f"{len(identical)} group(s) of models with identical conv weights"
-                 + (": " + "; ".join(", ".join(g) for g in identical) if identical else ""))
+    parts.append(identical_text(facts["identical_models"]))
     for scan in facts.get("redundancy", []):
         parts.append(f"{scan['shape']}: {scan['duplicate_filters']:,} of "
                      f"{scan['filters']:,} filters duplicate an earlier filter exactly "
@@ -281,6 +337,8 @@ def _errors_answer(facts: dict) -> str:
         parts.append(f"{facts['degenerated_layers']:,} of {facts['layers_assessed']:,} "
                      f"assessed layers ({share:.1%}) are degenerated (sparse, low-diversity, "
                      "random-like or non-finite)")
+    if not facts.get("layers_assessed") and "untrained_models" not in facts:
+        parts.append("layer quality was not assessed")
     if "untrained_models" in facts:
         untrained = facts["untrained_models"]
         parts.append(f"{len(untrained)} model(s) look untrained"
@@ -326,9 +384,7 @@ def render_markdown(data: dict) -> str:
     lines = [f"# Datasheet: {cell(data['title'])}", ""]
     if info["description"]:
         lines += [info["description"], ""]
-    lines += [f"Version {cell(info['version'])}"
-              + ("" if info["released"] else " (pre-release: changed since the last release)")
-              + (f", DOI {cell(info['doi'])}" if info["doi"] else "") + ".", ""]
+    lines += [cell(version_text(info)), ""]
     lines += ["## Versions", ""]
     lines += (_table(["Version", "Date", "DOI", "Comment"],
                      [[v["version"], v["date"], v["doi"], v["comment"]]

@@ -115,3 +115,55 @@ def summarize_runs(models) -> RunSummary:
         elif ok == "no":
             summary.non_finite += 1
     return summary
+
+
+def recorded(models) -> bool:
+    """Whether a models table records verification runs (a published file does not).
+
+    Examples
+    --------
+    >>> recorded({"model": ["a"]}), recorded({"model": ["a"], "runs": ["yes"]})
+    (False, True)
+    """
+    return "runs" in models
+
+
+def _listed(items: list[str], limit: int | None) -> str:
+    shown = items if limit is None else items[:limit]
+    rest = len(items) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
+
+
+def verified_sentence(summary: RunSummary, limit: int | None = None) -> str:
+    """How many models were verified to run and which do not, in plain words.
+
+    Parameters
+    ----------
+    summary : RunSummary
+    limit : int, optional
+        Name at most this many failed models (the rest are counted); default all.
+
+    Examples
+    --------
+    >>> verified_sentence(RunSummary({"yes": 7, "no": 1, "not run": 1}, [("x", "crashed")],
+    ...                              {"no graph": 1}))
+    '7 of 9 models were verified to run; 1 does not: x (crashed); 1 was not run: no graph (1).'
+    >>> verified_sentence(RunSummary({"yes": 0, "no": 0, "not run": 2}, [],
+    ...                              {NOT_VERIFIED: 2}))
+    'No model was verified to run: the database was built without --verify-run.'
+    """
+    counts = summary.counts
+    if counts[RUNS_YES] == counts[RUNS_NO] == 0 and set(summary.not_run) == {NOT_VERIFIED}:
+        return "No model was verified to run: the database was built without --verify-run."
+    parts = [f"{counts[RUNS_YES]} of {sum(counts.values())} models were verified to run"]
+    if summary.failed:
+        verb = "does" if len(summary.failed) == 1 else "do"
+        parts.append(f"{len(summary.failed)} {verb} not: " + _listed(
+            [f"{model} ({reason})" for model, reason in summary.failed], limit))
+    if summary.not_run:
+        verb = "was" if counts[NOT_RUN] == 1 else "were"
+        parts.append(f"{counts[NOT_RUN]} {verb} not run: " + ", ".join(
+            f"{reason} ({n})" for reason, n in summary.not_run.items()))
+    if summary.non_finite:
+        parts.append(f"{summary.non_finite} of those that run output NaN or Inf")
+    return "; ".join(parts) + "."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -38,5 +39,11 @@ def test_demo_command_warm(demo):
     report = demo.out / "report.html"
     assert f"demo: report    {report}" in out
     page = report.read_text(encoding="utf-8")
-    assert page.count('<section id="') == 5
+    assert re.findall(r'<section id="([^"]+)"', page) == [
+        "composition", "runs", "quality", "eigen-images", "ridges", "drift", "datasheet"]
     assert "5 of 41 models look untrained: " in page
+    assert "No model was verified to run: the database was built without --verify-run." in page
+    counts = {shape: f"{db.filter_count(shape):,}" for shape in db.shapes}
+    for shape, n in counts.items():  # the datasheet's stored filters, duplicates counted
+        assert f"<tr><td>{shape[0]}x{shape[1]}</td><td class=\"num\">{n}</td>" in page
+    assert page.count('<table id="datasheet-redundancy">') == 1

@@ -43,7 +43,10 @@ def test_compute_answers_from_the_database(publish_build):
         "earlier filter exactly (0 all-zero); 0 layers (0 groups) are identical between "
         "models; 8 of 17 assessed layers (47.1%) are degenerated (sparse, low-diversity, "
         "random-like or non-finite); 1 model(s) look untrained: net-onnx.")
-    assert len(data["open"]) == 25  # 41 questions, 15 computed, 1 provided
+    assert answers["mechanisms"]["answer"] == (
+        "No model was verified to run: the database was built without --verify-run.")
+    assert answers["mechanisms"]["source"] == "computed"
+    assert len(data["open"]) == 24  # 41 questions, 16 computed, 1 provided
 
 
 def test_markdown_has_sections_versions_and_inert_tables(publish_build, cli, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 import filterdb
 from filterdb.errors import DatabaseError
+from filterdb.store import dataset
 from filterdb.store.published import PublishedDB
 from filterdb.synthetic_published import published_meta, write_published
 
@@ -22,7 +23,10 @@ def test_detected_and_tables_derived_from_meta(v1_file):
     assert type(db) is PublishedDB
     assert db.version == "1.0.0"
     assert db.filter_count() == N_FILTERS and db.filter_count((5, 5)) == 0
-    assert db.dataset_info == {}
+    # a database's defaults, but no licence or version: the file records neither
+    assert db.dataset_info == {**dataset.defaults(), "version": "",
+                               "license": {"name": "", "title": "", "url": "",
+                                           "attribution": ""}}
     models, layers = db.models, db.layers
     assert models["model_id"].tolist() == list(range(8))
     assert models["model"].tolist() == [f"model-{i:04d}" for i in range(8)]
@@ -168,6 +172,7 @@ def test_info_on_published_file(v1_file, cli):
     assert lines[1] == ("layout:    published CNN Filter DB, /meta in 1.0.0 spellings; "
                         "/filters float16 (3600, 9) (read as float32)")
     assert "models:    8   layers: 36" in lines
+    assert "runs:      not recorded (the models table has no run columns)" in lines
     assert "      3x3            3,600  /filters" in lines
     task = lines.index("models by Task:")
     assert lines[task + 1:task + 5] == ["      3  Classification", "      3  Segmentation",

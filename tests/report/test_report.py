@@ -16,10 +16,11 @@ import filterdb
 from filterdb.analysis import analyze
 from filterdb.report import collect, readings, render
 from filterdb.report.sections import worst_layers
+from filterdb.store.dataset import LICENSE
 
 from .conftest import Tables
 
-SECTION_IDS = ["composition", "quality", "eigen-images", "ridges", "drift"]
+SECTION_IDS = ["composition", "runs", "quality", "eigen-images", "ridges", "drift", "datasheet"]
 GROUPINGS = ["Task", "Visual Category", "depth"]
 
 
@@ -42,7 +43,8 @@ def test_cli_writes_one_self_contained_file(small_report, small_html):
     for attribute in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', small_html):
         assert attribute.startswith(("data:", "#")), attribute
     assert not re.search(r"<(script|link|iframe|object|embed)\b", small_html)
-    assert "http://" not in small_html and "https://" not in small_html
+    # the only address is the licence's, as text (its paragraph and the questions table)
+    assert re.findall(r"https?://[^\s<]+", small_html) == [LICENSE["url"]] * 2
 
 
 def test_composition_tables_equal_the_models_table(small_db, small_tables):
@@ -155,6 +157,10 @@ def hostile_report(small_db) -> str:
     same_task = data.models["Task"] == data.models.loc[0, "Task"]
     data.models.loc[same_task, "Task"] = FORMULA
     data.models.loc[1, "Visual Category"] = '"><img src=x onerror=alert(2)>'
+    data.models.loc[2, ["runs", "run_reason"]] = ["no", FORMULA]
+    data.datasheet["versions"] = [{"version": "1.0.0", "date": "2026-01-01", "doi": FORMULA,
+                                   "comment": HOSTILE}]
+    data.datasheet["sections"]["Motivation"][0].update(answer=HOSTILE, source="provided")
     return render(data)
 
 
@@ -190,7 +196,8 @@ def test_no_analysis_and_default_output(small_db, cli, tmp_path):
     assert result.returncode == 0, result.stderr
     out = copy / (small_db.name + ".report.html")
     assert result.stdout.strip() == str(out)
-    assert re.findall(r'<section id="([^"]+)"', out.read_text()) == ["composition", "quality"]
+    assert re.findall(r'<section id="([^"]+)"', out.read_text()) == [
+        "composition", "runs", "quality", "datasheet"]
 
 
 @pytest.mark.parametrize("make", ["missing", "text", "hdf5"])

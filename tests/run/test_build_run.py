@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -41,7 +43,8 @@ def zoo(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("run_zoo")
     models.onnx_model(folder / "ok.onnx")
-    models.onnx_model(folder / "custom.onnx", custom_op=True, seed=2)  # not a duplicate of ok
+    # its own weights: a build skips a model whose conv weights equal a stored model's
+    models.onnx_model(folder / "custom.onnx", custom_op=True, seed=2)
     models.onnx_model(folder / "mismatch.onnx", weight_in=5)
     models.onnx_model(folder / "nan.onnx", nan=True)
     models.onnx_model(folder / "sym.onnx", in_channels=1, input_dims=("N", "C", "H", "W"))
@@ -129,6 +132,36 @@ def test_info_lists_runs(verified, cli):
     assert NOT_REGISTERED in failed[0]
     assert f"  not run: 1 model(s): {NO_GRAPH}" in lines
     assert f"  not run: 1 model(s): {NO_GRAPH_SAFETENSORS}" in lines
+
+
+def test_report_and_datasheet_show_the_runs(verified, tmp_path, cli):
+    """The report's runs section and the datasheet's collection answer: same counts."""
+    from tests.report.conftest import Tables
+
+    db, _ = verified
+    path = tmp_path / "report.html"
+    assert cli("report", db, "-o", path, "--no-analysis").returncode == 0
+    tables = Tables(path.read_text()).tables
+    assert {r[0]: int(r[1]) for r in tables["runs-counts"][1:]} == {
+        "yes": 4, "no": 2, "not run": 3}
+    failed = tables["runs-failed"][1:]
+    assert [model for model, _ in failed] == ["custom", "mismatch"]
+    assert NOT_REGISTERED in failed[0][1] and failed[1][1].startswith(FORWARD_FAILED)
+    assert {r[0]: int(r[1]) for r in tables["runs-not-run"][1:]} == {
+        BAD_SHAPE: 1, NO_GRAPH: 1, NO_GRAPH_SAFETENSORS: 1}
+    assert tables["runs-non-finite"][1:] == [["nan", "1x4"]]
+    reading = re.search(r'<p class="reading">([^<]*)</p>', path.read_text().split(
+        '<section id="runs">')[1])[1]
+    assert html.unescape(reading).startswith(
+        "4 of 9 models were verified to run; 2 do not: custom (")
+    assert html.unescape(reading).endswith(
+        f"; 3 were not run: {BAD_SHAPE} (1), {NO_GRAPH} (1), {NO_GRAPH_SAFETENSORS} (1); "
+        "1 of those that run output NaN or Inf.")
+    sheet = cli("datasheet", db, "--no-scan").stdout
+    answer = sheet.split("**What mechanisms or procedures were used to collect the data?**"
+                         )[1].split("\n\n")[1]
+    assert answer.startswith("4 of 9 models were verified to run; 2 do not: custom (")
+    assert html.unescape(reading).split("; ", 1)[1] in answer
 
 
 def test_build_without_verify_run_marks_models_not_verified(small_db, cli):

@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..runs import summarize_runs
+    from ..runs import recorded, summarize_runs
+    from ..store.export import MetaOnlyDB
     from ..store.published import PublishedDB
 
     db = open_db(args.database)
@@ -31,6 +32,9 @@ def run(args) -> int:
         print(f"size:      {db.path.stat().st_size / 2**20:,.1f} MiB (one file)")
         print("not in the file: layer details and quality metrics (NaN), Framework, "
               "Precision, ... ('')")
+    elif isinstance(db, MetaOnlyDB):
+        print(f"layout:    metadata only (no filters), exported from {db.attrs['source']}")
+        print(f"size:      {db.path.stat().st_size / 2**20:,.1f} MiB (one file)")
     else:
         shards = layout.shards_dir(db.path)
         size = db.path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5"))
@@ -38,10 +42,13 @@ def run(args) -> int:
               f"(filterdb {db.attrs['filterdb_version']})")
         print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
     print(f"models:    {len(models)}   layers: {len(db.layers)}")
-    headline, lines = run_lines(summarize_runs(models), "models")
-    print(headline)
-    for line in lines:
-        print(f"  {line}")
+    if recorded(models):
+        headline, lines = run_lines(summarize_runs(models), "models")
+        print(headline)
+        for line in lines:
+            print(f"  {line}")
+    else:
+        print("runs:      not recorded (the models table has no run columns)")
     print("filters stored:")
     for shape in db.shapes:
         print(f"  {layout.shape_label(shape):>7}  {db.filter_count(shape):>15,}  "

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 NAME = "report"
-HELP = ("One self-contained HTML file about a database: composition, quality per model "
-        "and worst layers, eigen-images, ridge plots, drift heat maps and box plots, each "
-        "with a plain-words reading.")
+HELP = ("One self-contained HTML file about a database: composition, models verified to "
+        "run, quality per model and worst layers, eigen-images, ridge plots, drift heat maps "
+        "and box plots, the datasheet, each with a plain-words reading.")
 
 
 def add_arguments(parser) -> None:

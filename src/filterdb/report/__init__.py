@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ class ReportData:
         The distribution-shift analysis (None when skipped).
     sample_note : str
         How the analysed filters were chosen, in words.
+    datasheet : dict or None
+        :func:`filterdb.datasheet.compute` of the database (None when it failed).
+    datasheet_note : str
+        Why the datasheet is missing, or why it counts no duplicate filters ("" if it does).
     """
 
     path: Path
@@ -55,6 +60,8 @@ class ReportData:
     layers: pd.DataFrame
     result: object | None
     sample_note: str
+    datasheet: dict | None = None
+    datasheet_note: str = ""
 
 
 def per_model_cap(models: pd.DataFrame, max_filters: int) -> int | None:
@@ -104,9 +111,9 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
     from ..analysis import analyze
     from ..analysis.groups import DEPTH
     from ..store.detect import open_database
-    from ..store.reader import FilterDB
+    from ..store.export import MetaOnlyDB
 
-    if not isinstance(db, FilterDB):
+    if isinstance(db, (str, os.PathLike)):
         db = open_database(db)
     models, layers = db.models, db.layers
     if models.empty:
@@ -121,6 +128,8 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
     cap = per_model_cap(models, max_filters)
     result, note = None, "No analysis."
     n_filters = int((models["filter_id_stop"] - models["filter_id_start"]).sum())
+    if isinstance(db, MetaOnlyDB):
+        analysis, note = False, "No analysis: a metadata-only file holds no filters."
     if analysis and n_filters >= 2:
         try:
             result = analyze(db, by=groupings, bins=bins, balanced=cap, seed=seed,
@@ -131,8 +140,34 @@ def collect(db, by: Sequence[str] | None = None, max_filters: int = DEFAULT_MAX_
                 f"{result.n_filters:,} of {n_filters:,} 3x3 filters analysed: at most "
                 f"{cap:,} per model, drawn with seed {seed} (--max-filters "
                 f"{max_filters:,}).")
+    sheet, sheet_note = _datasheet(db, analysis, max_filters)
     return ReportData(path=Path(db.path), models=models, layers=layers, result=result,
-                      sample_note=note)
+                      sample_note=note, datasheet=sheet, datasheet_note=sheet_note)
+
+
+def _datasheet(db, analysis: bool, max_filters: int) -> tuple[dict | None, str]:
+    """The datasheet's data, and a note on what it lacks.
+
+    Counting duplicate filters reads every filter, so it is done only within the
+    report's filter budget (``--max-filters``) and never with ``--no-analysis``.
+    """
+    from ..datasheet import compute
+
+    stored = sum(int(db.filter_count(shape)) for shape in db.shapes)
+    if getattr(db, "exported_facts", None) is not None:  # compute uses the exported counts
+        scan, note = False, "not counted when the file was exported (export-meta --no-scan)"
+    elif not analysis:
+        scan, note = False, "not counted: --no-analysis reads no filter"
+    elif stored > max_filters:
+        scan, note = False, (f"not counted: the database holds {stored:,} filters, more "
+                             f"than --max-filters {max_filters:,} (filterdb datasheet counts "
+                             "them)")
+    else:
+        scan, note = True, ""
+    try:
+        return compute(db, scan=scan), note
+    except (FilterDBError, OSError) as error:
+        return None, f"the datasheet could not be computed: {error}"
 
 
 def render(data: ReportData, sections: Iterable[Callable] | None = None) -> str:
@@ -169,10 +204,9 @@ def write_report(db, output, *, log: Callable[[str], None] | None = None, **opti
     PosixPath('demo/report.html')
     """
     from ..store.detect import open_database
-    from ..store.reader import FilterDB
 
     log = log or (lambda line: None)
-    if not isinstance(db, FilterDB):
+    if isinstance(db, (str, os.PathLike)):
         db = open_database(db)  # a bad path fails here, before any progress line
     log(f"report: reading and analysing {db.path}")
     data = collect(db, **options)

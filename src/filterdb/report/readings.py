@@ -217,3 +217,47 @@ def drift_spread(groupings) -> str:
         return f"Median pairwise drift by {most}: KL {kl(medians[most])}."
     return (f"Groups differ most by {most} (median pairwise KL {kl(medians[most])}) "
             f"and least by {least} ({kl(medians[least])}).")
+
+
+def runs(models) -> str:
+    """How many models were verified to run and which do not; "not recorded" for a table
+    without run columns (a published file).
+
+    Examples
+    --------
+    >>> runs(pd.DataFrame({"model": ["a", "b"], "runs": ["yes", "no"],
+    ...                    "run_reason": ["", "crashed"]}))
+    '1 of 2 models were verified to run; 1 does not: b (crashed).'
+    >>> runs(pd.DataFrame({"model": ["a"]}))
+    'Whether the models run is not recorded in this file (its models table has no run columns).'
+    """
+    from ..runs import recorded, summarize_runs, verified_sentence
+
+    if not recorded(models):
+        return ("Whether the models run is not recorded in this file (its models table has "
+                "no run columns).")
+    return verified_sentence(summarize_runs(models), limit=8)
+
+
+def datasheet(sheet: dict) -> str:
+    """How much of the datasheet is answered, and how.
+
+    Parameters
+    ----------
+    sheet : dict
+        :func:`filterdb.datasheet.compute`'s result.
+
+    Examples
+    --------
+    >>> datasheet({"sections": {"A": [{"source": "computed"}, {"source": "open"}]},
+    ...            "open": ["x"]}).split("; ")
+    ['1 of 2 datasheet questions are answered (1 computed from the database, 0 from provided \
+prose)', '1 is open.']
+    """
+    rows = [row for section in sheet["sections"].values() for row in section]
+    computed = sum(row["source"].startswith("computed") for row in rows)
+    provided = sum(row["source"] == "provided" for row in rows)
+    n_open = len(sheet["open"])
+    return (f"{len(rows) - n_open} of {len(rows)} datasheet questions are answered "
+            f"({computed} computed from the database, {provided} from provided prose); "
+            f"{n_open} {'is' if n_open == 1 else 'are'} open.")

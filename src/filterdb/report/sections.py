@@ -15,6 +15,8 @@ import pandas as pd
 
 from ..analysis import plots
 from ..analysis.groups import DEPTH_LABELS, depth_bin
+from ..datasheet import OPEN, identical_text, licence_text, version_text
+from ..runs import RUNS_YES, recorded, summarize_runs
 from . import markup, readings
 
 #: Columns of the models table the composition section counts by, when present.
@@ -220,5 +222,124 @@ def drift(data) -> Section | None:
     return Section("drift", "Distribution shift (KL heat maps and box plots)", "".join(body))
 
 
+def verification(data) -> Section:
+    """How many models were verified to run, those that do not and why, those not run."""
+    models = data.models
+    body = [markup.reading(readings.runs(models))]
+    if recorded(models):
+        summary = summarize_runs(models)
+        body.append(markup.table(["runs", "models"],
+                                 [[k, markup.number(v)] for k, v in summary.counts.items()],
+                                 "runs-counts", [False, True]))
+        if summary.failed:
+            body.append("<h3>Models that do not run</h3>" + markup.table(
+                ["model", "reason"], summary.failed, "runs-failed"))
+        if summary.not_run:
+            body.append("<h3>Models not run</h3>" + markup.table(
+                ["reason", "models"], [[r, markup.number(n)] for r, n in summary.not_run.items()],
+                "runs-not-run", [False, True]))
+        body.append(_non_finite(models))
+    return Section("runs", "Models verified to run", "".join(body))
+
+
+def _non_finite(models: pd.DataFrame) -> str:
+    """The models that run but output NaN or Inf, with their output shapes."""
+    if "outputs_finite" not in models:
+        return ""
+    bad = models[(models["runs"] == RUNS_YES) & (models["outputs_finite"] == "no")]
+    if bad.empty:
+        return ""
+    shapes = bad["output_shapes"] if "output_shapes" in bad else pd.Series("", bad.index)
+    return "<h3>Models whose outputs hold NaN or Inf</h3>" + markup.table(
+        ["model", "output shapes"], list(zip(bad["model"], shapes, strict=True)),
+        "runs-non-finite")
+
+
+def datasheet(data) -> Section:
+    """The datasheet's versions, licence, computed facts and questions (open ones marked),
+    from the same :func:`filterdb.datasheet.compute` data as ``filterdb datasheet``."""
+    sheet = data.datasheet
+    if sheet is None:
+        return Section("datasheet", "Datasheet",
+                       markup.reading(f"{data.datasheet_note[:1].upper()}"
+                                      f"{data.datasheet_note[1:]}."))
+    body = [markup.reading(readings.datasheet(sheet)), _versions(sheet),
+            _licence(sheet["dataset"]["license"]), _facts(sheet["facts"], data.datasheet_note),
+            _questions(sheet)]
+    return Section("datasheet", "Datasheet", "".join(body))
+
+
+def _versions(sheet: dict) -> str:
+    body = f"<h3>Version</h3><p>{markup.text(version_text(sheet['dataset']))}</p>"
+    if not sheet["versions"]:
+        return body + "<p>No release recorded yet.</p>"
+    rows = [[v["version"], v["date"], v["doi"], v["comment"]] for v in sheet["versions"]]
+    return body + markup.table(["version", "date", "DOI", "comment"], rows,
+                               "datasheet-versions")
+
+
+def _licence(licence: dict) -> str:
+    if not licence.get("name"):
+        return ("<h3>Licence and attribution</h3><p>No licence is recorded in this file; "
+                "the licence question is open.</p>")
+    return f"<h3>Licence and attribution</h3><p>{markup.text(licence_text(licence))}</p>"
+
+
+def _counts_table(header: list[str], counts: dict, table_id: str) -> str:
+    rows = [[key, markup.number(n)] for key, n in counts.items()]
+    return markup.table(header, rows, table_id, [False, True])
+
+
+def _facts(facts: dict, note: str) -> str:
+    """Instances per shape, composition, missing fields, redundancies and quality."""
+    tables = [
+        "<div><h3>Filters stored</h3>" + _counts_table(
+            ["shape", "filters"], facts["filters"], "datasheet-filters") + "</div>",
+        "<div><h3>Filters of all shapes</h3>" + _counts_table(
+            ["shape", "filters (all layers)"], facts["filters_all_shapes"],
+            "datasheet-filters-all-shapes") + "</div>"]
+    tables += [f"<div><h3>Models per {markup.text(column)}</h3>" + _counts_table(
+        [column, "models"], counts, f"datasheet-models-{plots.figure_name(column)}")
+        + "</div>" for column, counts in facts["groupings"].items()]
+    tables.append("<div><h3>Missing information</h3>" + _counts_table(
+        ["field", "models with it empty"], facts["empty_fields"], "datasheet-empty-fields")
+        + "</div>")
+    body = ['<div class="tables">' + "".join(tables) + "</div>", "<h3>Redundancies</h3>"]
+    words = identical_text(facts["identical_models"])
+    body.append(f"<p>{markup.text(words[:1].upper() + words[1:])}.</p>")
+    if "redundancy" in facts:
+        rows = [[r["shape"], *(markup.number(r[k]) for k in (
+            "filters", "duplicate_filters", "zero_filters", "shared_layers",
+            "shared_layer_groups"))] for r in facts["redundancy"]]
+        body.append(markup.table(["shape", "filters", "duplicates of an earlier filter",
+                                  "all-zero filters", "layers shared between models",
+                                  "groups of shared layers"], rows, "datasheet-redundancy",
+                                 [False] + [True] * 5))
+    else:
+        body.append(f"<p>Duplicate filters: {markup.text(note or 'not counted')}.</p>")
+    body.append(f"<h3>Degenerated layers and untrained models</h3><p>"
+                f"{markup.text(_quality_words(facts))}</p>")
+    return "<h3>Facts computed from the database</h3>" + "".join(body)
+
+
+def _quality_words(facts: dict) -> str:
+    if not facts.get("layers_assessed"):
+        return "Layer quality was not assessed (no quality metrics in this file)."
+    share = facts["degenerated_layers"] / facts["layers_assessed"]
+    words = (f"{facts['degenerated_layers']:,} of {facts['layers_assessed']:,} assessed "
+             f"layers ({share:.1%}) are degenerated")
+    untrained = facts.get("untrained_models", [])
+    return words + f"; {len(untrained)} model(s) look untrained" + (
+        ": " + ", ".join(untrained) if untrained else "") + "."
+
+
+def _questions(sheet: dict) -> str:
+    rows = [[section, row["question"], OPEN if row["source"] == OPEN else row["answer"],
+             row["source"]]
+            for section, questions in sheet["sections"].items() for row in questions]
+    return "<h3>Questions</h3>" + markup.table(["section", "question", "answer", "source"],
+                                               rows, "datasheet-questions")
+
+
 #: The report's sections in order; append builders to add sections.
-SECTIONS: list[Callable] = [composition, quality, pca, ridges, drift]
+SECTIONS: list[Callable] = [composition, verification, quality, pca, ridges, drift, datasheet]

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DatabaseError
-from . import layout
+from . import dataset, layout
 from .layout import Shape
 from .reader import FilterDB
 
@@ -125,8 +125,12 @@ class PublishedDB(FilterDB):
 
     @property
     def dataset_info(self) -> dict:
-        """Provenance of a database built by filterdb; a published file has none."""
-        return {}
+        """Dataset metadata as for a database nobody described (:func:`dataset.defaults`),
+        except the licence and version, which are blank: filterdb's defaults describe
+        its own databases, and the published file records neither."""
+        info = dataset.defaults()
+        info.update(version="", license={key: "" for key in info["license"]})
+        return info
 
     @cached_property
     def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame, str]:
