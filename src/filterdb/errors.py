@@ -37,4 +37,6 @@ class DatabaseError(FilterDBError):
 
 
 class BuildInterrupted(FilterDBError):
-    """A build stopped by Ctrl-C after committing what was ready; the CLI exits 130."""
+    """A writing command stopped by Ctrl-C, leaving a committed state (a build: what
+    was ready; ``release``/``remove``: before or after their one commit); the CLI
+    exits 130."""

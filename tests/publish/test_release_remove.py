@@ -22,6 +22,13 @@ def test_release_then_append_marks_a_pre_release(db_copy, cli, tmp_path):
     entry = info["changelog"][0]
     assert (entry["version"], entry["comment"], entry["models"], entry["filters"]) == (
         "1.0.0", "first", 4, 632)
+    # The same release again (say, after a crash left its outcome unknown) is a no-op.
+    master = db_copy.read_bytes()
+    same = cli("release", db_copy, "--version", "1.0.0", "--comment", "first", "--doi",
+               "10.5281/zenodo.1")
+    assert (same.returncode, same.stdout) == (
+        0, f"{db_copy}: already released 1.0.0 (DOI 10.5281/zenodo.1)\n")
+    assert db_copy.read_bytes() == master
     again = cli("release", db_copy, "--version", "1.0.0", "--comment", "again")
     assert again.returncode == 2
     assert again.stderr == ("filterdb: error: " f"{db_copy}: 1.0.0 is not greater than the "
@@ -75,6 +82,12 @@ def test_remove_keeps_other_models_intact_and_ids_dense(db_copy, cli):
         "removed_filter_ids": {"3x3": "13:172"}, "filter_id_shift": {"3x3": -160},
         "model_id_shift": -1}
     assert verify(after).problems == []
-    missing = cli("remove", db_copy, "--model", "net-onnx", "--reason", "again")
+    # Running it again (say, after a crash left its outcome unknown) changes nothing.
+    master = db_copy.read_bytes()
+    again = cli("remove", db_copy, "--model", "net-onnx", "--reason", "again")
+    assert (again.returncode, again.stdout) == (
+        0, f"{db_copy}: net-onnx already removed (version 0.1.0-dev)\n")
+    assert db_copy.read_bytes() == master
+    missing = cli("remove", db_copy, "--model", "no-such-model", "--reason", "typo")
     assert (missing.returncode, missing.stderr) == (
-        2, f"filterdb: error: {db_copy}: no model named 'net-onnx'\n")
+        2, f"filterdb: error: {db_copy}: no model named 'no-such-model'\n")

@@ -4,19 +4,22 @@ The checks open the master several times, so they are for a database no writer i
 changing (after a kill, after a build); readers racing a writer are tested apart.
 
 :func:`check_database` is what every fault-injection and concurrency test runs on
-a database it did not see being written. ``CHECKS`` lists the independent checks;
-when ``filterdb verify DB`` exists, adding it is one more entry there.
+a database it did not see being written. ``CHECKS`` lists the independent checks,
+``filterdb verify DB`` among them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
+from filterdb.cli import main
 from filterdb.store import layout
 
 
@@ -56,8 +59,21 @@ def check_invariants(db: Path) -> None:
         assert (shards / name).is_file(), f"shard {name} of a committed model is missing"
 
 
-#: Independent whole-database checks; ``filterdb verify`` joins as one more entry.
-CHECKS = (check_recipe, check_invariants)
+def check_verify(db: Path) -> None:
+    """``filterdb verify DB`` passes: exit 0, shard checksums and duplicate scan included.
+
+    Run in this process (the same code path as the command, without a second
+    interpreter start per check) so every kill of every scenario can afford it.
+    """
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = main(["verify", str(db)])
+    assert code == 0, output.getvalue()
+    assert output.getvalue().startswith(f"{db}: OK: "), output.getvalue()
+
+
+#: Independent whole-database checks.
+CHECKS = (check_recipe, check_invariants, check_verify)
 
 
 def check_database(db: Path) -> pd.DataFrame:

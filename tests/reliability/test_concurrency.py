@@ -1,5 +1,6 @@
-"""Two writers never interleave, a dead writer's lock is released, and readers that
-run while a build commits always see a committed state."""
+"""Two writers never interleave (a second build, ``release`` or ``remove`` is refused),
+a dead writer's lock is released, and readers that run while a build commits always
+see a committed state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import h5py
@@ -15,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 import filterdb
+from filterdb.cli import main
+from filterdb.store import layout
 from filterdb.store.writer import DatabaseWriter
 
 from .harness import HANG_GUARD, N_MODELS, SLOW_CLI, copy_database
-from .integrity import check_prefix
+from .integrity import check_prefix, database_digest
 
 # A process that takes the writer lock, says so, and holds it until killed.
 HOLDER = """
@@ -47,6 +51,37 @@ def test_second_writer_fails_with_one_line_and_changes_nothing(workspace, tmp_pa
     assert len(lines) == 1 and "locked by a running writer" in lines[0], done.stderr
     assert f"pid {os.getpid()}" in lines[0]  # names the holder
     assert db.read_bytes() == before
+
+
+def test_release_and_remove_during_a_build_are_refused_and_change_nothing(workspace,
+                                                                         tmp_path, capsys):
+    """While an append runs, ``release`` and ``remove`` fail at once with the one-line
+    lock message naming the build; the build then ends as if they never ran."""
+    db = tmp_path / "db.h5"
+    copy_database(workspace.base, db)
+    first = str(pd.read_hdf(workspace.base, "models")["model"].iloc[0])
+    build = subprocess.Popen([sys.executable, SLOW_CLI, "build", workspace.zoo,
+                              "--index", workspace.index, "-o", db],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "FILTERDB_TEST_DELAY": "0.3"})
+    lock = layout.lock_path(db)
+    try:
+        # The holder writes its pid into the lock file once it has the lock.
+        while build.poll() is None and not (lock.exists()
+                                            and lock.read_text() == f"pid {build.pid}"):
+            time.sleep(0.01)
+        for argv in (["release", db, "--version", "1.0.0", "--comment", "first"],
+                     ["remove", db, "--model", first, "--reason", "erratum"]):
+            assert main([str(a) for a in argv]) == 2
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert lines == [f"filterdb: error: {db}: locked by a running writer "
+                             f"(pid {build.pid}); wait for it to finish"]
+        _, stderr = build.communicate(timeout=HANG_GUARD)
+    finally:
+        build.kill()
+        build.wait(timeout=HANG_GUARD)
+    assert build.returncode == 0, stderr
+    assert database_digest(db) == database_digest(workspace.clean)
 
 
 def test_lock_of_a_killed_writer_is_released(workspace, tmp_path):

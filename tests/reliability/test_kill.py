@@ -1,9 +1,11 @@
 """Fault injection: writing commands killed with SIGKILL at random moments, or stopped
-with Ctrl-C, leave a database that holds a whole prefix of the models, and running the
-command again ends in the same bytes as an uninterrupted run.
+with Ctrl-C, leave a committed state, and running the command again ends in the same
+bytes as an uninterrupted run.
 
-A new writing command (``release``, ``remove``) is tested by adding one
-:class:`Scenario` to ``SCENARIOS``.
+A build or append keeps a whole prefix of the models (:class:`Scenario`,
+``SCENARIOS``); a one-commit command (``release``, ``remove``) leaves the database
+either as it was or as the whole command makes it (:class:`OneCommit`,
+``ONE_COMMITS``). A new writing command is tested by adding one entry to either.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import pandas as pd
 import pytest
 
 from filterdb.build import build
-from filterdb.store import layout
+from filterdb.cli import main
+from filterdb.store import dataset, layout
 
 from .harness import HANG_GUARD, N_BASE, N_MODELS, SLOW_CLI, Workspace, copy_database
-from .integrity import check_prefix, database_digest
+from .integrity import check_database, check_prefix, database_digest
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,12 @@ SCENARIOS = [
 ]
 
 
-def _run_interrupted(argv: list, moment: float, signum: int) -> subprocess.CompletedProcess:
+def _run_interrupted(argv: list, moment: float, signum: int,
+                     env: dict | None = None) -> subprocess.CompletedProcess:
     """Start the slowed CLI, send ``signum`` after ``moment`` seconds, wait for the end."""
     proc = subprocess.Popen([sys.executable, SLOW_CLI, *map(str, argv)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     try:
         stdout, stderr = proc.communicate(timeout=moment)
     except subprocess.TimeoutExpired:
@@ -87,13 +92,17 @@ def _uninterrupted_seconds(ws: Workspace, scenario: Scenario, db: Path) -> float
     return seconds
 
 
-def _assert_resumes_to_clean(ws: Workspace, scenario: Scenario, db: Path) -> None:
-    scenario.resume(ws, db)
-    assert database_digest(db) == database_digest(ws.clean)
+def _assert_no_leftovers(db: Path) -> None:
     leftovers = {p.name for p in db.parent.iterdir()} - {
         db.name, layout.shards_dir(db).name, layout.lock_path(db).name,
         layout.report_path(db).name}
     assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def _assert_resumes_to_clean(ws: Workspace, scenario: Scenario, db: Path) -> None:
+    scenario.resume(ws, db)
+    assert database_digest(db) == database_digest(ws.clean)
+    _assert_no_leftovers(db)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
@@ -157,3 +166,149 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(workspace, scenario, tmp_pa
     assert f"{committed - scenario.kept} model(s) committed" in last
     _assert_resumes_to_clean(workspace, scenario, db)
     assert len(pd.read_hdf(db, "models")) == N_MODELS
+
+
+TODAY = "2026-01-02"  # changelog date of every run, so reruns here match byte for byte
+#: The slowed writer of a one-commit command: 4 steps of 0.05 s writing the temporary
+#: master, 0.3 s between its rename over the master and the end of the commit.
+ONE_COMMIT_ENV = {"FILTERDB_TEST_WRITE_DELAY": "0.05", "FILTERDB_TEST_COMMITTED_DELAY": "0.3",
+                  "FILTERDB_TEST_TODAY": TODAY}
+
+
+@dataclass(frozen=True)
+class OneCommit:
+    """A command that changes the database in one commit, run on the clean build."""
+
+    name: str
+    argv: Callable[[Workspace, Path], list]
+
+
+def _removed_model(ws: Workspace) -> str:
+    """A model in the middle, so the removal shifts the ids of the models after it."""
+    return str(pd.read_hdf(ws.clean, layout.MODELS)["model"].iloc[N_BASE - 2])
+
+
+ONE_COMMITS = [
+    OneCommit("release", lambda ws, db: ["release", db, "--version", "1.0.0", "--comment",
+                                         "first release", "--doi", "10.5281/zenodo.1"]),
+    OneCommit("remove", lambda ws, db: ["remove", db, "--model", _removed_model(ws),
+                                        "--reason", "weights leaked from the test set"]),
+]
+OLD, NEW, NEW_ORPHAN = "old", "new", "new, removed model's shard not yet deleted"
+
+
+def _run_in_process(ws: Workspace, command: OneCommit, db: Path) -> None:
+    assert main([str(a) for a in command.argv(ws, db)]) == 0
+
+
+def _new_state(ws: Workspace, command: OneCommit, db: Path) -> dict[str, str]:
+    """Digest of the clean build after the command, run here uninterrupted."""
+    copy_database(ws.clean, db)
+    _run_in_process(ws, command, db)
+    check_database(db)
+    return database_digest(db)
+
+
+def _state(db: Path, old: dict[str, str], new: dict[str, str]) -> str:
+    """Which whole state the database is in, asserting it is one: the master and every
+    shard as before the command, or the master of after it with every shard it names;
+    besides, only the removed model's shard may be left (the commit came before its
+    deletion; it is unreferenced, so harmless, and the next writer deletes it)."""
+    got = database_digest(db)
+    if got["master"] == old["master"]:
+        assert got == old, "a shard changed although the master is the old one"
+        return OLD
+    assert got["master"] == new["master"], "the master is neither the old nor the new one"
+    assert {name: got.get(name) for name in new} == new, "a shard of the new state differs"
+    extra = set(got) - set(new)
+    assert extra <= set(old) - set(new), f"unexpected files: {extra}"
+    return NEW_ORPHAN if extra else NEW
+
+
+def _assert_rerun_completes(ws: Workspace, command: OneCommit, db: Path,
+                            new: dict[str, str]) -> None:
+    _run_in_process(ws, command, db)
+    assert database_digest(db) == new
+    _assert_no_leftovers(db)
+
+
+@pytest.mark.parametrize("command", ONE_COMMITS, ids=lambda c: c.name)
+def test_sigkill_during_one_commit_leaves_the_old_or_the_new_state(workspace, command,
+                                                                   tmp_path, monkeypatch):
+    """SIGKILL at seeded moments drawn uniformly over the slowed command's whole run
+    (start-up, writing the new master, between its rename and the end), until KILLS
+    landed mid-run: each time the database is the old or the new state, whole, passes
+    every check including ``filterdb verify``, and running the command again ends in
+    the uninterrupted run's bytes."""
+    monkeypatch.setattr(dataset, "_today", lambda: TODAY)
+    old = database_digest(workspace.clean)
+    new = _new_state(workspace, command, tmp_path / "reference" / "db.h5")
+    calibrate = tmp_path / "calibrate" / "db.h5"
+    copy_database(workspace.clean, calibrate)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, SLOW_CLI, *map(str, command.argv(workspace,
+                                                                           calibrate))],
+                          capture_output=True, text=True, timeout=HANG_GUARD,
+                          env={**os.environ, **ONE_COMMIT_ENV})
+    seconds = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert database_digest(calibrate) == new
+    rng = np.random.default_rng([8, len(SCENARIOS) + ONE_COMMITS.index(command)])
+    killed, states = 0, {OLD: 0, NEW: 0, NEW_ORPHAN: 0}
+    for attempt in range(MAX_ATTEMPTS):
+        db = tmp_path / f"run{attempt}" / "db.h5"
+        copy_database(workspace.clean, db)
+        began = time.monotonic()
+        done = _run_interrupted(command.argv(workspace, db), rng.uniform(0.0, seconds),
+                                signal.SIGKILL, ONE_COMMIT_ENV)
+        if done.returncode == -signal.SIGKILL:
+            killed += 1
+        else:  # it ended before its moment: narrow the window, as for builds
+            assert done.returncode == 0, done.stderr
+            seconds = min(seconds, time.monotonic() - began)
+        states[_state(db, old, new)] += 1
+        check_database(db)
+        _assert_rerun_completes(workspace, command, db, new)
+        shutil.rmtree(db.parent)
+        if killed == KILLS:
+            break
+    assert killed == KILLS, f"only {killed} of {MAX_ATTEMPTS} runs were killed mid-run"
+    # Kills landed both before and after the commit.
+    assert states[OLD] and states[NEW] + states[NEW_ORPHAN], states
+
+
+def _tmp_master_exists(db: Path) -> bool:
+    return any(db.parent.glob(f".{db.name}.*.tmp"))
+
+
+@pytest.mark.parametrize("moment", ["writing", "committed"])
+@pytest.mark.parametrize("command", ONE_COMMITS, ids=lambda c: c.name)
+def test_ctrl_c_during_one_commit_stops_cleanly(workspace, command, moment, tmp_path,
+                                                monkeypatch):
+    """Ctrl-C while the new master is written (the old state stays) or right after its
+    rename (the new state stands): exit 130, one last line saying the database is
+    whole and to run the command again, which completes it."""
+    monkeypatch.setattr(dataset, "_today", lambda: TODAY)
+    old = database_digest(workspace.clean)
+    new = _new_state(workspace, command, tmp_path / "reference" / "db.h5")
+    db = tmp_path / "run" / "db.h5"
+    copy_database(workspace.clean, db)
+    inode = db.stat().st_ino
+    reached = {"writing": lambda: _tmp_master_exists(db),
+               "committed": lambda: db.stat().st_ino != inode}[moment]
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, *map(str, command.argv(workspace, db))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ONE_COMMIT_ENV})
+    while proc.poll() is None and not reached():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=HANG_GUARD)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"filterdb: {db}: {command.name} interrupted;"), last
+    assert "never in between. Run the same command again to complete it." in last, last
+    expected = {"writing": {OLD}, "committed": {NEW, NEW_ORPHAN}}[moment]
+    assert _state(db, old, new) in expected
+    check_database(db)
+    _assert_rerun_completes(workspace, command, db, new)

@@ -104,6 +104,29 @@ def last_release(info: dict) -> dict | None:
     return releases[-1] if releases else None
 
 
+def is_released_as(info: dict, version: str, comment: str, doi: str = "") -> bool:
+    """Whether ``info`` is this very release, unchanged since: running the same
+    ``release`` again (after a crash left its outcome unknown) then has nothing to do.
+
+    Examples
+    --------
+    >>> info = release(defaults(), "1.0.0", "first")
+    >>> is_released_as(info, "1.0.0", "first"), is_released_as(mark_changed(info), "1.0.0", "first")
+    (True, False)
+    """
+    last = last_release(info)
+    return (info["released"] and last is not None and info["version"] == version
+            and last["version"] == version and last["comment"] == comment
+            and last["doi"] == doi)
+
+
+def last_removal(info: dict, model: str) -> dict | None:
+    """The newest changelog entry that removed ``model``, or None."""
+    removals = [e for e in info["changelog"]
+                if e.get("kind") == "removal" and e.get("model") == model]
+    return removals[-1] if removals else None
+
+
 def _today() -> str:
     return datetime.datetime.now(datetime.UTC).date().isoformat()
 
