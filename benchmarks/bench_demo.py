@@ -180,7 +180,8 @@ def section(results: list[dict], found: list[str], load: tuple, command: str) ->
         "and stderr to a log file; seconds are wall time of the whole process, interpreter "
         "start included. The cold run starts from an empty OUT and trains all 41 models; the "
         "warm run repeats it on the same OUT, where every model comes from `OUT/cache` and no "
-        "model file is rewritten; both rebuild the database and rerun the analysis. Phase "
+        "model file is rewritten; both rebuild the database, rerun the analysis and write "
+        "the HTML report (the time between the analysis and the end of the run). Phase "
         "times come from the demo's log lines; peak RSS is the sum over the process tree "
         "(training and build workers included), sampled every 50 ms.", "",
         "What the cold run's database shows (quality verdicts of the build; drift from "

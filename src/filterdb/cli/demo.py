@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import FilterDBError
 from . import build as build_command
 from . import info as info_command
+from .running import DEFAULT_MEMORY_GIB, DEFAULT_SECONDS
 
 NAME = "demo"
 HELP = ("Train a small, diverse model zoo on the CPU (scikit-learn's digits and sample "
@@ -71,8 +72,9 @@ def run(args) -> int:
     status = build_command.run(Namespace(zoo=zoo.zoo, output=database, index=zoo.index,
                                          workers=args.workers, shapes=SHAPES, strict=False,
                                          quality=True, allow_unsafe_pickle=False,
-                                         only_selected=False, verify_run=False,
-                                         require_run=False))
+                                         only_selected=False, verify_run=True,
+                                         require_run=False, run_timeout=DEFAULT_SECONDS,
+                                         run_memory=DEFAULT_MEMORY_GIB))
     if status:
         return status
     _log(f"demo: database built in {time.perf_counter() - phase:.1f} s")
