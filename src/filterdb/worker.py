@@ -23,6 +23,7 @@ from .runs import run_columns
 from .store import layout
 from .store.entry import ModelEntry
 from .store.shard import (
+    block_checksums,
     filter_checksums,
     read_record_json,
     seal_shard,
@@ -84,13 +85,13 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
     The file's sha256 is computed in a thread while the model is read, assessed and
-    written, the weights' in another while it is assessed (hashlib, numpy and h5py
-    release the GIL); the shard gets its content-hash name afterwards. When appending,
-    known models and shards a killed build left behind are recognised by the hash
-    before the model is read.
+    written, the weights' and the stored filters' checksums in others while it is
+    assessed and written (hashlib, numpy and h5py release the GIL); the shard gets its
+    content-hash name afterwards. When appending, known models and shards a killed
+    build left behind are recognised by the hash before the model is read.
     """
     try:
-        with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
+        with ThreadPoolExecutor(3) as hasher:  # file, weights, filters: side by side
             hashing = hasher.submit(file_sha256, job.path)
             if job.known_hashes:  # appending: recognise known models before reading them
                 known = _known(job, hashing.result())
@@ -100,8 +101,11 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             layers = extraction.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
-            # Hashed in the hashing thread while the metrics and the shard are computed.
+            # Hashed in threads while the metrics are computed and the shard is written.
             hashing_weights = hasher.submit(weights_sha256, layers)
+            hashing_filters = hasher.submit(
+                block_checksums, job.shapes,
+                lambda shape: extraction.filters_by_shape(layers, shape))
             quality, verdict = (
                 layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                             job.threads)
@@ -121,9 +125,9 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                                shard="", meta=dict(job.meta), summary=summary, layers=rows)
             counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
             tmp = temporary_shard(job.shards)
-            entry.summary["filters_sha256"] = write_shard(
-                tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
-                json.dumps(_entry_json(entry)))
+            write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
+                        json.dumps(_entry_json(entry)), checksums=False)
+            entry.summary["filters_sha256"] = hashing_filters.result()
             entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:
             tmp.unlink(missing_ok=True)
@@ -232,7 +236,7 @@ def weights_sha256(layers) -> tuple[str, list[str]]:
     for layer in layers:
         weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
         digest = hashlib.sha256(json.dumps(weight.shape).encode())
-        digest.update(weight.tobytes())
+        digest.update(weight)  # the buffer itself: no copy
         layer_digests.append(digest.hexdigest())
     return hashlib.sha256("".join(layer_digests).encode()).hexdigest(), layer_digests
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -225,3 +227,20 @@ def test_missing_zoo(tmp_path, cli):
     assert result.returncode == 2
     assert _one_error_line(result) == (f"filterdb: error: {tmp_path / 'nozoo'}: "
                                        "no such model file or folder")
+
+
+def test_the_parser_imports_no_heavy_package():
+    """``filterdb --help`` and every command start light: building the parser imports
+    none of numpy, pandas, h5py or numba (a build's peak memory counts what the CLI
+    imported), and the repeated report defaults equal the report's."""
+    code = ("import sys; from filterdb.cli import parser; parser(); "
+            "print(sorted(m for m in ('numpy', 'pandas', 'h5py', 'numba', 'matplotlib') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    from filterdb import report
+    from filterdb.cli import report as report_command
+
+    assert report_command.DEFAULT_BY == report.DEFAULT_BY
+    assert report_command.DEFAULT_MAX_FILTERS == report.DEFAULT_MAX_FILTERS

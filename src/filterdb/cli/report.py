@@ -11,9 +11,13 @@ HELP = ("One self-contained HTML file about a database: composition, models veri
         "and box plots, the datasheet, each with a plain-words reading.")
 
 
-def add_arguments(parser) -> None:
-    from ..report import DEFAULT_BY, DEFAULT_MAX_FILTERS
+#: The report's defaults, repeated so that building the parser imports no numpy,
+#: pandas or numba (a test keeps them equal to :mod:`filterdb.report`'s).
+DEFAULT_BY = ("Task", "Visual Category", "depth")
+DEFAULT_MAX_FILTERS = 2_000_000
 
+
+def add_arguments(parser) -> None:
     parser.add_argument("database", type=Path)
     parser.add_argument("-o", "--output", type=Path, metavar="FILE",
                         help="the HTML file (default: DB.report.html beside the database)")

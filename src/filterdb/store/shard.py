@@ -34,7 +34,7 @@ def temporary_shard(shards: Path) -> Path:
 
 def write_shard(tmp: Path, counts: dict[Shape, int],
                 blocks: Callable[[Shape], Iterable[np.ndarray]],
-                record_json: str) -> dict[str, str]:
+                record_json: str, checksums: bool = True) -> dict[str, str]:
     """Write one model's filters into a temporary shard file; returns their checksums.
 
     Parameters
@@ -47,6 +47,9 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
         ``blocks(shape)`` yields that shape's filters as (n, kh, kw) arrays in order.
     record_json : str
         The model's table rows, kept so a shard can be committed without re-reading.
+    checksums : bool, default True
+        Hash the data on the way; a caller that hashes it elsewhere (in a thread, see
+        :func:`block_checksums`) passes False and gets ``{}``.
 
     Returns
     -------
@@ -67,10 +70,12 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
                 digest = hashlib.sha256()
                 for block in blocks(shape):
                     block = np.ascontiguousarray(block, dtype=np.float32)
-                    digest.update(block.tobytes())
+                    if checksums:
+                        digest.update(block)  # the buffer itself: no copy
                     dataset[position:position + len(block)] = block
                     position += len(block)
-                digests[shape_label(shape)] = digest.hexdigest()
+                if checksums:
+                    digests[shape_label(shape)] = digest.hexdigest()
                 if position != count:
                     raise RuntimeError(f"shard {tmp.name}: wrote {position} of {count} "
                                        f"{shape} filters")
@@ -78,6 +83,17 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return digests
+
+
+def block_checksums(shapes, blocks: Callable[[Shape], Iterable[np.ndarray]]) -> dict[str, str]:
+    """What :func:`write_shard` returns, from the same blocks without writing them."""
+    digests = {}
+    for shape in shapes:
+        digest = hashlib.sha256()
+        for block in blocks(shape):
+            digest.update(np.ascontiguousarray(block, dtype=np.float32))
+        digests[shape_label(shape)] = digest.hexdigest()
     return digests
 
 
@@ -95,8 +111,7 @@ def filter_checksums(path: Path, shapes, rows: int = 1 << 20) -> dict[str, str]:
             dataset = handle[filters_dataset(shape)]
             digest = hashlib.sha256()
             for at in range(0, len(dataset), rows):
-                digest.update(np.ascontiguousarray(dataset[at:at + rows],
-                                                   dtype=np.float32).tobytes())
+                digest.update(np.ascontiguousarray(dataset[at:at + rows], dtype=np.float32))
             digests[shape_label(shape)] = digest.hexdigest()
     return digests
 
