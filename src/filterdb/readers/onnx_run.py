@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import NOT_RUN, RunResult
-from .running import failure, fill_dims, outputs_result, random_input
+from .running import chosen_shapes, failure, fill_dims, outputs_result, random_input
 
 
 def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
@@ -35,14 +35,14 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
     except Exception as error:  # onnxruntime raises its own Fail, InvalidGraph, ...
         return failure("loading the model", error)
     inputs = session.get_inputs()
-    if input_shapes is None:
+
+    def defaults():
         channels = _first_conv_channels(path)
-        shapes = [fill_dims(i.shape, channels.get(i.name)) for i in inputs]
-    elif len(input_shapes) != len(inputs):
-        return RunResult(NOT_RUN, f"{len(input_shapes)} input shape(s) given for "
-                                  f"{len(inputs)} graph input(s)")
-    else:
-        shapes = [tuple(shape) for shape in input_shapes]
+        return [fill_dims(i.shape, channels.get(i.name)) for i in inputs]
+
+    shapes = chosen_shapes(input_shapes, len(inputs), defaults)
+    if isinstance(shapes, RunResult):
+        return shapes
     rng = np.random.default_rng(seed)
     feeds = {}
     for graph_input, shape in zip(inputs, shapes, strict=True):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingDependencyError
-from ..records import RUNS_NO, RUNS_YES, RunResult
+from ..records import NOT_RUN, RUNS_NO, RUNS_YES, RunResult
 
 #: Default size of an unknown spatial dimension.
 SPATIAL = 224
@@ -114,6 +114,17 @@ def parse_input_shapes(text: str) -> list[tuple[int, ...]]:
 def shape_text(shapes: Sequence[Sequence[int]]) -> str:
     """The inverse of :func:`parse_input_shapes`: ``[(1, 10), (1,)]`` -> ``"1x10;1"``."""
     return ";".join("x".join(str(d) for d in shape) for shape in shapes)
+
+
+def chosen_shapes(given, count: int, defaults) -> list[tuple[int, ...]] | RunResult:
+    """The shapes a run feeds: ``given`` (one per graph input) or ``defaults()``; a count
+    that does not match the graph's inputs is a "not run" result."""
+    if given is None:
+        return defaults()
+    if len(given) != count:
+        return RunResult(NOT_RUN, f"{len(given)} input shape(s) given for {count} graph "
+                                  "input(s)")
+    return [tuple(shape) for shape in given]
 
 
 def fill_dims(dims: Sequence[int | None], channels: int | None = None) -> tuple[int, ...]:

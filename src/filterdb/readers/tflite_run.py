@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import NOT_RUN, RunResult
-from .running import failure, fill_dims, outputs_result, random_input
+from ..records import RunResult
+from .running import chosen_shapes, failure, fill_dims, outputs_result, random_input
 
 
 def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
@@ -38,13 +38,10 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
     except Exception as error:  # the interpreter raises ValueError, RuntimeError, ...
         return failure("loading the model", error)
     details = interpreter.get_input_details()
-    if input_shapes is None:
-        shapes = [fill_dims(list(d["shape_signature"])) for d in details]
-    elif len(input_shapes) != len(details):
-        return RunResult(NOT_RUN, f"{len(input_shapes)} input shape(s) given for "
-                                  f"{len(details)} graph input(s)")
-    else:
-        shapes = [tuple(shape) for shape in input_shapes]
+    shapes = chosen_shapes(input_shapes, len(details),
+                           lambda: [fill_dims(list(d["shape_signature"])) for d in details])
+    if isinstance(shapes, RunResult):
+        return shapes
     rng = np.random.default_rng(seed)
     try:
         for detail, shape in zip(details, shapes, strict=True):
