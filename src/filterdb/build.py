@@ -57,6 +57,7 @@ class BuildOptions:
     limits: Limits = field(default_factory=Limits)
     thresholds: layer_quality.Thresholds = field(default_factory=layer_quality.Thresholds)
     quality: bool = True
+    count_duplicates: bool = False  # after the build, count exact duplicate filters
     commit_seconds: float = 1.0
     only_selected: bool = False
     run: RunLimits | None = None  # run every model once within these limits
@@ -180,7 +181,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
         try:
             _run(jobs, writer, options, report, notify)
             _store_publication(writer, publication)
-            report.completeness = _completeness(writer)
+            report.completeness = _completeness(writer, options.count_duplicates)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -258,16 +259,26 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
         committer.close()
 
 
-def _completeness(writer: DatabaseWriter) -> dict:
-    """What the tables show without reading filters: empty meta fields, shared layers.
-
-    Exact duplicate filters need a pass over every filter: ``filterdb verify``.
-    """
+def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:
+    """What the tables show without reading filters: empty meta fields, shared layers;
+    with ``count_duplicates``, exact duplicate filters per stored shape, which takes a
+    pass over every filter of the database (as ``filterdb verify`` does)."""
     if writer.models.empty:
         return {}
-    return {"models": len(writer.models),
-            "empty_fields": redundancy.empty_fields_of(writer.models, writer.index_columns),
-            **redundancy.shared_layers_of(writer.models, writer.layers)}
+    completeness = {
+        "models": len(writer.models),
+        "empty_fields": redundancy.empty_fields_of(writer.models, writer.index_columns),
+        **redundancy.shared_layers_of(writer.models, writer.layers)}
+    if count_duplicates:
+        from .store.reader import FilterDB
+
+        db = FilterDB(writer.path)  # the committed state; readers take no lock
+        completeness["duplicate_filters"] = [
+            {key: scan[key] for key in ("shape", "filters", "duplicate_filters",
+                                        "duplicated_values", "zero_filters")}
+            for scan in (redundancy.scan_filters(db, shape, workdir=writer.path.parent)
+                         for shape in writer.shapes)]
+    return completeness
 
 
 def _read_publication(index) -> tuple[Path, dict, dict] | None:

@@ -151,3 +151,19 @@ def test_build_counts_layers_shared_between_models(tmp_path, cli):
     first = sorted(layers[layers["model_id"] == 0]["name"])[0]
     assert [f"base/{first}", f"tuned/{first}"] in report["completeness"][
         "shared_layer_examples"]
+
+
+def test_build_counts_duplicate_filters_on_request(publish_zoo, tmp_path, cli):
+    """``--count-duplicates``: the build's counts equal verify's, line and JSON."""
+    db = tmp_path / "filters.h5"
+    result = cli("build", publish_zoo.parent, "--index", publish_zoo, "-o", db,
+                 "--count-duplicates")
+    assert result.returncode == 0, result.stderr
+    scans = json.loads((tmp_path / "filters.h5.build.json").read_text())[
+        "completeness"]["duplicate_filters"]
+    expected = verify(filterdb.open(db), workdir=tmp_path).summary["redundancy"]
+    keys = ("shape", "filters", "duplicate_filters", "duplicated_values", "zero_filters")
+    assert scans == [{key: scan[key] for key in keys} for scan in expected]
+    assert scans[0]["filters"] == sum(THREE.values())
+    assert (f"redundancy: {scans[0]['duplicate_filters']:,} of {scans[0]['filters']:,} 3x3 "
+            "filters repeat an earlier one" in result.stderr)

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--shapes", default=None,
                         help="extra kernel shapes to store beside 3x3, e.g. 5x5,1x3")
+    parser.add_argument("--count-duplicates", action="store_true",
+                        help="after the build, count exact duplicate filters of the whole "
+                             "database (one more pass over every filter, as verify does)")
     parser.add_argument("--no-quality", dest="quality", action="store_false",
                         help="skip the layer quality metrics (faster; verdicts 'not assessed')")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
@@ -54,6 +57,7 @@ def run(args) -> int:
     limits = run_limits(args) if args.verify_run or args.require_run else None
     options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
                            quality=args.quality, only_selected=args.only_selected,
+                           count_duplicates=args.count_duplicates,
                            limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
                            run=limits, require_run=args.require_run)
     with BuildProgress() as progress:
@@ -113,5 +117,10 @@ def completeness_lines(completeness: dict) -> list[str]:
         example = " = ".join(completeness["shared_layer_examples"][0])
         lines.append(f"redundancy: {completeness['shared_layers']} layers equal a layer of "
                      f"another model ({completeness['shared_layer_groups']} groups, e.g. "
-                     f"{one_line(example)}); duplicate filters: filterdb verify")
+                     f"{one_line(example)})")
+    for scan in completeness.get("duplicate_filters", []):
+        lines.append(f"redundancy: {scan['duplicate_filters']:,} of {scan['filters']:,} "
+                     f"{scan['shape']} filters repeat an earlier one "
+                     f"({scan['duplicated_values']:,} values occur more than once; "
+                     f"{scan['zero_filters']:,} all-zero)")
     return lines

@@ -72,7 +72,8 @@ def run(args) -> int:
     status = build_command.run(Namespace(zoo=zoo.zoo, output=database, index=zoo.index,
                                          workers=args.workers, shapes=SHAPES, strict=False,
                                          quality=True, allow_unsafe_pickle=False,
-                                         only_selected=False, verify_run=True,
+                                         only_selected=False, count_duplicates=True,
+                                         verify_run=True,
                                          require_run=False, run_timeout=DEFAULT_SECONDS,
                                          run_memory=DEFAULT_MEMORY_GIB))
     if status:
