@@ -243,7 +243,8 @@ def weights_sha256(layers) -> tuple[str, list[str]]:
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
+    buffer = memoryview(bytearray(block))  # one buffer: no allocation per block
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(buffer[:count])
     return digest.hexdigest()
