@@ -6,7 +6,6 @@ import json
 import os
 import struct
 import sys
-import tracemalloc
 
 import ml_dtypes
 import numpy as np
@@ -18,15 +17,10 @@ from filterdb.readers import Limits, find_reader, is_model_file, open_model
 from filterdb.readers import safetensors as reader
 
 from .network import equivalence_network, expected_filters
+from .refusals import one_line, refused_within
 from .writers_safetensors import cast, write_ordered, write_raw, write_safetensors
 
 NAMES = ["plain", "strided", "grouped", "depthwise", "transposed", "wide"]
-
-
-def _one_line(error: ModelReadError) -> str:
-    text = str(error)
-    assert "\n" not in text, text
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +158,7 @@ def test_huge_declared_tensor_over_the_limit_is_refused_before_allocation(tmp_pa
     tiny = np.zeros((1, 1, 1, 1), np.float32)
     path = write_raw(tmp_path / "huge.safetensors", [("big.weight", tiny)], header_entries={
         "big.weight": {"dtype": "F32", "shape": [65536, 65536, 3, 3], "data_offsets": [0, 4]}})
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelReadError) as caught:
-            open_model(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
-    assert "big.weight" in _one_line(caught.value)
+    assert "big.weight" in one_line(refused_within(path, 10 * 2**20))
 
 
 def test_declared_size_not_matching_the_data_is_refused_before_allocation(tmp_path):
@@ -180,22 +166,14 @@ def test_declared_size_not_matching_the_data_is_refused_before_allocation(tmp_pa
     tiny = np.zeros((1, 1, 1, 1), np.float32)
     path = write_raw(tmp_path / "liar.safetensors", [("big.weight", tiny)], header_entries={
         "big.weight": {"dtype": "F32", "shape": [1024, 1024, 16, 16], "data_offsets": [0, 4]}})
-    tracemalloc.start()
-    try:
-        with pytest.raises(ModelReadError) as caught:
-            open_model(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
-    assert "holds 4 bytes" in _one_line(caught.value)
+    assert "holds 4 bytes" in one_line(refused_within(path, 10 * 2**20))
 
 
 def test_element_limit_is_enforced(tmp_path, network):
     path = write_safetensors(tmp_path / "net.safetensors", network)
     with pytest.raises(ModelReadError) as caught:
         open_model(path, Limits(max_tensor_elements=100))
-    assert "element limit" in _one_line(caught.value)
+    assert "element limit" in one_line(caught.value)
 
 
 def test_truncated_data_is_a_read_error(tmp_path, network):
@@ -205,7 +183,7 @@ def test_truncated_data_is_a_read_error(tmp_path, network):
     assert reader.sniff(whole[:64], path)  # header intact: still recognised
     with pytest.raises(ModelReadError) as caught:
         open_model(path)
-    assert "truncated" in _one_line(caught.value)
+    assert "truncated" in one_line(caught.value)
 
 
 def test_truncated_header_is_not_sniffed_but_fails_by_extension(tmp_path, network):
@@ -216,7 +194,7 @@ def test_truncated_header_is_not_sniffed_but_fails_by_extension(tmp_path, networ
     assert find_reader(path) is reader
     with pytest.raises(ModelReadError) as caught:
         open_model(path)
-    assert "does not fit" in _one_line(caught.value)
+    assert "does not fit" in one_line(caught.value)
 
 
 @pytest.mark.parametrize("header", [
@@ -233,7 +211,7 @@ def test_malformed_headers_are_one_line_errors(tmp_path, header):
         open_model(path)
     with pytest.raises(ModelReadError) as caught:
         reader.read(path, Limits())
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_overlapping_offsets_are_rejected_by_the_library(tmp_path):
@@ -244,7 +222,7 @@ def test_overlapping_offsets_are_rejected_by_the_library(tmp_path):
                                                   "data_offsets": [0, 16]}})
     with pytest.raises(ModelReadError) as caught:
         open_model(path)
-    assert "not a valid safetensors file" in _one_line(caught.value)
+    assert "not a valid safetensors file" in one_line(caught.value)
 
 
 def test_sniff(tmp_path, network):
@@ -265,4 +243,4 @@ def test_missing_package_names_the_extra(tmp_path, network, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors", None)
     with pytest.raises(MissingDependencyError) as caught:
         open_model(path)
-    assert "filterdb[safetensors]" in _one_line(caught.value)
+    assert "filterdb[safetensors]" in one_line(caught.value)

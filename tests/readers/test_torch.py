@@ -24,6 +24,7 @@ from filterdb.readers import torch as torch_reader
 
 from . import writers_torch
 from .network import equivalence_network, expected_filters, write_onnx
+from .refusals import one_line
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,6 @@ def _assert_network_filters(record, network):
         assert g.dtype == np.float32
         np.testing.assert_array_equal(g, w)
     assert [layer.name for layer in ordered_layers(record)] == [s.name for s in network]
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error)
-    assert "\n" not in text and "Traceback" not in text, text
-    return text
 
 
 # detection ---------------------------------------------------------------------------
@@ -314,7 +309,7 @@ def test_unsafe_pickle_is_refused_and_code_does_not_run(tmp_path):
     assert not marker.exists()
     with pytest.raises(ModelReadError) as caught:
         open_model(path)
-    message = _one_line(caught.value)
+    message = one_line(caught.value)
     assert "refuses to unpickle builtins.exec" in message
     assert "--allow-unsafe-pickle" in message
     assert not marker.exists()
@@ -353,7 +348,7 @@ def test_weights_only_unreadable_pickle(tmp_path):
                _use_new_zipfile_serialization=False)
     with pytest.raises(ModelReadError, match="weights-only unpickler cannot read it") as caught:
         open_model(path)
-    _one_line(caught.value)
+    one_line(caught.value)
     assert len(open_model(path, Limits(allow_unsafe_pickle=True)).layers) == 1
 
 
@@ -362,7 +357,7 @@ def test_missing_torch(tmp_path, network, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingDependencyError) as caught:
         open_model(path)
-    assert "filterdb[torch]" in _one_line(caught.value)
+    assert "filterdb[torch]" in one_line(caught.value)
 
 
 def test_tensor_element_limit(tmp_path, network):
@@ -379,7 +374,7 @@ def test_truncated_zip(tmp_path, network):
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ModelReadError, match="damaged or truncated zip archive") as caught:
         open_model(bad)
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_truncated_legacy_file(tmp_path):
@@ -389,7 +384,7 @@ def test_truncated_legacy_file(tmp_path):
     bad.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ModelReadError) as caught:
         open_model(bad)
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_legacy_file(tmp_path, network):
@@ -403,7 +398,7 @@ def test_random_bytes(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(ModelReadError, match="not a PyTorch file") as caught:
         open_model(path)
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_zip_without_pickle(tmp_path):
@@ -412,14 +407,14 @@ def test_zip_without_pickle(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(ModelReadError, match="without data.pkl") as caught:
         open_model(path)
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_pickle_without_tensors(tmp_path):
     torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "empty.pt")
     with pytest.raises(ModelReadError, match="holds no tensors") as caught:
         open_model(tmp_path / "empty.pt")
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 def test_state_dict_without_conv_weights(tmp_path):
@@ -448,7 +443,7 @@ def test_damaged_torchscript(tmp_path, network):
             dst.writestr(info, data)
     with pytest.raises(ModelReadError, match="not a readable TorchScript archive") as caught:
         open_model(bad)
-    _one_line(caught.value)
+    one_line(caught.value)
 
 
 # command line ------------------------------------------------------------------------
