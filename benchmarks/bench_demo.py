@@ -15,78 +15,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import psutil
-
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_build import MB, ROOT, machine, measure  # noqa: E402
 from benchmarks_md import replace_section  # noqa: E402
 
 SECTION = "## Demo (issue 6)"
-MB = 2**20
 TARGET_SECONDS = 300
 
 
-class TreeSampler(threading.Thread):
-    """Peak RSS summed over a process and its descendants."""
-
-    def __init__(self, pid: int, interval: float = 0.05):
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.done = threading.Event()
-        self.peak_rss = 0
-        self.peak_processes = 0
-
-    def run(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self.done.is_set():
-            try:
-                processes = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            rss = 0
-            for process in processes:
-                try:
-                    rss += process.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            self.peak_rss = max(self.peak_rss, rss)
-            self.peak_processes = max(self.peak_processes, len(processes))
-            self.done.wait(self.interval)
-
-
-def measure(name: str, command: list[str], log: Path) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log, "w") as handle:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
-                                   stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        sampler = TreeSampler(process.pid)
-        sampler.start()
-        code = process.wait()
-        seconds = time.perf_counter() - started
-        sampler.done.set()
-        sampler.join()
+def measure_demo(name: str, command: list[str], log: Path) -> dict:
+    """One demo run (time and tree memory as every benchmark measures them) and its
+    phases, read from the demo's own log lines."""
+    result = measure(name, command, log)
     text = log.read_text()
-    if code != 0:
-        raise SystemExit(f"{name}: exit status {code}; see {log}:\n{text[-3000:]}")
 
     def phase(pattern: str) -> float | None:
         match = re.search(pattern, text)
         return float(match[1]) if match else None
 
-    return {"run": name, "seconds": seconds, "peak_rss_mb": sampler.peak_rss / MB,
-            "processes": sampler.peak_processes,
+    return {"run": name, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss"] / MB,
+            "processes": result["processes"],
             "zoo": phase(r"demo: zoo ready in ([0-9.]+) s"),
             "trained": phase(r"\(([0-9]+) trained, [0-9]+ from the cache"),
             "build": phase(r"demo: database built in ([0-9.]+) s"),
@@ -145,20 +98,12 @@ def findings(database: Path) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    with open("/proc/cpuinfo") as handle:
-        cpu = next((line.split(":", 1)[1].strip() for line in handle
-                    if line.startswith("model name")), platform.processor())
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+def describe_machine() -> str:
     import torch
 
-    return (f"{os.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.1f} GB "
-            f"RAM, Python {platform.python_version()}, torch {torch.__version__}; filterdb at "
-            f"commit {commit}")
+    info = machine()
+    return (f"{info['cpus']} cores ({info['cpu']}), {info['ram_gb']} GB RAM, Python "
+            f"{info['python']}, torch {torch.__version__}; filterdb at commit {info['commit']}")
 
 
 def section(results: list[dict], found: list[str], load: tuple, command: str) -> str:
@@ -173,7 +118,7 @@ def section(results: list[dict], found: list[str], load: tuple, command: str) ->
                     f"{r['processes']} | {target} |")
     return "\n".join([
         SECTION, "", "Command (from the repository root):", "", "```", command, "```", "",
-        f"Machine: {machine()}. Load average (1 min) before/after: {load[0]:.2f} / "
+        f"Machine: {describe_machine()}. Load average (1 min) before/after: {load[0]:.2f} / "
         f"{load[1]:.2f} (other jobs may share the machine).", "",
         *rows, "",
         "Both runs are `filterdb demo -o OUT` as a subprocess (default 2 workers), stdout "
@@ -204,7 +149,7 @@ def main() -> None:
     results = []
     for name in ("cold", "warm"):
         print(f"bench_demo: {name} run ...", file=sys.stderr, flush=True)
-        results.append(measure(name, command, out / f"{name}.log"))
+        results.append(measure_demo(name, command, out / f"{name}.log"))
         r = results[-1]
         print(f"bench_demo: {name}: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
               file=sys.stderr, flush=True)
