@@ -33,7 +33,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -42,6 +42,15 @@ from threadpoolctl import ThreadpoolController
 ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
 #: Rows of the Gram matrix per block: bounds memory at ~block x c_out floats.
 GRAM_BLOCK_ROWS = 256
+#: Values per batch of small layers assessed with one numpy call per statistic.
+BATCH_VALUES = 1 << 18
+#: Multiply-adds of a Gram matrix above which its row panels are shared by the threads.
+SHARED_GRAM_WORK = 1 << 26
+#: Rows per panel of a shared Gram matrix: enough panels for the threads to balance.
+SHARED_PANEL_ROWS = 128
+#: Unit-row copies of layers with shared Gram matrices held at once.
+SHARED_GROUP_BYTES = 64 << 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 METRIC_COLUMNS = ("n", "sparsity", "variance_entropy", "variance_entropy_norm",
                   "variance_entropy_clean", "variance_entropy_clean_norm", "orthogonality",
@@ -119,37 +128,19 @@ def sparse_mask(filters: np.ndarray, eps: float = 0.01) -> np.ndarray:
     >>> sparse_mask(np.array([[0.0, 0.001], [1.0, 0.0]]))
     array([ True, False])
     """
-    return _sparse_rows(np.abs(filters), eps)
-
-
-def _sparse_rows(magnitude: np.ndarray, eps: float) -> np.ndarray:
-    threshold = float(magnitude.max(initial=0.0)) * eps
-    return (magnitude < (threshold if threshold > 0 else 1.0)).all(axis=1)
+    row_peak = np.abs(filters).max(axis=1, initial=0.0)
+    threshold = float(row_peak.max(initial=0.0)) * eps
+    return row_peak < (threshold if threshold > 0 else 1.0)
 
 
 def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
     """Entropy (log10) of the variance ratios of an (n, k*k) filter matrix, and that
     entropy divided by :func:`entropy_threshold` (n)."""
     filters = np.asarray(filters, dtype=np.float64)
-    entropy, normalised = _entropy_from_scatter(_scatter(filters)[None], np.array([len(filters)]))
+    mean = filters.mean(axis=0) if len(filters) else np.zeros(filters.shape[1])
+    full, _ = _scatters(filters, mean, np.zeros(len(filters), bool), 0)
+    entropy, normalised = _entropy_from_scatter(full[None], np.array([len(filters)]))
     return float(entropy[0]), float(normalised[0])
-
-
-def _scatter(rows: np.ndarray, chunk_rows: int = 1 << 16) -> np.ndarray:
-    """Centred sum of outer products (n - 1 times the covariance) of (n, d) rows.
-
-    Two passes: the mean first, then products of centred float64 chunks; the
-    one-pass ``sum(x x^T) - n m m^T`` cancels to noise when filters are near copies.
-    """
-    d = rows.shape[1]
-    scatter = np.zeros((d, d))
-    if len(rows) == 0:
-        return scatter
-    mean = rows.mean(axis=0, dtype=np.float64)
-    for start in range(0, len(rows), chunk_rows):
-        chunk = rows[start:start + chunk_rows] - mean
-        scatter += chunk.T @ chunk
-    return scatter
 
 
 def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,39 +162,66 @@ def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> floa
     """1 - mean |G - I| over off-diagonal pairs of the row-normalised (c_out, rest) weight.
 
     G is symmetric, so only its upper block triangle is computed, in row blocks of
-    ``block_rows`` (float32 products as the reference does, float64 sums). Rows are
-    normalised in float64 first. Memory: one float32 copy of the weight plus one
-    block of ``block_rows`` x c_out (8 MB at c_out = 4096). 1.0 for one output channel.
+    ``block_rows`` (float32 products as the reference does, float64 sums). Memory: one
+    float32 copy of the weight plus one block of ``block_rows`` x c_out (8 MB at
+    c_out = 4096). 1.0 for one output channel.
     """
     rows = np.asarray(weight, dtype=np.float32).reshape(weight.shape[0], -1)
-    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-    return _orthogonality(rows, norms, block_rows)
+    scale = _inverse_norms(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    return _orthogonality(_unit_rows(rows, scale), block_rows)
 
 
-def _orthogonality(rows: np.ndarray, norms: np.ndarray, block_rows: int) -> float:
-    c_out = rows.shape[0]
+def _inverse_norms(squares: np.ndarray) -> np.ndarray:
+    """1 / norm per row from squared norms (a zero norm stays 1), float64."""
+    norms = np.sqrt(squares)
+    norms[norms == 0] = 1.0
+    return 1.0 / norms
+
+
+def _unit_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Rows times their inverse norms, as float32."""
+    if scale.max(initial=0.0) < FLOAT32_MAX:
+        return rows * scale.astype(np.float32)[:, None]
+    # 1/norm of a row of subnormal norm overflows float32: scale that layer in float64.
+    return (rows * scale[:, None]).astype(np.float32)
+
+
+def _orthogonality(unit: np.ndarray, block_rows: int) -> float:
+    """1 - mean |G - I| off the diagonal, G the Gram matrix of the unit rows."""
+    c_out = unit.shape[0]
     if c_out < 2:
         return 1.0
-    # Normalise in float64 (1/norm of a tiny row overflows float32), store as float32.
-    scale = 1.0 / np.where(norms == 0, 1.0, norms)
-    unit = np.empty(rows.shape, dtype=np.float32)
-    for start in range(0, c_out, block_rows):
-        unit[start:start + block_rows] = rows[start:start + block_rows] * scale[
-            start:start + block_rows, None]
+    panels = map(partial(_panel_sum, unit, block_rows), range(0, c_out, block_rows))
+    return 1.0 - sum(panels) / (c_out * (c_out - 1))
 
-    def block_sum(start: int) -> float:
-        """sum |G - I| over the rows of one block; G is symmetric, so only the columns
-        from the block's first row on are computed and the rest counted twice."""
-        stop = min(start + block_rows, c_out)
-        block = unit[start:stop] @ unit[start:].T
-        index = np.arange(stop - start)
-        block[index, index] -= 1
-        np.abs(block, out=block)
-        square = float(block[:, :stop - start].sum(dtype=np.float64))
-        return square + 2 * float(block[:, stop - start:].sum(dtype=np.float64))
 
-    total = sum(map(block_sum, range(0, c_out, block_rows)))
-    return 1.0 - total / (c_out * (c_out - 1))
+def _shared_orthogonality(group: list[tuple[int, np.ndarray]],
+                          pool: ThreadPoolExecutor) -> list[tuple[int, float]]:
+    """Orthogonality of each (layer, unit rows) of ``group``, every panel of every
+    layer one task, largest first so that the threads finish together."""
+    tasks = sorted(((position, start) for position, (_, unit) in enumerate(group)
+                    for start in range(0, len(unit), SHARED_PANEL_ROWS)),
+                   key=lambda task: -(len(group[task[0]][1]) - task[1]))
+    sums = pool.map(lambda task: _panel_sum(group[task[0]][1], SHARED_PANEL_ROWS, task[1]),
+                    tasks)
+    totals = [0.0] * len(group)
+    for (position, _), value in zip(tasks, sums, strict=True):
+        totals[position] += value
+    return [(index, 1.0 - total / (len(unit) * (len(unit) - 1)) if len(unit) > 1 else 1.0)
+            for (index, unit), total in zip(group, totals, strict=True)]
+
+
+def _panel_sum(unit: np.ndarray, block_rows: int, start: int) -> float:
+    """sum |G - I| over the rows start:start + block_rows. G is symmetric: only the
+    columns from ``start`` on are computed, those right of the panel's square twice."""
+    stop = min(start + block_rows, unit.shape[0])
+    panel = unit[start:stop] @ unit[start:].T
+    panel.flat[::panel.shape[1] + 1] -= 1   # the diagonal of the square part
+    np.abs(panel, out=panel)
+    if stop == unit.shape[0]:
+        return float(panel.sum(dtype=np.float64))
+    return (float(panel[:, :stop - start].sum(dtype=np.float64))
+            + 2 * float(panel[:, stop - start:].sum(dtype=np.float64)))
 
 
 @lru_cache(maxsize=4)
@@ -229,11 +247,12 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
                   threads: int | None = None) -> list[dict]:
     """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw).
 
-    Each layer is read in a few passes (float32 in, float64 sums); the spectra of
-    layers with equal kernel size go through one batched ``eigvalsh``. BLAS runs
-    single-threaded; layers are spread over ``threads`` Python threads (default:
-    the CPUs available), which degrade gracefully when other processes hold the
-    cores, unlike a spinning BLAS thread pool.
+    Small layers of equal kernel size are batched (one numpy call per statistic for
+    the batch); each layer is read in a few passes (float32 in, float64 sums); the
+    spectra of layers with equal kernel size go through one batched ``eigvalsh``.
+    BLAS runs single-threaded; batches are spread over ``threads`` Python threads
+    (default: the CPUs available), which degrade gracefully when other processes
+    hold the cores, unlike a spinning BLAS thread pool.
     Returns one dict per weight with the keys of :data:`METRIC_COLUMNS`.
 
     Examples
@@ -243,24 +262,42 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
     >>> round(row["variance_entropy"], 2), row["sparsity"]
     (0.95, 0.0)
     """
-    results: list[dict] = []
-    spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
     for index, weight in enumerate(weights):
         if weight.ndim != 4:
             raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
-
-    def one(weight):
-        return _one_layer(np.asarray(weight, dtype=np.float32), eps)
-
+    weights = [np.ascontiguousarray(weight, dtype=np.float32) for weight in weights]
+    batches = _batches(weights)
     threads = threads or default_threads()
     # Threads pay off only when there is enough work to share.
-    parallel = threads > 1 and len(weights) > 1 and sum(w.size for w in weights) >= 2**20
+    parallel = threads > 1 and len(batches) > 1 and sum(w.size for w in weights) >= 2**20
+    results: list[dict] = [{} for _ in weights]
+    spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
+
+    shared: list[tuple[int, np.ndarray]] = []    # (layer, inverse row norms) for phase 2
+
+    def one(batch: list[int]):
+        return batch, _assess_batch([weights[index] for index in batch], eps, parallel)
+
     with _blas_controller().limit(limits=1):
-        assessed = _thread_pool(threads).map(one, weights) if parallel else map(one, weights)
-        for index, (row, scatters) in enumerate(assessed):
-            results.append(row)
-            if scatters is not None:
-                spectra.setdefault(row["kernel_elements"], []).append((index, *scatters))
+        pool = _thread_pool(threads)
+        assessed = pool.map(one, batches) if parallel else map(one, batches)
+        for batch, outcomes in assessed:
+            for index, (row, scatters, scale) in zip(batch, outcomes, strict=True):
+                results[index] = row
+                if scatters is not None:
+                    spectra.setdefault(row["kernel_elements"], []).append((index, *scatters))
+                if scale is not None:
+                    shared.append((index, scale))
+        # Large Gram matrices as row panels spread over the threads (a whole layer per
+        # thread leaves one thread idle behind the largest), in groups that bound the
+        # unit-row copies held at once.
+        group: list[tuple[int, np.ndarray]] = []
+        for number, (index, scale) in enumerate(shared):
+            group.append((index, _unit_rows(weights[index].reshape(len(scale), -1), scale)))
+            if number + 1 == len(shared) or sum(u.nbytes for _, u in group) >= SHARED_GROUP_BYTES:
+                for index, value in _shared_orthogonality(group, pool):
+                    results[index]["orthogonality"] = value
+                group = []
         for items in spectra.values():
             stack = np.stack([m for item in items for m in (item[1], item[3])])
             counts = np.array([c for item in items for c in (item[2], item[4])])
@@ -274,28 +311,139 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
     return results
 
 
-def _one_layer(weight: np.ndarray, eps: float):
-    """Sparsity, norms and orthogonality of one float32 layer, plus its full and clean
-    scatter matrices with their counts (None for a layer holding NaN or Inf)."""
-    c_out, c_in, kh, kw = weight.shape
-    n, d = c_out * c_in, kh * kw
-    if not np.isfinite(weight).all():
-        return {**{key: np.nan for key in METRIC_COLUMNS}, "n": n, "kernel_elements": d}, None
-    filters = weight.reshape(n, d)
-    magnitude = np.abs(filters)
-    sparse = _sparse_rows(magnitude, eps)
-    n_sparse = int(sparse.sum())
-    full = _scatter(filters)
-    clean = full if n_sparse == 0 else _scatter(filters[~sparse])
-    rows = weight.reshape(c_out, -1)
-    row_norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-    row = {"n": n, "kernel_elements": d,
-           "sparsity": n_sparse / n if n else 0.0,
-           "orthogonality": _orthogonality(rows, row_norms, GRAM_BLOCK_ROWS),
-           "weight_l1": float(magnitude.sum(dtype=np.float64)),
-           "weight_l2": float(np.sqrt(np.square(row_norms).sum())),
-           "weight_max": float(magnitude.max(initial=0.0))}
-    return row, (full, n, clean, n - n_sparse)
+def _batches(weights: list[np.ndarray]) -> list[list[int]]:
+    """Indices of the layers assessed together: runs of consecutive non-empty layers of
+    equal kernel size up to :data:`BATCH_VALUES` values; larger or empty layers alone."""
+    batches: list[list[int]] = []
+    size = 0
+    for index, weight in enumerate(weights):
+        previous = weights[batches[-1][-1]] if batches else None
+        if (previous is not None and weight.size and previous.size
+                and previous.shape[2:] == weight.shape[2:]
+                and size + weight.size <= BATCH_VALUES):
+            batches[-1].append(index)
+            size += weight.size
+        else:
+            batches.append([index])
+            size = weight.size
+    return batches
+
+
+def _assess_batch(weights: list[np.ndarray], eps: float,
+                  share_gram: bool = False) -> list[tuple[dict, tuple | None, np.ndarray | None]]:
+    """Per layer of a batch of equal kernel size: its metrics row, its full and clean
+    scatter matrices with their counts (None for a layer holding NaN or Inf), and, with
+    ``share_gram``, the inverse row norms of a layer whose Gram matrix is left to the
+    caller (its row then lacks ``orthogonality``), else None.
+
+    Per-filter statistics run on the batch's filters transposed to (k*k, n): numpy
+    reduces a short last axis one row at a time, ten times slower than across rows.
+    """
+    kh, kw = weights[0].shape[2:]
+    d = kh * kw
+    counts = [w.shape[0] * w.shape[1] for w in weights]
+    if not sum(counts):     # one layer without filters
+        rows = weights[0].reshape(weights[0].shape[0], -1)
+        row = {**{key: 0.0 for key in METRIC_COLUMNS}, "n": 0, "kernel_elements": d,
+               "orthogonality": _orthogonality(rows, GRAM_BLOCK_ROWS)}
+        return [(row, (np.zeros((d, d)), 0, np.zeros((d, d)), 0), None)]
+    starts = np.cumsum([0, *counts[:-1]])
+    if len(weights) == 1 and d == 1:
+        columns = weights[0].reshape(1, -1)    # already one row of filters
+    else:
+        columns = np.empty((d, sum(counts)), np.float32)
+        for weight, start, n in zip(weights, starts, counts, strict=True):
+            columns[:, start:start + n] = weight.reshape(n, d).T
+    magnitude = np.abs(columns)
+    filter_peak = magnitude.max(axis=0)
+    # Sum of |w| per layer; not finite exactly when the layer holds NaN or Inf.
+    # Sums within a filter in float32 (nine values: relative error below 6e-7), across
+    # filters in float64; numpy's 1-D reduceat is fast, its 2-D one is not.
+    l1 = np.add.reduceat(magnitude.sum(axis=0), starts, dtype=np.float64)
+    del magnitude
+    peak = np.maximum.reduceat(filter_peak, starts)
+    threshold = peak.astype(np.float64) * eps
+    threshold[threshold <= 0] = 1.0
+    sparse = filter_peak < np.repeat(threshold, counts)
+    n_sparse = np.add.reduceat(sparse, starts)
+    means = np.stack([np.add.reduceat(values, starts, dtype=np.float64)
+                      for values in columns]) / counts
+    # Squared norm of every output channel: its c_in filters' squares summed.
+    row_starts = np.concatenate([np.arange(0, n, w.shape[1]) + start
+                                 for w, n, start in zip(weights, counts, starts, strict=True)])
+    filter_squares = np.einsum("ij,ij->j", columns, columns).astype(np.float64)
+    # Squares of values below ~1e-19 underflow float32: redo those filters in float64.
+    tiny = np.flatnonzero(filter_squares < 1e-30)
+    if tiny.size:
+        values = columns[:, tiny].astype(np.float64)
+        filter_squares[tiny] = np.einsum("ij,ij->j", values, values)
+    row_squares = np.add.reduceat(filter_squares, row_starts)
+    row_offsets = np.cumsum([0, *(w.shape[0] for w in weights)])
+    scale = _inverse_norms(row_squares)
+    finite = np.isfinite(l1)
+    outcomes = []
+    for position, weight in enumerate(weights):
+        n = counts[position]
+        if not finite[position]:
+            outcomes.append(({**{key: np.nan for key in METRIC_COLUMNS}, "n": n,
+                              "kernel_elements": d}, None, None))
+            continue
+        start, layer_sparse = starts[position], int(n_sparse[position])
+        first_row, last_row = row_offsets[position], row_offsets[position + 1]
+        rows = weight.reshape(weight.shape[0], -1)
+        shared = share_gram and rows.shape[0] ** 2 * rows.shape[1] >= SHARED_GRAM_WORK
+        if d > 1:
+            full, clean = _scatters(weight.reshape(n, d), means[:, position],
+                                    sparse[start:start + n], layer_sparse)
+        else:   # a one-dimensional spectrum has entropy 0 whatever its variance
+            full = clean = np.zeros((1, 1))
+        row = {"n": n, "kernel_elements": d,
+               "sparsity": layer_sparse / n,
+               "weight_l1": float(l1[position]),
+               "weight_l2": float(np.sqrt(row_squares[first_row:last_row].sum())),
+               "weight_max": float(peak[position])}
+        if not shared:
+            row["orthogonality"] = _orthogonality(
+                _unit_rows(rows, scale[first_row:last_row]), GRAM_BLOCK_ROWS)
+        outcomes.append((row, (full, n, clean, n - layer_sparse),
+                         scale[first_row:last_row] if shared else None))
+    return outcomes
+
+
+def _scatters(filters: np.ndarray, mean: np.ndarray, sparse: np.ndarray, n_sparse: int,
+              chunk_rows: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
+    """Centred scatter matrices (n - 1 times the covariance) of all (n, d) filters of
+    mean ``mean`` and of the non-sparse ones.
+
+    Centred on the exact means: the one-pass ``sum(x x^T) - n m m^T`` cancels to
+    noise when filters are near copies. The clean matrix is the full one less the
+    sparse filters' share when those are few and the subtraction keeps at least
+    1e-6 of the full trace (1e-10 relative error); otherwise a pass over the clean ones.
+    """
+    n, d = filters.shape
+    full = _centred_scatter(filters, mean, chunk_rows)
+    n_clean = n - n_sparse
+    if not n_sparse:
+        return full, full
+    if not n_clean:
+        return full, np.zeros((d, d))
+    if n_sparse <= n_clean:
+        removed = filters[sparse] - mean
+        shift = -removed.sum(axis=0) / n_clean     # clean mean minus the full mean
+        clean = full - removed.T @ removed - n_clean * np.outer(shift, shift)
+        if np.trace(clean) >= 1e-6 * np.trace(full):
+            return full, clean
+    kept = filters[~sparse]
+    return full, _centred_scatter(kept, kept.mean(axis=0, dtype=np.float64), chunk_rows)
+
+
+def _centred_scatter(filters: np.ndarray, mean: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """sum (x - mean)(x - mean)^T over the rows, in float64 chunks."""
+    scatter = np.zeros((filters.shape[1],) * 2)
+    for start in range(0, len(filters), chunk_rows):
+        centred = filters[start:start + chunk_rows] - mean
+        scatter += centred.T @ centred
+    return scatter
 
 
 def layer_verdict(metrics: dict, thresholds: Thresholds = Thresholds()) -> tuple[str, str]:
