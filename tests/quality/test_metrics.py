@@ -124,6 +124,48 @@ def test_layers_of_a_batch_equal_layers_measured_alone():
             assert row[key] == pytest.approx(alone[key], abs=1e-12), key
 
 
+def test_clean_entropy_with_a_few_sparse_filters_equals_an_svd_of_the_rest():
+    # Few sparse filters: the clean scatter is the full one less their share.
+    rng = np.random.default_rng(4)
+    spread = np.array([1, 2, 3, 1, 1, 1, 4, 1, 1]).reshape(3, 3)   # unequal variances
+    weight = (rng.standard_normal((64, 32, 3, 3)) * spread + 0.5).astype(np.float32)
+    weight[:3, :5] = 0.001
+    filters = weight.reshape(-1, 9)
+    kept = ~layer_quality.sparse_mask(filters)
+    assert kept.sum() == 64 * 32 - 15
+    row = metrics(weight)
+    # svd_entropy (below) takes (c_out, c_in, kh, kw): one filter per output channel
+    assert row["variance_entropy_clean"] == pytest.approx(
+        svd_entropy(filters[kept].reshape(-1, 1, 3, 3)), abs=1e-9)
+    assert row["variance_entropy"] == pytest.approx(svd_entropy(weight), abs=1e-9)
+
+
+def test_clean_entropy_of_copies_among_zeros_is_exactly_zero():
+    # Subtracting the zeros' share from the full scatter would leave rounding noise
+    # of the size of the full scatter; the guard measures the copies directly.
+    rng = np.random.default_rng(5)
+    weight = np.repeat(rng.standard_normal((1, 1, 3, 3)).astype(np.float32), 40, axis=1)
+    weight = np.repeat(weight, 10, axis=0)
+    weight[:, :4] = 0
+    row = metrics(weight)
+    assert row["sparsity"] == pytest.approx(0.1)
+    assert row["variance_entropy_clean"] == 0.0
+
+
+def test_large_gram_matrices_shared_by_threads_equal_the_formula():
+    # Layers whose Gram matrix is split into row panels over the threads (and small
+    # ones beside them) give the same values as one thread and as the formula.
+    rng = np.random.default_rng(6)
+    weights = [rng.standard_normal(shape).astype(np.float32)
+               for shape in [(600, 24, 3, 3), (300, 600, 1, 1), (24, 8, 3, 3)]]
+    assert weights[0].shape[0] ** 2 * 24 * 9 >= layer_quality.SHARED_GRAM_WORK
+    shared = layer_metrics(weights, threads=2)
+    alone = layer_metrics(weights, threads=1)
+    for weight, row, single in zip(weights, shared, alone, strict=True):
+        assert row["orthogonality"] == pytest.approx(orthogonality_formula(weight), abs=1e-6)
+        assert row["orthogonality"] == pytest.approx(single["orthogonality"], abs=1e-12)
+
+
 # --- orthogonality --------------------------------------------------------------------
 
 
