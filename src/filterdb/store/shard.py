@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -117,14 +119,36 @@ def filter_checksums(path: Path, shapes, rows: int = 1 << 20) -> dict[str, str]:
 
 
 def _start_writeback(path: Path) -> None:
-    """Ask the kernel to start writing the file back now (without waiting), so the
-    fsync before the commit finds little left to do."""
-    if hasattr(os, "posix_fadvise"):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(descriptor)
+    """Start writing the file back to disk now, without waiting (Linux
+    ``sync_file_range``), so the fsync before the commit finds little left to do.
+
+    Not ``posix_fadvise(DONTNEED)``: that also drops the pages, and on Linux writes
+    them back synchronously (measured: twice the system time of the whole build).
+    """
+    if _SYNC_FILE_RANGE is None:
+        return
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        _SYNC_FILE_RANGE(descriptor, 0, 0, _SYNC_FILE_RANGE_WRITE)   # a hint: errors ignored
+    finally:
+        os.close(descriptor)
+
+
+def _sync_file_range():
+    """libc's sync_file_range where there is one (Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def seal_shard(tmp: Path, path: Path) -> None:
