@@ -23,7 +23,7 @@ from .runs import run_columns
 from .store import layout
 from .store.entry import ModelEntry
 from .store.shard import (
-    block_checksums,
+    combine_digests,
     filter_checksums,
     read_record_json,
     seal_shard,
@@ -85,13 +85,14 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
     The file's sha256 is computed in a thread while the model is read, assessed and
-    written, the weights' and the stored filters' checksums in others while it is
-    assessed and written (hashlib, numpy and h5py release the GIL); the shard gets its
+    written, the weights' hashes and the stored filters' checksums (one pass) in
+    another while it is assessed and written (hashlib, numpy and h5py release the
+    GIL); the shard gets its
     content-hash name afterwards. When appending, known models and shards a killed
     build left behind are recognised by the hash before the model is read.
     """
     try:
-        with ThreadPoolExecutor(3) as hasher:  # file, weights, filters: side by side
+        with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
             hashing = hasher.submit(file_sha256, job.path)
             if job.known_hashes:  # appending: recognise known models before reading them
                 known = _known(job, hashing.result())
@@ -101,17 +102,14 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             layers = extraction.ordered_layers(record)
             if not layers:
                 raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
-            # Hashed in threads while the metrics are computed and the shard is written.
-            hashing_weights = hasher.submit(weights_sha256, layers)
-            hashing_filters = hasher.submit(
-                block_checksums, job.shapes,
-                lambda shape: extraction.filters_by_shape(layers, shape))
+            # Hashed in a thread while the metrics are computed and the shard is written.
+            hashing_weights = hasher.submit(weight_digests, layers, job.shapes)
             quality, verdict = (
                 layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                             job.threads)
                 if job.thresholds is not None else _not_assessed(len(layers)))
             rows = extraction.layer_rows(layers)
-            model_digest, layer_digests = hashing_weights.result()
+            model_digest, layer_digests, filter_digests = hashing_weights.result()
             for row, values, digest in zip(rows, quality, layer_digests, strict=True):
                 row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
                 row["weights_sha256"] = digest
@@ -127,7 +125,7 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             tmp = temporary_shard(job.shards)
             write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
                         json.dumps(_entry_json(entry)), checksums=False)
-            entry.summary["filters_sha256"] = hashing_filters.result()
+            entry.summary["filters_sha256"] = filter_digests
             entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:
             tmp.unlink(missing_ok=True)
@@ -224,21 +222,28 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
                       layers=data["layers"])
 
 
-def weights_sha256(layers) -> tuple[str, list[str]]:
-    """sha256 of a model's conv weights, and of each layer's, in storage order.
+def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str]]:
+    """One sha256 pass over a model's conv weights, in storage order, gives three things.
 
-    A layer's hash covers its shape and float32 values; the model's hash covers its
-    layers' hashes in order. Two files holding the same network (whatever their name
-    or format) give the same model hash, and a layer shared between different models
-    the same layer hash, where the file hash cannot see either.
+    - The model's weights hash (over its layers' hashes in order): two files holding
+      the same network, whatever their name or format, give the same one, where the
+      file hash cannot see it.
+    - Each layer's hash (its shape and the digest of its float32 values): a layer
+      shared between different models gets the same one.
+    - The stored filters' checksum per shape (:func:`combine_digests` of the digests
+      of that shape's layers), which ``filterdb verify`` recomputes from the shard.
     """
-    layer_digests = []
+    layer_hashes, by_shape = [], {shape: [] for shape in shapes}
     for layer in layers:
         weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
-        digest = hashlib.sha256(json.dumps(weight.shape).encode())
-        digest.update(weight)  # the buffer itself: no copy
-        layer_digests.append(digest.hexdigest())
-    return hashlib.sha256("".join(layer_digests).encode()).hexdigest(), layer_digests
+        values = hashlib.sha256(weight).digest()  # the buffer itself: no copy
+        layer_hashes.append(hashlib.sha256(json.dumps(weight.shape).encode() + values)
+                            .hexdigest())
+        if layer.kernel_shape in by_shape and weight.size:
+            by_shape[layer.kernel_shape].append(values)
+    model_hash = hashlib.sha256("".join(layer_hashes).encode()).hexdigest()
+    return model_hash, layer_hashes, {layout.shape_label(shape): combine_digests(digests)
+                                      for shape, digests in by_shape.items()}
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

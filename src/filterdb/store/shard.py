@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import sys
 import uuid
@@ -48,18 +49,21 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
     blocks : callable
         ``blocks(shape)`` yields that shape's filters as (n, kh, kw) arrays in order.
     record_json : str
-        The model's table rows, kept so a shard can be committed without re-reading.
+        The model's table rows (its ``layers`` give the layer boundaries of the
+        checksums), kept so a shard can be committed without re-reading.
     checksums : bool, default True
-        Hash the data on the way; a caller that hashes it elsewhere (in a thread, see
-        :func:`block_checksums`) passes False and gets ``{}``.
+        Hash the data on the way; a caller that hashes it elsewhere (the build's
+        workers hash the weights once, see :func:`combine_digests`) passes False and
+        gets ``{}``.
 
     Returns
     -------
     dict
-        Shape label -> sha256 of the float32 filter data written (see
+        Shape label -> checksum of the float32 filter data written (see
         :func:`filter_checksums`), hashed on the way so the data is read only once.
     """
     digests = {}
+    layers = json.loads(record_json).get("layers", []) if checksums else []
     try:
         with h5py.File(tmp, "w", rdcc_nbytes=CACHE_BYTES) as handle:
             handle.create_dataset(RECORD, data=record_json, track_times=False)
@@ -69,11 +73,11 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
                                                 dtype=np.float32, chunks=chunks,
                                                 track_times=False)
                 position = 0
-                digest = hashlib.sha256()
+                digest = LayerChecksum(layer_rows(layers, shape, count))
                 for block in blocks(shape):
                     block = np.ascontiguousarray(block, dtype=np.float32)
                     if checksums:
-                        digest.update(block)  # the buffer itself: no copy
+                        digest.update(block)
                     dataset[position:position + len(block)] = block
                     position += len(block)
                 if checksums:
@@ -88,19 +92,51 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
     return digests
 
 
-def block_checksums(shapes, blocks: Callable[[Shape], Iterable[np.ndarray]]) -> dict[str, str]:
-    """What :func:`write_shard` returns, from the same blocks without writing them."""
-    digests = {}
-    for shape in shapes:
-        digest = hashlib.sha256()
-        for block in blocks(shape):
-            digest.update(np.ascontiguousarray(block, dtype=np.float32))
-        digests[shape_label(shape)] = digest.hexdigest()
-    return digests
+def combine_digests(layer_digests: Iterable[bytes]) -> str:
+    """A shape's filter checksum: sha256 of its layers' sha256 digests, in order.
+
+    Hashing each layer on its own lets the build hash every conv weight once, for
+    both the layer hashes and the stored filters' checksums.
+    """
+    return hashlib.sha256(b"".join(layer_digests)).hexdigest()
+
+
+def layer_rows(layers: list[dict], shape: Shape, count: int) -> list[int]:
+    """Filters per layer of ``shape`` in storage order, from a shard record's layer rows;
+    one segment of ``count`` when the record does not account for every row."""
+    rows = [(row["local_start"], row["n_filters"]) for row in layers
+            if (row["kh"], row["kw"]) == tuple(shape) and row.get("local_start", -1) >= 0]
+    sizes = [n for _, n in sorted(rows)]
+    return sizes if sum(sizes) == count else [count]
+
+
+class LayerChecksum:
+    """:func:`combine_digests` fed with blocks that need not follow layer boundaries."""
+
+    def __init__(self, rows: list[int]):
+        self.remaining = [n for n in rows if n] or [0]   # empty layers have no digest
+        self.empty = not any(rows)
+        self.digests: list[bytes] = []
+        self.current = hashlib.sha256()
+
+    def update(self, block: np.ndarray) -> None:
+        while len(block):
+            take = min(self.remaining[0], len(block)) if len(self.remaining) > 1 else len(block)
+            self.current.update(block[:take])
+            block = block[take:]
+            self.remaining[0] -= take
+            if self.remaining[0] <= 0 and len(self.remaining) > 1:
+                self.digests.append(self.current.digest())
+                self.current = hashlib.sha256()
+                self.remaining.pop(0)
+
+    def hexdigest(self) -> str:
+        return combine_digests([] if self.empty else [*self.digests, self.current.digest()])
 
 
 def filter_checksums(path: Path, shapes, rows: int = 1 << 20) -> dict[str, str]:
-    """Shape label -> sha256 of a shard's float32 filter rows in order (C order bytes).
+    """Shape label -> checksum of a shard's float32 filter rows (:func:`combine_digests`
+    over the layers its record lists).
 
     Examples
     --------
@@ -109,9 +145,10 @@ def filter_checksums(path: Path, shapes, rows: int = 1 << 20) -> dict[str, str]:
     """
     digests = {}
     with h5py.File(path, "r") as handle:
+        layers = json.loads(handle[RECORD][()].decode()).get("layers", [])
         for shape in shapes:
             dataset = handle[filters_dataset(shape)]
-            digest = hashlib.sha256()
+            digest = LayerChecksum(layer_rows(layers, shape, len(dataset)))
             for at in range(0, len(dataset), rows):
                 digest.update(np.ascontiguousarray(dataset[at:at + rows], dtype=np.float32))
             digests[shape_label(shape)] = digest.hexdigest()
