@@ -39,7 +39,7 @@ from .worker import (
     SKIPPED,
     Job,
     ModelOutcome,
-    ignore_interrupts,
+    init_worker,
     present,
     process_model,
 )
@@ -218,7 +218,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
             elif result.model in committed_names:
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        "another model of this name is already in the database")
-            elif (weights := result.summary.get("weights_sha256")) in committed_weights:
+            elif (weights := result.summary.get("weights_blake3")) in committed_weights:
                 twin = committed_weights[weights]
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        f"duplicate: {result.model} has the same conv weights "
@@ -242,7 +242,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(options.workers, mp_context=context,
-                                     initializer=ignore_interrupts) as pool:
+                                     initializer=init_worker) as pool:
                 pending = {pool.submit(process_model, job): number
                            for number, job in enumerate(jobs)}
                 try:

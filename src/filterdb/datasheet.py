@@ -191,7 +191,7 @@ def _facts(db, scan: bool) -> dict:
 
 def _hashed(models: pd.DataFrame) -> bool:
     """Whether the models table has a conv weights hash of some model."""
-    return "weights_sha256" in models and bool((models["weights_sha256"].astype(str) != "")
+    return "weights_blake3" in models and bool((models["weights_blake3"].astype(str) != "")
                                                .any())
 
 

@@ -78,10 +78,10 @@ def empty_fields_of(models: pd.DataFrame, index_columns: list[str]) -> dict[str,
 def identical_models(db) -> list[list[str]]:
     """Groups of models with the same conv weights (from the stored weights hash)."""
     models = db.models
-    if "weights_sha256" not in models:
+    if "weights_blake3" not in models:
         return []
-    known = models[models["weights_sha256"].astype(str) != ""]
-    groups = known.groupby("weights_sha256", sort=False)["model"].apply(list)
+    known = models[models["weights_blake3"].astype(str) != ""]
+    groups = known.groupby("weights_blake3", sort=False)["model"].apply(list)
     return sorted(g for g in groups if len(g) > 1)
 
 
@@ -94,10 +94,10 @@ def shared_layers_of(models: pd.DataFrame, layers: pd.DataFrame) -> dict:
     >>> shared_layers_of(db.models, db.layers)["shared_layers"]     # doctest: +SKIP
     2
     """
-    if "weights_sha256" not in layers:
+    if "weights_blake3" not in layers:
         return {"shared_layers": 0, "shared_layer_groups": 0, "shared_layer_examples": []}
-    known = layers[layers["weights_sha256"].astype(str) != ""]
-    return _shared_layers(known, known["weights_sha256"].tolist(), models)
+    known = layers[layers["weights_blake3"].astype(str) != ""]
+    return _shared_layers(known, known["weights_blake3"].tolist(), models)
 
 
 def scan_filters(db, shape=(3, 3), workdir=None, bucket_bytes: int = BUCKET_BYTES,

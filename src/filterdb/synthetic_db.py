@@ -467,7 +467,7 @@ def _write_model(shards: str, plan: ModelPlan, sha256: str, seed: int) -> ModelE
     entry = model_entry(plan, sha256, shard)
     effects, basis = Effects.make(), basis_images()
     tmp = temporary_shard(folder)
-    entry.summary["filters_sha256"] = write_shard(
+    entry.summary["filters_blake3"] = write_shard(
         tmp, {(3, 3): entry.summary["shape_counts"].get((3, 3), 0)},
         lambda shape: model_blocks(plan, pool, effects, basis), _entry_json(entry))
     seal_shard(tmp, folder / shard)

@@ -149,7 +149,7 @@ def _check_shards(db, models, problem) -> list[str]:
     unchecked = []
     shards = layout.shards_dir(db.path)
     for model, shard, stored in zip(models["model"], models["shard"],
-                                    models.get("filters_sha256", [""] * len(models)),
+                                    models.get("filters_blake3", [""] * len(models)),
                                     strict=True):
         path = shards / shard
         if not path.is_file():

@@ -1,14 +1,14 @@
-"""Shard checksums: sha256 over each layer's sha256 digest, whatever the blocks the
+"""Shard checksums: BLAKE3 over each layer's BLAKE3 digest, whatever the blocks the
 filters arrive in, equal between the writer, the build's weight hashing and a
 re-read of the shard."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
+from blake3 import blake3
 
 from filterdb.records import ConvLayer
 from filterdb.store.shard import filter_checksums, temporary_shard, write_shard
@@ -16,10 +16,10 @@ from filterdb.worker import weight_digests
 
 
 def expected(layers: list[np.ndarray]) -> str:
-    """Written out again: sha256 of the concatenated per-layer sha256 digests."""
-    digests = b"".join(hashlib.sha256(w.astype(np.float32).tobytes()).digest()
+    """Written out again: BLAKE3 of the concatenated per-layer BLAKE3 digests."""
+    digests = b"".join(blake3(w.astype(np.float32).tobytes()).digest()
                        for w in layers if w.size)
-    return hashlib.sha256(digests).hexdigest()
+    return blake3(digests).hexdigest()
 
 
 def record(layers: list[np.ndarray]) -> str:
@@ -61,13 +61,13 @@ def test_the_builds_weight_hashing_gives_the_shards_checksum(tmp_path):
     write_shard(tmp, {(3, 3): len(rows)}, lambda shape: iter([rows]), record(three),
                 checksums=False)
     assert filter_checksums(tmp, [(3, 3)]) == filters
-    assert layer_hashes[1] == hashlib.sha256(
-        b"[6, 8, 1, 1]" + hashlib.sha256(weights[1].tobytes()).digest()).hexdigest()
-    assert model_hash == hashlib.sha256("".join(layer_hashes).encode()).hexdigest()
+    assert layer_hashes[1] == blake3(
+        b"[6, 8, 1, 1]" + blake3(weights[1].tobytes()).digest()).hexdigest()
+    assert model_hash == blake3("".join(layer_hashes).encode()).hexdigest()
 
 
 def test_a_shape_without_filters_has_the_checksum_of_no_layers(tmp_path):
     tmp = temporary_shard(tmp_path)
     digests = write_shard(tmp, {(3, 3): 0}, lambda shape: iter(()), json.dumps({"layers": []}))
-    assert digests == {"3x3": hashlib.sha256(b"").hexdigest()}
+    assert digests == {"3x3": blake3(b"").hexdigest()}
     assert filter_checksums(tmp, [(3, 3)]) == digests

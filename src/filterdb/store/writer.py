@@ -147,9 +147,9 @@ class DatabaseWriter:
     def known_weights(self) -> dict[str, str]:
         """Conv-weights hash -> model name of every committed model (duplicates in
         another file or format have the same weights hash)."""
-        if self.models.empty or "weights_sha256" not in self.models:
+        if self.models.empty or "weights_blake3" not in self.models:
             return {}
-        return {h: m for h, m in zip(self.models["weights_sha256"], self.models["model"],
+        return {h: m for h, m in zip(self.models["weights_blake3"], self.models["model"],
                                      strict=True) if h}
 
     @property
@@ -191,8 +191,8 @@ class DatabaseWriter:
         _fsync_dir(self.shards)
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
-        if "weights_sha256" in layers:  # layers of databases written before it: unknown
-            layers["weights_sha256"] = layers["weights_sha256"].fillna("").astype(str)
+        if "weights_blake3" in layers:  # layers of databases written before it: unknown
+            layers["weights_blake3"] = layers["weights_blake3"].fillna("").astype(str)
         self.dataset = dataset.mark_changed(self.dataset)
         self._write_master(_tidy_models(models, self.index_columns), layers)
         return ids
@@ -284,8 +284,8 @@ class DatabaseWriter:
         row.update({layout.OPERATOR_PREFIX + op: n
                     for op, n in summary["operator_counts"].items()})
         row.update({"source_path": entry.source_path, "sha256": entry.sha256,
-                    "weights_sha256": summary.get("weights_sha256", ""),
-                    "filters_sha256": json.dumps(summary.get("filters_sha256", {}),
+                    "weights_blake3": summary.get("weights_blake3", ""),
+                    "filters_blake3": json.dumps(summary.get("filters_blake3", {}),
                                                  sort_keys=True),
                     "shard": entry.shard})
         return row
