@@ -11,12 +11,15 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
-A task reads only its own ranges (through ``db.rows``), so memory is set by
-``chunk_rows`` (about 170 bytes per 3x3 filter at peak), not by the database size.
-Tasks run in this process, or on a ``dask.distributed`` cluster where each task
-opens the database read-only itself; either way partial results are reduced in task
-order, and every task runs its BLAS calls single-threaded, so local and distributed
-runs give the same numbers.
+A task reads only its own ranges (``db.rows``: uncompressed shards with ``pread`` at
+the rows' file offsets) into a reused block of at most 131,072 filters (and at most
+``chunk_rows``), and hands each block to the pass's fused numba kernel
+(:mod:`filterdb.analysis.fused`: skip non-finite rows, scale, centre, project, bin and
+count in one sweep, exactly the numpy formulation's numbers). Memory is set by the block
+and the tasks in flight, not by the database size. Without a scheduler the tasks run on
+a thread per CPU (reads and kernels release Python's lock); on a ``dask.distributed``
+cluster each task opens the database read-only itself. Either way partial results are
+reduced in task order, so every run gives the same numbers.
 
 Filters with a non-finite value are skipped (counted in ``n_nonfinite``).
 
@@ -452,7 +455,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         Measure in this basis (e.g. fitted on a reference set); default: fit the PCA
         on the selection.
     chunk_rows : int, default 2**20
-        Filters per chunk task; sets the peak memory (about 170 bytes per 3x3 filter).
+        Filters per chunk task. A task reads blocks of at most ``min(chunk_rows,
+        131072)`` filters (36 bytes per 3x3 filter) and, with ``balanced``, holds its
+        whole chunk (about 170 bytes per filter).
     balanced : int, optional
         Keep at most this many filters per model (or per layer), seeded; for all passes.
     balance_by : {"model", "layer"}
