@@ -11,12 +11,15 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
-A task reads only its own ranges (through ``db.rows``), so memory is set by
-``chunk_rows`` (about 170 bytes per 3x3 filter at peak), not by the database size.
-Tasks run in this process, or on a ``dask.distributed`` cluster where each task
-opens the database read-only itself; either way partial results are reduced in task
-order, and every task runs its BLAS calls single-threaded, so local and distributed
-runs give the same numbers.
+A task reads only its own ranges (``db.rows``: uncompressed shards with ``pread`` at
+the rows' file offsets) into a reused block of at most 131,072 filters (and at most
+``chunk_rows``), and hands each block to the pass's fused numba kernel
+(:mod:`filterdb.analysis.fused`: skip non-finite rows, scale, centre, project, bin and
+count in one sweep, exactly the numpy formulation's numbers). Memory is set by the block
+and the tasks in flight, not by the database size. Without a scheduler the tasks run on
+a thread per CPU (reads and kernels release Python's lock); on a ``dask.distributed``
+cluster each task opens the database read-only itself. Either way partial results are
+reduced in task order, so every run gives the same numbers.
 
 Filters with a non-finite value are skipped (counted in ``n_nonfinite``).
 
@@ -31,8 +34,10 @@ rows within a block one seeded draw without replacement. It does not depend on
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,13 +47,11 @@ import numpy as np
 import pandas as pd
 
 from . import drift as drift_module
-from . import kernels
+from . import passes
 from .groups import Grouping, layer_table
 from .pca import Basis
-from .stats import GroupedHistogram, Moments, bin_edges, bin_index, scale_by_peak
+from .stats import GroupedHistogram, Moments, bin_edges
 
-#: Rows per compute block: 8192 x 9 float64 is 576 KiB, inside a core's L2 cache.
-BLOCK_ROWS = 1 << 13
 #: Consecutive filters of a sampling unit that share one draw (see balanced sampling).
 SAMPLE_BLOCK = 1 << 16
 #: Largest replicate array (replicates x groups x groups float64) the bootstrap keeps.
@@ -144,6 +147,7 @@ class _Spec:
     db: object  # FilterDB: pickles by path, reopened read-only by a worker
     shape: tuple[int, int]
     kind: str  # "moments" | "range" | "hist"
+    chunk_rows: int = 1 << 20
     balanced: int | None = None
     balance_by: str = "model"
     seed: int = 0
@@ -154,52 +158,11 @@ class _Spec:
 
 
 def _task(spec: _Spec, payload: dict):
-    """One chunk: read, sample, then the pass's statistic over cache-sized blocks.
+    """One chunk: read (and sample), then the pass's fused kernel block by block.
 
     Returns ``(statistic, filters per segment, non-finite count)``.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        flat, kept, codes, nonfinite = _read(spec, payload)
-        d = flat.shape[1]
-        if spec.kind == "moments":
-            moments = Moments(d)
-            for block in _blocks(len(flat)):
-                moments.update(scale_by_peak(flat[block]))
-            return moments, kept, nonfinite
-        if spec.kind == "range":
-            low, high = np.full(d, np.inf), np.full(d, -np.inf)
-            for block in _blocks(len(flat)):
-                kernels.min_max(_project(spec, flat[block]), low, high)
-            return (low, high), kept, nonfinite
-        bins = spec.edges.shape[1] - 1
-        x_edges, y_edges = spec.density_edges
-        density = np.zeros((len(x_edges) - 1) * (len(y_edges) - 1), dtype=np.int64)
-        hists = [GroupedHistogram(d, bins) for _ in range(codes.shape[1])]
-        for block in _blocks(len(flat)):
-            projections = _project(spec, flat[block])
-            cells = bin_index(projections[:, 0], x_edges) * (len(y_edges) - 1)
-            cells += bin_index(projections[:, 1], y_edges)
-            density += np.bincount(cells, minlength=len(density))
-            index = np.empty(projections.shape, dtype=np.intp)
-            kernels.bin_indices(projections, spec.edges, index)
-            for g, hist in enumerate(hists):
-                hist.update(codes[block, g], index)
-        return (hists, density), kept, nonfinite
-
-
-def _blocks(rows: int) -> Iterator[slice]:
-    """Row blocks small enough that a block's float64 temporaries stay in the CPU cache."""
-    for start in range(0, rows, BLOCK_ROWS):
-        yield slice(start, min(start + BLOCK_ROWS, rows))
-
-
-def _project(spec: _Spec, filters: np.ndarray) -> np.ndarray:
-    """Peak-scaled, centred coefficients of a block of filters on the basis."""
-    x = scale_by_peak(filters)
-    x -= spec.mean
-    return x @ spec.components.T
+    return passes.run(spec, payload, _read)
 
 
 def _read(spec: _Spec, payload: dict):
@@ -322,9 +285,35 @@ class _Plan:
 
 
 class _Local:
+    """Tasks in this process on ``threads`` threads; results in task order.
+
+    The kernels and the shard reads run without Python's lock, so threads use the
+    cores without the pickling and start-up of worker processes. At most two tasks
+    per thread are in flight (each holds a read buffer and its partial result).
+    """
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
     def imap(self, spec: _Spec, payloads: Iterator[dict], count: int) -> Iterator:
-        for payload in payloads:
-            yield _task(spec, payload)
+        if self.threads <= 1:
+            for payload in payloads:
+                yield _task(spec, payload)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="filterdb-analyze") as pool:
+            pending: deque = deque()
+            try:
+                for payload in payloads:
+                    pending.append(pool.submit(_task, spec, payload))
+                    if len(pending) >= 2 * self.threads:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
 
 class _Dask:
@@ -361,10 +350,18 @@ class _Dask:
             shared.release()
 
 
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 @contextmanager
-def _executor(scheduler):
+def _executor(scheduler, threads: int | None = None):
     if scheduler is None:
-        yield _Local()
+        yield _Local(default_threads() if threads is None else threads)
         return
     try:
         from distributed import Client, LocalCluster
@@ -439,7 +436,8 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
             basis: Basis | str | Path | None = None, chunk_rows: int = 1 << 20,
             balanced: int | None = None, balance_by: str = "model", bootstrap: int = 0,
             seed: int = 0, level: float = 0.95, scheduler=None, progress=None,
-            shape: tuple[int, int] = (3, 3), density_bins: int = 100) -> AnalysisResult:
+            shape: tuple[int, int] = (3, 3), density_bins: int = 100,
+            threads: int | None = None) -> AnalysisResult:
     """Distribution shift of filters between groups, streamed over the database.
 
     Parameters
@@ -457,7 +455,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         Measure in this basis (e.g. fitted on a reference set); default: fit the PCA
         on the selection.
     chunk_rows : int, default 2**20
-        Filters per chunk task; sets the peak memory (about 170 bytes per 3x3 filter).
+        Filters per chunk task. A task reads blocks of at most ``min(chunk_rows,
+        131072)`` filters (36 bytes per 3x3 filter) and, with ``balanced``, holds its
+        whole chunk (about 170 bytes per filter).
     balanced : int, optional
         Keep at most this many filters per model (or per layer), seeded; for all passes.
     balance_by : {"model", "layer"}
@@ -478,6 +478,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
     shape : (kh, kw), default (3, 3)
     density_bins : int, default 100
         Cells per axis of the c0-c1 density (:attr:`AnalysisResult.density`).
+    threads : int, optional
+        Threads that run the chunk tasks without a scheduler (default: one per CPU
+        this process may use). The results do not depend on it.
 
     Returns
     -------
@@ -527,9 +530,11 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
     # tasks reopen the database by path: make it absolute for workers elsewhere
     task_db = db if db.path.is_absolute() else type(db)(db.path.resolve())
     common = {"db": task_db, "shape": shape, "balanced": balanced, "balance_by": balance_by,
-              "seed": seed}
+              "seed": seed, "chunk_rows": chunk_rows}
 
-    with _executor(scheduler) as executor:
+    if threads is not None and threads < 1:
+        raise ValueError("threads must be positive")
+    with _executor(scheduler, threads) as executor:
         number = 1
         kept = None
         fitted = basis

@@ -7,6 +7,7 @@ read in id order), so reading k filters costs O(k) whatever the database size.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DatabaseError
-from . import dataset, layout
+from . import dataset, direct, layout
 from .layout import Shape
 
 
@@ -232,7 +233,9 @@ class ShardRows:
     """Reads filter rows of a filterdb database from its shards, one open file at a time.
 
     Made by :meth:`FilterDB.rows`; a context manager. Reads are fastest in id order
-    (a shard is reopened only when the model changes).
+    (a shard is reopened only when the model changes). Uncompressed float32 shards
+    (what the store writes) are read with ``pread`` at the rows' file offsets
+    (:mod:`filterdb.store.direct`), without Python's lock; others through h5py.
     """
 
     def __init__(self, db_path: Path, shape: Shape, locations: dict[int, tuple[str, int]]):
@@ -240,15 +243,22 @@ class ShardRows:
         self.shape = shape
         self.name = layout.filters_dataset(shape)
         self.locations = locations
-        self.model, self.handle = None, None
+        self.model, self.handle, self.fd, self.extents = None, None, None, None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self._close()
+
+    def _close(self) -> None:
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.model = None
 
     def read(self, model_id: int, start: int, stop: int, out: np.ndarray | None = None
              ) -> np.ndarray:
@@ -260,11 +270,22 @@ class ShardRows:
             return out
         shard, first = self.locations[model_id]
         if model_id != self.model:
-            if self.handle is not None:
-                self.handle.close()
-            self.handle = h5py.File(self.shards / shard, "r")
+            self._close()
+            path = self.shards / shard
+            self.extents = direct.extents(path, self.name)
+            if self.extents is not None and self.extents.row_bytes == 4 * int(
+                    np.prod(self.shape)):
+                self.fd = os.open(path, os.O_RDONLY)
+            else:
+                self.extents = None
+                self.handle = h5py.File(path, "r")
             self.model = model_id
-        self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
+        if self.fd is not None and out.dtype == np.float32 and out.flags.c_contiguous:
+            direct.read_rows(self.fd, self.extents, start - first, stop - first, out)
+        else:
+            if self.handle is None:
+                self.handle = h5py.File(self.shards / shard, "r")
+            self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
         return out
 
 
