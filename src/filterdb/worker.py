@@ -99,7 +99,6 @@ def _return_freed_memory() -> None:
     except (OSError, AttributeError):   # not glibc
         return
     mallopt(M_ARENA_MAX, 1)
-    mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
 #: glibc mallopt parameters (malloc.h).
