@@ -355,11 +355,13 @@ def _assess_batch(weights: list[np.ndarray], eps: float,
         for weight, start, n in zip(weights, starts, counts, strict=True):
             columns[:, start:start + n] = weight.reshape(n, d).T
     magnitude = np.abs(columns)
-    filter_peak = magnitude.max(axis=0)
-    # Sum of |w| per layer; not finite exactly when the layer holds NaN or Inf.
-    # Sums within a filter in float32 (nine values: relative error below 6e-7), across
-    # filters in float64; numpy's 1-D reduceat is fast, its 2-D one is not.
-    l1 = np.add.reduceat(magnitude.sum(axis=0), starts, dtype=np.float64)
+    # Per filter: its largest |value| and the sum of its |values| (a 1x1 filter is its
+    # value: no reduction). Sums within a filter in float32 (at most k*k values:
+    # relative error below 6e-7 for 3x3), across filters in float64; numpy's 1-D
+    # reduceat is fast, its 2-D one is not.
+    filter_peak = magnitude[0] if d == 1 else magnitude.max(axis=0)
+    l1 = np.add.reduceat(filter_peak if d == 1 else magnitude.sum(axis=0), starts,
+                         dtype=np.float64)   # not finite exactly when the layer holds NaN/Inf
     del magnitude
     peak = np.maximum.reduceat(filter_peak, starts)
     threshold = peak.astype(np.float64) * eps
@@ -367,17 +369,19 @@ def _assess_batch(weights: list[np.ndarray], eps: float,
     sparse = filter_peak < np.repeat(threshold, counts)
     n_sparse = np.add.reduceat(sparse, starts)
     means = np.stack([np.add.reduceat(values, starts, dtype=np.float64)
-                      for values in columns]) / counts
+                      for values in columns]) / counts if d > 1 else None
     # Squared norm of every output channel: its c_in filters' squares summed.
     row_starts = np.concatenate([np.arange(0, n, w.shape[1]) + start
                                  for w, n, start in zip(weights, counts, starts, strict=True)])
-    filter_squares = np.einsum("ij,ij->j", columns, columns).astype(np.float64)
+    filter_squares = (np.square(columns[0]) if d == 1
+                      else np.einsum("ij,ij->j", columns, columns))
+    row_squares = np.add.reduceat(filter_squares, row_starts, dtype=np.float64)
     # Squares of values below ~1e-19 underflow float32: redo those filters in float64.
     tiny = np.flatnonzero(filter_squares < 1e-30)
     if tiny.size:
         values = columns[:, tiny].astype(np.float64)
-        filter_squares[tiny] = np.einsum("ij,ij->j", values, values)
-    row_squares = np.add.reduceat(filter_squares, row_starts)
+        exact = np.einsum("ij,ij->j", values, values) - filter_squares[tiny]
+        np.add.at(row_squares, np.searchsorted(row_starts, tiny, side="right") - 1, exact)
     row_offsets = np.cumsum([0, *(w.shape[0] for w in weights)])
     scale = _inverse_norms(row_squares)
     finite = np.isfinite(l1)
