@@ -345,15 +345,21 @@ def machine() -> dict:
 
 
 WHERE_THE_TIME_GOES = """\
-Where the time beyond the baseline goes (cProfile of in-process single-worker builds
-of this zoo): the baseline leaves its 1.7 GB in the page cache when it exits, while a
-filterdb commit first fsyncs every shard it names (about 1 s here: the disk's write-back
-of the same bytes, started early with posix_fadvise so it overlaps the reading); the
-sha256 of every file (about 1.2 s of CPU, computed in a thread while the model is
-read and written); one shard file per model (creation and close, about 0.3 s); and,
-unless `--no-quality`, the layer quality metrics (about 4-5 s of CPU for 50 M
-filters, mostly the orthogonality Gram products). Without fsync and hashing the
-single-worker build measured 2.6 s in process against the baseline's 1.6-1.9 s."""
+Where the time beyond the baseline goes (perf, py-spy and per-component CPU timers on
+this zoo): besides reading and writing the same bytes, a worker computes the sha256 of
+every file (about 1.1 s of CPU for the zoo: the published `sha256` column, and how an
+append recognises known models), one BLAKE3 pass over the conv weights (0.25 s: the
+duplicate-model and shared-layer hashes and the shard checksums that `verify`
+recomputes), and starts each shard's write-back with `sync_file_range` in a background
+thread, so that the fsync before each commit finds little left: durability the
+baseline does not have (this disk writes 683 MB/s with fdatasync, so the 1.7 GB need
+2.5 s of disk time, overlapped with the reading). Every worker process imports onnx
+(0.7 s, of which ml_dtypes 0.7.0 takes 0.5 s, as in the baseline's one process); the
+main process imports pandas and PyTables and rewrites the master at each commit. On
+this VM the CPU time the two workers use for the same work varies from run to run
+(4.3 to 7.6 s summed), which is why two workers are not reliably faster than one.
+Unless `--no-quality`, the quality metrics add about 2.7 s of CPU (the orthogonality
+Gram products and the scatter matrices of the spectra)."""
 
 #: (workers, quality metrics) of the full-zoo builds.
 BUILD_RUNS = ((1, True), (2, True), (1, False), (2, False))
