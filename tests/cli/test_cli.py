@@ -244,3 +244,29 @@ def test_the_parser_imports_no_heavy_package():
 
     assert report_command.DEFAULT_BY == report.DEFAULT_BY
     assert report_command.DEFAULT_MAX_FILTERS == report.DEFAULT_MAX_FILTERS
+
+
+def test_an_interrupt_that_leaves_a_pytables_file_open_keeps_the_last_line(tmp_path):
+    # Ctrl-C can land while PyTables opens or closes a temporary master; its exit
+    # hook then closes the file, and must not print after filterdb's last line.
+    script = f"""
+import sys, tables
+from filterdb import cli
+from filterdb.errors import BuildInterrupted
+
+def run(args):
+    tables.open_file({str(tmp_path / "left-open.h5")!r}, "w")
+    raise BuildInterrupted("db.h5: build interrupted; 3 model(s) committed.")
+
+class Args:
+    pass
+
+args = Args()
+args.run = run
+cli.parser = lambda: type("P", (), {{"parse_args": lambda self, argv: args}})()
+sys.exit(cli.main([]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines() == [
+        "filterdb: db.h5: build interrupted; 3 model(s) committed."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from .._version import __version__
 from ..errors import BuildInterrupted, FilterDBError, one_line
@@ -43,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _keep_last_line() -> None:
+    """A Ctrl-C that lands while PyTables opens or closes a temporary master leaves
+    that (already removed) file to PyTables' exit hook, which would warn after the
+    line saying what happened; the hook still closes it."""
+    warnings.filterwarnings("ignore", message="Closing remaining open file")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; known errors become one line on stderr and exit status 2 (130 when
     interrupted by Ctrl-C)."""
@@ -50,12 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except BuildInterrupted as error:  # Ctrl-C: the conventional 128 + SIGINT
+        _keep_last_line()
         print(f"filterdb: {one_line(str(error))}", file=sys.stderr)
         return 130
     except FilterDBError as error:
         print(f"filterdb: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _keep_last_line()
         print("filterdb: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into head & co.: stop quietly
