@@ -31,6 +31,7 @@ thread samples RSS and PSS summed over its process tree every 50 ms (the sampler
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shlex
@@ -517,6 +518,9 @@ def run_benchmark(args) -> None:
     args.src = folder / "src-snapshot"
     shutil.rmtree(args.src, ignore_errors=True)
     shutil.copytree(ROOT / "src", args.src, ignore=shutil.ignore_patterns("__pycache__"))
+    # byte-compiled, as an installed package is: where PYTHONDONTWRITEBYTECODE is set
+    # (as on this machine) every run would otherwise compile the filterdb modules anew
+    compileall.compile_dir(args.src, quiet=1)
     info["src_digest"] = _tree_digest(args.src)
     print(f"disk: {shutil.disk_usage(folder).free / GB:.1f} GB free in {folder}; sizes "
           + ", ".join(label(n) for n in sizes), flush=True)
@@ -588,7 +592,8 @@ def report(data: dict, out: Path) -> None:
         f"command without `--no-figures` (PNG and SVG figures too) as (c) with figures.\n\n"
         f"Machine: {info['cpus']} cores ({info['cpu']}), {info['ram_gb']} GB RAM, "
         f"Python {info['python']}, {info['platform']}; filterdb at commit "
-        f"{info['commit']} (working tree copied before the runs, sha256 of its .py files "
+        f"{info['commit']} (working tree copied and byte-compiled, as an installed package is, "
+        f"before the runs; sha256 of its .py files "
         f"{info['src_digest']}).\n\n"
         f"{markdown}\n\n"
         "Targets: (c) at least 3x faster than (b), within 3x of (a), peak RSS below 1 GB "

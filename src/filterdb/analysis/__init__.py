@@ -11,8 +11,19 @@ Examples
 >>> result.groupings["depth"].drift                                       # doctest: +SKIP
 """
 
-from .engine import AnalysisResult, GroupingResult, analyze
-from .groups import Grouping, slug
-from .pca import Basis
+
+# Loaded on first use: ``filterdb analyze`` starts loading the compiled kernels
+# (:mod:`.preload`) before pandas and the engine are imported.
+_LAZY = {"AnalysisResult": "engine", "GroupingResult": "engine", "analyze": "engine",
+         "Grouping": "groups", "slug": "groups", "Basis": "pca"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["AnalysisResult", "Basis", "Grouping", "GroupingResult", "analyze", "slug"]

@@ -105,26 +105,35 @@ def _convert(column: str, text: str, dtype):
 
 def run(args) -> int:
     from .. import open as open_db
-    from ..analysis import analyze
-    from ..analysis.groups import slug
+    from ..analysis import preload
     from ..store.layout import parse_shape
 
-    db = open_db(args.database)
+    try:
+        shape = parse_shape(args.shape)
+    except ValueError as error:
+        raise FilterDBError(str(error)) from None
+    scheduler = (args.scheduler if args.scheduler
+                 else f"local:{args.dask_workers}" if args.dask_workers else None)
+    if scheduler is None:  # the kernels run here: load them while the tables are read
+        preload.start(shape[0] * shape[1], skip_blas_probe=args.no_figures)
+    from ..analysis.groups import slug
+
     by = args.by or list(DEFAULT_BY)
     slugs = [slug(name) for name in by]
     if len(set(slugs)) != len(slugs):
         raise FilterDBError(f"--by: groupings {by} give the same file names")
+    db = open_db(args.database)
+    where = parse_where(db, args.where)
     plots = None
     if not args.no_figures:
         if importlib.util.find_spec("filterdb.analysis.plots") is None:
             raise FilterDBError("figures need filterdb.analysis.plots, which is not "
                                 "installed; use --no-figures for the tables only")
         from ..analysis import plots
-    scheduler = (args.scheduler if args.scheduler
-                 else f"local:{args.dask_workers}" if args.dask_workers else None)
+    from ..analysis import analyze
+
     try:
-        shape = parse_shape(args.shape)
-        result = analyze(db, by=by, where=parse_where(db, args.where), bins=args.bins,
+        result = analyze(db, by=by, where=where, bins=args.bins,
                          basis=args.basis, chunk_rows=args.chunk_rows, balanced=args.balanced,
                          balance_by=args.balance_by, bootstrap=args.bootstrap, seed=args.seed,
                          level=args.level, scheduler=scheduler, progress=True, shape=shape)
