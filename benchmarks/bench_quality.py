@@ -157,8 +157,19 @@ def machine() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"torch {torch.__version__}, numpy {np.__version__}; filterdb at commit "
-            f"{commit}{' (src modified)' if dirty else ''}")
+            f"torch {torch.__version__}, numpy {np.__version__}; {blas_kernels()}; "
+            f"filterdb at commit {commit}{' (src modified)' if dirty else ''}")
+
+
+def blas_kernels() -> str:
+    """Which kernels numpy's OpenBLAS uses: the Gram products run at their speed."""
+    from threadpoolctl import threadpool_info
+
+    names = sorted({info.get("architecture") or "?" for info in threadpool_info()
+                    if info.get("internal_api") == "openblas"})
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"OpenBLAS kernels {', '.join(names) or 'none'}"
+            + (f" (OPENBLAS_CORETYPE={forced} set in the environment)" if forced else ""))
 
 
 def render(timings: dict, agreement: dict, counts: dict, command: str, repeat: int,
