@@ -29,11 +29,13 @@ thread pool collapses when another process holds the other core.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -44,7 +46,9 @@ ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
 GRAM_BLOCK_ROWS = 256
 #: Values per batch of small layers assessed with one numpy call per statistic.
 BATCH_VALUES = 1 << 18
-#: Multiply-adds of a Gram matrix above which its row panels are shared by the threads.
+#: Multiply-adds of a Gram matrix above which its row panels may be shared by the
+#: threads; only a layer holding a large part of the set's Gram work is (see
+#: :func:`_shared_gram_work`): whole layers per thread balance well otherwise.
 SHARED_GRAM_WORK = 1 << 26
 #: Rows per panel of a shared Gram matrix: enough panels for the threads to balance.
 SHARED_PANEL_ROWS = 128
@@ -269,14 +273,15 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
     batches = _batches(weights)
     threads = threads or default_threads()
     # Threads pay off only when there is enough work to share.
-    parallel = threads > 1 and len(batches) > 1 and sum(w.size for w in weights) >= 2**20
+    parallel = threads > 1 and sum(w.size for w in weights) >= 2**20
     results: list[dict] = [{} for _ in weights]
+    share_from = _shared_gram_work(weights, threads) if parallel else math.inf
     spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
 
     shared: list[tuple[int, np.ndarray]] = []    # (layer, inverse row norms) for phase 2
 
     def one(batch: list[int]):
-        return batch, _assess_batch([weights[index] for index in batch], eps, parallel)
+        return batch, _assess_batch([weights[index] for index in batch], eps, share_from)
 
     with _blas_controller().limit(limits=1):
         pool = _thread_pool(threads)
@@ -329,12 +334,25 @@ def _batches(weights: list[np.ndarray]) -> list[list[int]]:
     return batches
 
 
+def _gram_work(weight: np.ndarray) -> int:
+    """Multiply-adds of a layer's Gram matrix: c_out^2 x (c_in * k * k)."""
+    return weight.shape[0] * weight.size
+
+
+def _shared_gram_work(weights: list[np.ndarray], threads: int) -> float:
+    """Gram work from which a layer's panels are shared by the threads: a layer with
+    half of one thread's share of the whole set or more would leave the other threads
+    idle behind it (measured on ResNet-50's shapes: sharing smaller layers is slower)."""
+    total = sum(_gram_work(weight) for weight in weights)
+    return max(SHARED_GRAM_WORK, total / (2 * threads))
+
+
 def _assess_batch(weights: list[np.ndarray], eps: float,
-                  share_gram: bool = False) -> list[tuple[dict, tuple | None, np.ndarray | None]]:
+                  share_from: float = math.inf) -> list[tuple[dict, tuple | None, Any]]:
     """Per layer of a batch of equal kernel size: its metrics row, its full and clean
-    scatter matrices with their counts (None for a layer holding NaN or Inf), and, with
-    ``share_gram``, the inverse row norms of a layer whose Gram matrix is left to the
-    caller (its row then lacks ``orthogonality``), else None.
+    scatter matrices with their counts (None for a layer holding NaN or Inf), and, for a
+    layer whose Gram work is at least ``share_from``, the inverse row norms: its Gram
+    matrix is left to the caller (its row then lacks ``orthogonality``); else None.
 
     Per-filter statistics run on the batch's filters transposed to (k*k, n): numpy
     reduces a short last axis one row at a time, ten times slower than across rows.
@@ -395,7 +413,7 @@ def _assess_batch(weights: list[np.ndarray], eps: float,
         start, layer_sparse = starts[position], int(n_sparse[position])
         first_row, last_row = row_offsets[position], row_offsets[position + 1]
         rows = weight.reshape(weight.shape[0], -1)
-        shared = share_gram and rows.shape[0] ** 2 * rows.shape[1] >= SHARED_GRAM_WORK
+        shared = _gram_work(weight) >= share_from
         if d > 1:
             full, clean = _scatters(weight.reshape(n, d), means[:, position],
                                     sparse[start:start + n], layer_sparse)
