@@ -192,11 +192,13 @@ def _unit_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def _orthogonality(unit: np.ndarray, block_rows: int) -> float:
     """1 - mean |G - I| off the diagonal, G the Gram matrix of the unit rows."""
-    c_out = unit.shape[0]
-    if c_out < 2:
-        return 1.0
-    panels = map(partial(_panel_sum, unit, block_rows), range(0, c_out, block_rows))
-    return 1.0 - sum(panels) / (c_out * (c_out - 1))
+    panels = map(partial(_panel_sum, unit, block_rows), range(0, len(unit), block_rows))
+    return _from_total(sum(panels), len(unit))
+
+
+def _from_total(total: float, c_out: int) -> float:
+    """Orthogonality from sum |G - I| over all pairs; 1.0 without pairs."""
+    return 1.0 - total / (c_out * (c_out - 1)) if c_out > 1 else 1.0
 
 
 def _shared_orthogonality(group: list[tuple[int, np.ndarray]],
@@ -211,7 +213,7 @@ def _shared_orthogonality(group: list[tuple[int, np.ndarray]],
     totals = [0.0] * len(group)
     for (position, _), value in zip(tasks, sums, strict=True):
         totals[position] += value
-    return [(index, 1.0 - total / (len(unit) * (len(unit) - 1)) if len(unit) > 1 else 1.0)
+    return [(index, _from_total(total, len(unit)))
             for (index, unit), total in zip(group, totals, strict=True)]
 
 

@@ -81,17 +81,15 @@ class Job:
 
 def init_worker() -> None:
     """Set up a worker process: Ctrl-C is the main process's to handle (it commits
-    what is ready and stops), and memory freed by a model goes back to the system."""
+    what is ready and stops), and its threads share one malloc arena."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _return_freed_memory()
+    _one_malloc_arena()
 
 
-def _return_freed_memory() -> None:
-    """glibc malloc: one arena for all threads, and blocks of 1 MB and more always
-    mapped on their own, so that a model's arrays are returned to the system when
-    freed. By default every hashing and metrics thread keeps an arena of its own and
-    the mapping threshold grows with the largest block freed, so worker RSS kept the
-    high-water mark of several models (measured: ~25 MB per worker)."""
+def _one_malloc_arena() -> None:
+    """glibc malloc: one arena for all threads. By default every hashing and metrics
+    thread keeps an arena of its own, each holding on to the memory a model freed
+    (measured: ~25 MB per worker)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -101,8 +99,8 @@ def _return_freed_memory() -> None:
     mallopt(M_ARENA_MAX, 1)
 
 
-#: glibc mallopt parameters (malloc.h).
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+#: glibc mallopt parameter (malloc.h).
+M_ARENA_MAX = -8
 
 
 def process_model(job: Job) -> ModelEntry | ModelOutcome:
@@ -110,10 +108,10 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
 
     The file's sha256 is computed in a thread while the model is read, assessed and
     written, the weights' hashes and the stored filters' checksums (one pass) in
-    another while it is assessed and written (hashlib, blake3, numpy and h5py release the
-    GIL); the shard gets its
-    content-hash name afterwards. When appending, known models and shards a killed
-    build left behind are recognised by the hash before the model is read.
+    another while it is assessed and written (hashlib, blake3, numpy and h5py release
+    the GIL); the shard gets its content-hash name afterwards. When appending, known
+    models and shards a killed build left behind are recognised by the hash before
+    the model is read.
     """
     try:
         with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
