@@ -361,8 +361,14 @@ this VM the CPU time the two workers use for the same work varies from run to ru
 Unless `--no-quality`, the quality metrics add about 2.7 s of CPU (the orthogonality
 Gram products and the scatter matrices of the spectra)."""
 
-#: (workers, quality metrics) of the full-zoo builds.
-BUILD_RUNS = ((1, True), (2, True), (1, False), (2, False))
+#: (workers, quality metrics, --durable) of the full-zoo builds.
+BUILD_RUNS = ((1, True, False), (2, True, False), (1, False, False), (2, False, False),
+              (2, False, True))
+
+
+def run_name(workers: int, quality: bool, durable: bool) -> str:
+    return (f"workers={workers}" + ("" if quality else " no-quality")
+            + (" durable" if durable else ""))
 
 
 def table(results: list[dict], base: dict, bound: int) -> str:
@@ -392,8 +398,8 @@ def table(results: list[dict], base: dict, bound: int) -> str:
 def interpretation(results: list[dict], base: dict, bound: int, largest: int) -> str:
     runs = {r["run"]: r for r in results}
     sentences = []
-    for workers, quality in BUILD_RUNS:
-        name = f"workers={workers}" + ("" if quality else " no-quality")
+    for workers, quality, durable in BUILD_RUNS:
+        name = run_name(workers, quality, durable)
         r = runs[name]
         ratio = r["seconds"] / base["seconds"]
         sentences.append(
@@ -459,13 +465,14 @@ def run_benchmark(args: argparse.Namespace) -> None:
     raw: dict[str, list[dict]] = {}
 
     def build_run(name: str, source: Path, workers: int, expect: dict,
-                  quality: bool = True) -> dict:
+                  quality: bool = True, durable: bool = False) -> dict:
         folder = runs_dir / name.replace("=", "").replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         database = folder / "db.h5"
         command = [python, "-m", "filterdb", "build", str(source), "-o", str(database),
-                   "--workers", str(workers), *([] if quality else ["--no-quality"])]
+                   "--workers", str(workers), *([] if quality else ["--no-quality"]),
+                   *(["--durable"] if durable else [])]
         result = measure(name, command, runs_dir / f"{folder.name}.log", src)
         result.update(expect)
         result.update(check_database(database, reference, expect["filters"],
@@ -482,9 +489,9 @@ def run_benchmark(args: argparse.Namespace) -> None:
         result.update(full_sizes)
         raw.setdefault("baseline", []).append(result)
         print(f"  baseline: {result['seconds']:.1f} s", flush=True)
-        for workers, quality in BUILD_RUNS:
-            name = f"workers={workers}" + ("" if quality else " no-quality")
-            result = build_run(name, zoo, workers, full_sizes, quality)
+        for workers, quality, durable in BUILD_RUNS:
+            name = run_name(workers, quality, durable)
+            result = build_run(name, zoo, workers, full_sizes, quality, durable)
             raw.setdefault(name, []).append(result)
             print(f"  {name}: {result['seconds']:.1f} s, peak RSS "
                   f"{result['peak_rss'] / MB:.0f} MB, PSS {result['peak_pss'] / MB:.0f} MB"

@@ -188,3 +188,34 @@ def test_same_name_new_content_is_skipped(tmp_path):
     assert outcome.status == "skipped"
     assert "already in the database" in outcome.reason
     pd.testing.assert_frame_equal(filterdb.open(db).models, before)
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_durable_build_fsyncs_every_shard_and_the_master(tmp_path, monkeypatch, durable):
+    """--durable: every committed shard, the shards folder, the new master and its
+    folder are fsynced, and each shard's write-back starts when it is written; the
+    default build syncs nothing (its renames alone keep a killed build consistent)."""
+    import filterdb.store.shard as shard
+    import filterdb.store.writer as writer
+
+    synced, written_back = [], []
+    monkeypatch.setattr(writer, "_fsync", lambda path: synced.append(Path(path)))
+    monkeypatch.setattr(writer, "_fsync_dir", lambda path: synced.append(Path(path)))
+    monkeypatch.setattr(shard, "_start_writeback", lambda path: written_back.append(path))
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for seed in range(3):
+        make_cnn(zoo / f"m{seed}.onnx", [4, 8], seed=seed)
+    db = tmp_path / "db.h5"
+    build(zoo, db, options=BuildOptions(durable=durable, quality=False))
+    shards = sorted(p for p in (tmp_path / "db.h5.shards").iterdir())
+    assert len(shards) == 3
+    if not durable:
+        assert synced == [] and written_back == []
+        return
+    assert len(written_back) == 3
+    assert sorted(p for p in synced if p.parent == db.parent / "db.h5.shards") == shards
+    assert db.parent / "db.h5.shards" in synced and db.parent in synced
+    masters = [p for p in synced if p.name.startswith(".db.h5.") and p.suffix == ".tmp"]
+    assert len(masters) >= 1   # the temporary master, before its rename over db.h5
+    assert filterdb.open(db).models["model"].tolist() == ["m0", "m1", "m2"]

@@ -62,6 +62,8 @@ class BuildOptions:
     only_selected: bool = False
     run: RunLimits | None = None  # run every model once within these limits
     require_run: bool = False  # a model that fails to run is not added
+    #: fsync shards and master at every commit (power-failure safe; waits for the disk)
+    durable: bool = False
 
 
 @dataclass
@@ -171,12 +173,12 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     for model in left_out:  # listed first: decided before anything is read
         report.outcomes.append(ModelOutcome(model.name, str(model.path), NOT_SELECTED,
                                             f"{SELECTION} is not 1 in the index"))
-    with DatabaseWriter(database, options.shapes) as writer:
+    with DatabaseWriter(database, options.shapes, durable=options.durable) as writer:
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
                     max(1, layer_quality.default_threads() // options.workers),
-                    options.run, options.require_run)
+                    options.run, options.require_run, options.durable)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify)

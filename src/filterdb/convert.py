@@ -156,7 +156,7 @@ def _entry(published: PublishedDB, model: dict, layers, reader, shards: Path, ba
     summary = _summary(model, count)
     tmp = temporary_shard(shards)
     write_shard(tmp, {(3, 3): count}, blocks, json.dumps({"summary": _jsonable(summary),
-                                                           "layers": rows}))
+                                                           "layers": rows}), durable=True)
     for row, index in zip(rows, layers.index, strict=True):
         row["nan_count"], row["inf_count"] = nonfinite[index]
     sha256 = digest.hexdigest()

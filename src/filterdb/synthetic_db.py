@@ -469,7 +469,8 @@ def _write_model(shards: str, plan: ModelPlan, sha256: str, seed: int) -> ModelE
     tmp = temporary_shard(folder)
     entry.summary["filters_blake3"] = write_shard(
         tmp, {(3, 3): entry.summary["shape_counts"].get((3, 3), 0)},
-        lambda shape: model_blocks(plan, pool, effects, basis), _entry_json(entry))
+        lambda shape: model_blocks(plan, pool, effects, basis), _entry_json(entry),
+        durable=True)
     seal_shard(tmp, folder / shard)
     return entry
 

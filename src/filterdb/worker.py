@@ -77,6 +77,7 @@ class Job:
     threads: int = 1
     run: RunLimits | None = None  # None: models are not run
     require_run: bool = False
+    durable: bool = False  # the writer fsyncs shards before committing them
 
 
 def init_worker() -> None:
@@ -146,7 +147,8 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
             tmp = temporary_shard(job.shards)
             write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
-                        json.dumps(_entry_json(entry)), checksums=False)
+                        json.dumps(_entry_json(entry)), checksums=False,
+                        durable=job.durable)
             entry.summary["filters_blake3"] = filter_digests
             entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:

@@ -29,6 +29,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--only-selected", action="store_true",
                         help="build only the models whose index row has Selection 1; the "
                              "others are reported as not selected")
+    parser.add_argument("--durable", action="store_true",
+                        help="fsync every shard and the master at each commit, so committed "
+                             "models also survive a power failure or OS crash (waits for the "
+                             "disk; without it a killed build still loses nothing committed)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
     add_run_arguments(parser, "--verify-run", "verify_run",
@@ -59,7 +63,7 @@ def run(args) -> int:
                            quality=args.quality, only_selected=args.only_selected,
                            count_duplicates=args.count_duplicates,
                            limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
-                           run=limits, require_run=args.require_run)
+                           run=limits, require_run=args.require_run, durable=args.durable)
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
     for finding in report.findings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -259,9 +260,14 @@ class _TensorSource:
                   else elements * np_dtype.itemsize)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             tensor = self._with_external_data(tensor, nbytes)
-        elif tensor.HasField("raw_data") and len(tensor.raw_data) != nbytes:
-            raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but holds "
-                                            f"{len(tensor.raw_data)} bytes")
+        elif tensor.HasField("raw_data"):
+            raw = tensor.raw_data  # each access of the field copies it: once only
+            if len(raw) != nbytes:
+                raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but "
+                                                f"holds {len(raw)} bytes")
+            if tensor.data_type not in _PACKED_4BIT and sys.byteorder == "little":
+                # what numpy_helper.to_array does for raw data, without a second copy
+                return np.frombuffer(raw, dtype=np_dtype).reshape(dims), np_dtype.name
         try:
             return numpy_helper.to_array(tensor).reshape(dims), np_dtype.name
         except (ValueError, TypeError) as error:

@@ -19,13 +19,8 @@ from blake3 import blake3
 
 from .layout import Shape, filters_dataset, shape_label
 
-#: Rows per HDF5 chunk: 16384 3x3 float32 filters are 590 kB, a good read unit that
-#: fits HDF5's chunk cache, so a chunk that spans two layers is written once.
-CHUNK_ROWS = 16384
 #: Dataset holding the model's rows as JSON (attributes are capped at 64 kB).
 RECORD = "record"
-#: HDF5 chunk cache per dataset while writing (holds a few chunks of any shape).
-CACHE_BYTES = 16 * 2**20
 
 
 def read_record_json(path: Path) -> str:
@@ -40,7 +35,8 @@ def temporary_shard(shards: Path) -> Path:
 
 def write_shard(tmp: Path, counts: dict[Shape, int],
                 blocks: Callable[[Shape], Iterable[np.ndarray]],
-                record_json: str, checksums: bool = True) -> dict[str, str]:
+                record_json: str, checksums: bool = True,
+                durable: bool = False) -> dict[str, str]:
     """Write one model's filters into a temporary shard file; returns their checksums.
 
     Parameters
@@ -58,6 +54,9 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
         Hash the data on the way; a caller that hashes it elsewhere (the build's
         workers hash the weights once, see :func:`combine_digests`) passes False and
         gets ``{}``.
+    durable : bool, default False
+        Start writing the file back to disk as soon as it is complete, for a writer
+        that will fsync it before its commit (``DatabaseWriter(durable=True)``).
 
     Returns
     -------
@@ -68,13 +67,14 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
     digests = {}
     layers = json.loads(record_json).get("layers", []) if checksums else []
     try:
-        with h5py.File(tmp, "w", rdcc_nbytes=CACHE_BYTES) as handle:
+        with h5py.File(tmp, "w") as handle:
             handle.create_dataset(RECORD, data=record_json, track_times=False)
             for shape, count in counts.items():
-                chunks = (min(count, CHUNK_ROWS), *shape) if count else None
+                # Contiguous: each block goes straight to the file, not through a chunk
+                # cache (a copy of every byte, and the write held back to the close);
+                # a shard is written once, in order, and read by row ranges.
                 dataset = handle.create_dataset(filters_dataset(shape), shape=(count, *shape),
-                                                dtype=np.float32, chunks=chunks,
-                                                track_times=False)
+                                                dtype=np.float32, track_times=False)
                 position = 0
                 digest = LayerChecksum(layer_rows(layers, shape, count))
                 for block in blocks(shape):
@@ -88,7 +88,8 @@ def write_shard(tmp: Path, counts: dict[Shape, int],
                 if position != count:
                     raise RuntimeError(f"shard {tmp.name}: wrote {position} of {count} "
                                        f"{shape} filters")
-        _start_writeback(tmp)
+        if durable:
+            _start_writeback(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -215,7 +216,7 @@ _SYNC_FILE_RANGE_WRITE = 2
 def seal_shard(tmp: Path, path: Path) -> None:
     """Rename a complete shard into place (its name carries the model's content hash).
 
-    The writer fsyncs shards before the commit that references them, so the
-    kernel can write them back in the background meanwhile.
+    A durable writer fsyncs shards before the commit that references them; the
+    write-back :func:`write_shard` started meanwhile leaves little for it to do.
     """
     os.replace(tmp, path)

@@ -70,6 +70,13 @@ class DatabaseWriter:
     shapes : sequence of (kh, kw), optional
         Kernel shapes stored as filter datasets. Defaults to the database's own, or
         3x3 for a new one; a different set for an existing database is an error.
+    durable : bool, default True
+        fsync the shards a commit names and the new master before and after its
+        rename, so the commit also survives a power failure or an OS crash. Without
+        it a commit is still atomic for readers and for a killed writer (the
+        renames are; the page cache outlives the process), which is what a build
+        needs by default: syncing makes it wait for the disk (see ``build
+        --durable``).
 
     Examples
     --------
@@ -77,8 +84,9 @@ class DatabaseWriter:
     ...     writer.commit([entry])
     """
 
-    def __init__(self, path, shapes=None):
+    def __init__(self, path, shapes=None, durable: bool = True):
         self.path = Path(path)
+        self.durable = durable
         self.shards = layout.shards_dir(self.path)
         self.lock = DatabaseLock(self.path)
         self.lock.acquire()
@@ -186,9 +194,10 @@ class DatabaseWriter:
             for column in entry.meta:
                 if column not in self.index_columns:
                     self.index_columns.append(column)
-        for entry in entries:  # durable before the master names them
-            _fsync(self.shards / entry.shard)
-        _fsync_dir(self.shards)
+        if self.durable:  # on disk before the master names them
+            for entry in entries:
+                _fsync(self.shards / entry.shard)
+            _fsync_dir(self.shards)
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
         if "weights_blake3" in layers:  # layers of databases written before it: unknown
@@ -312,9 +321,11 @@ class DatabaseWriter:
                     "index_columns": json.dumps(self.index_columns),
                     "n_models": len(models),
                 })
-            _fsync(tmp)
+            if self.durable:
+                _fsync(tmp)
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            if self.durable:
+                _fsync_dir(self.path.parent)
         finally:
             tmp.unlink(missing_ok=True)
         self.models, self.layers = models, layers
