@@ -35,6 +35,7 @@ MB means 2**20 bytes throughout.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -461,6 +462,9 @@ def run_benchmark(args: argparse.Namespace) -> None:
         print(f"benchmarking filterdb at commit {info['commit']} ({src})", flush=True)
     else:
         print(f"benchmarking the working tree ({info['commit']})", flush=True)
+    # byte-compiled first, as an installed package is (PYTHONDONTWRITEBYTECODE=1
+    # would otherwise make every run and worker compile filterdb's sources again)
+    compileall.compile_dir(os.fspath(src or ROOT / "src"), quiet=1)
     load_before = os.getloadavg()
     raw: dict[str, list[dict]] = {}
 

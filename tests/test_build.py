@@ -219,3 +219,23 @@ def test_durable_build_fsyncs_every_shard_and_the_master(tmp_path, monkeypatch, 
     masters = [p for p in synced if p.name.startswith(".db.h5.") and p.suffix == ".tmp"]
     assert len(masters) >= 1   # the temporary master, before its rename over db.h5
     assert filterdb.open(db).models["model"].tolist() == ["m0", "m1", "m2"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sha256_column_is_the_hash_of_each_file(tmp_path, workers):
+    """The sha256 the build records (computed from the bytes the reader parsed) is the
+    file's, for ONNX and for a format the reader reads in parts (safetensors)."""
+    import hashlib
+
+    from .readers.network import equivalence_network
+    from .readers.writers_safetensors import write_safetensors
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    files = [make_cnn(zoo / f"m{seed}.onnx", [4, 8], seed=seed) for seed in range(3)]
+    files.append(write_safetensors(zoo / "s.safetensors", equivalence_network()))
+    db = tmp_path / "db.h5"
+    build(zoo, db, options=BuildOptions(workers=workers, quality=False))
+    models = filterdb.open(db).models.set_index("model")
+    assert {name: models.loc[name, "sha256"] for name in models.index} == {
+        path.stem: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}

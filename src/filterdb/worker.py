@@ -13,6 +13,7 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -107,50 +108,60 @@ M_ARENA_MAX = -8
 def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
-    The file's sha256 is computed in a thread while the model is read, assessed and
-    written, the weights' hashes and the stored filters' checksums (one pass) in
+    The file's sha256 is computed in a thread while the model is parsed, assessed and
+    written (from the bytes the reader read, for a format read whole; else from the
+    file), the weights' hashes and the stored filters' checksums (one pass) in
     another while it is assessed and written (hashlib, blake3, numpy and h5py release
     the GIL); the shard gets its content-hash name afterwards. When appending, known
     models and shards a killed build left behind are recognised by the hash before
     the model is read.
     """
     try:
-        with ThreadPoolExecutor(2) as hasher:  # the file and the weights, side by side
+        hasher = _hashing_threads()  # the file and the weights, side by side
+        hashing = None
+        if job.known_hashes:  # appending: recognise known models before reading them
             hashing = hasher.submit(file_sha256, job.path)
-            if job.known_hashes:  # appending: recognise known models before reading them
-                known = _known(job, hashing.result())
-                if known is not None:
-                    return known
-            record = open_model(job.path, job.limits)
-            layers = extraction.ordered_layers(record)
-            if not layers:
-                raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
-            # Hashed in a thread while the metrics are computed and the shard is written.
-            hashing_weights = hasher.submit(weight_digests, layers, job.shapes)
-            quality, verdict = (
-                layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
-                                            job.threads)
-                if job.thresholds is not None else _not_assessed(len(layers)))
-            rows = extraction.layer_rows(layers)
-            model_digest, layer_digests, filter_digests = hashing_weights.result()
-            for row, values, digest in zip(rows, quality, layer_digests, strict=True):
-                row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
-                row["weights_blake3"] = digest
-            summary = extraction.model_summary(record, layers)
-            summary.update(quality_verdict=verdict["verdict"],
-                           degenerated_share=verdict["degenerated_share"],
-                           random_like_share=verdict["random_like_share"],
-                           weights_blake3=model_digest)
-            summary.update(_run_columns(job))
-            entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
-                               shard="", meta=dict(job.meta), summary=summary, layers=rows)
-            counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
-            tmp = temporary_shard(job.shards)
-            write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
-                        json.dumps(_entry_json(entry)), checksums=False,
-                        durable=job.durable)
-            entry.summary["filters_blake3"] = filter_digests
-            entry.sha256 = hashing.result()
+            known = _known(job, hashing.result())
+            if known is not None:
+                return known
+
+        def hash_content(data: bytes) -> None:
+            nonlocal hashing
+            hashing = hasher.submit(bytes_sha256, data)
+
+        record = open_model(job.path, job.limits,
+                            on_bytes=hash_content if hashing is None else None)
+        if hashing is None:  # a format read in parts
+            hashing = hasher.submit(file_sha256, job.path)
+        layers = extraction.ordered_layers(record)
+        if not layers:
+            raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
+        # Hashed in a thread while the metrics are computed and the shard is written.
+        hashing_weights = hasher.submit(weight_digests, layers, job.shapes)
+        quality, verdict = (
+            layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
+                                        job.threads)
+            if job.thresholds is not None else _not_assessed(len(layers)))
+        rows = extraction.layer_rows(layers)
+        model_digest, layer_digests, filter_digests = hashing_weights.result()
+        for row, values, digest in zip(rows, quality, layer_digests, strict=True):
+            row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
+            row["weights_blake3"] = digest
+        summary = extraction.model_summary(record, layers)
+        summary.update(quality_verdict=verdict["verdict"],
+                       degenerated_share=verdict["degenerated_share"],
+                       random_like_share=verdict["random_like_share"],
+                       weights_blake3=model_digest)
+        summary.update(_run_columns(job))
+        entry = ModelEntry(model=job.name, sha256="", source_path=str(job.path),
+                           shard="", meta=dict(job.meta), summary=summary, layers=rows)
+        counts = {shape: summary["shape_counts"].get(shape, 0) for shape in job.shapes}
+        tmp = temporary_shard(job.shards)
+        write_shard(tmp, counts, lambda shape: extraction.filters_by_shape(layers, shape),
+                    json.dumps(_entry_json(entry)), checksums=False,
+                    durable=job.durable)
+        entry.summary["filters_blake3"] = filter_digests
+        entry.sha256 = hashing.result()
         if entry.sha256 in job.known_hashes:
             tmp.unlink(missing_ok=True)
             return present(job.name, job.path, job.known_hashes[entry.sha256])
@@ -267,6 +278,16 @@ def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str]]:
     model_hash = blake3("".join(layer_hashes).encode()).hexdigest()
     return model_hash, layer_hashes, {layout.shape_label(shape): combine_digests(digests)
                                       for shape, digests in by_shape.items()}
+
+
+@lru_cache(maxsize=1)
+def _hashing_threads() -> ThreadPoolExecutor:
+    """The worker's two hashing threads, kept for all its models."""
+    return ThreadPoolExecutor(2, thread_name_prefix="filterdb-hash")
+
+
+def bytes_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:
