@@ -51,8 +51,9 @@ def shape_counts(layers: list[ConvLayer]) -> dict[Shape, int]:
     return dict(sorted(counts.items()))
 
 
-def layer_rows(layers: list[ConvLayer]) -> list[dict]:
-    """One row per layer, with its model-local filter offset within its kernel shape."""
+def layer_rows(layers: list[ConvLayer], non_finite: list[dict] | None = None) -> list[dict]:
+    """One row per layer, with its model-local filter offset within its kernel shape;
+    ``non_finite``: each layer's :func:`non_finite_counts` where the caller has them."""
     offsets: Counter[Shape] = Counter()
     rows = []
     for index, (layer, (conv_depth, conv_depth_norm)) in enumerate(
@@ -78,14 +79,16 @@ def layer_rows(layers: list[ConvLayer]) -> list[dict]:
             "dilation_w": int(layer.dilations[-1]) if layer.dilations else 1,
             "source_dtype": layer.source_dtype,
             "n_filters": layer.n_filters,
-            **_non_finite_counts(layer.weight),
+            **(non_finite[index] if non_finite is not None
+               else non_finite_counts(layer.weight)),
             "local_start": offsets[shape],
         })
         offsets[shape] += layer.n_filters
     return rows
 
 
-def _non_finite_counts(weight: np.ndarray) -> dict[str, int]:
+def non_finite_counts(weight: np.ndarray) -> dict[str, int]:
+    """``nan_count`` and ``inf_count`` of a weight."""
     if np.isfinite(weight).all():  # one pass for the usual case
         return {"nan_count": 0, "inf_count": 0}
     return {"nan_count": int(np.isnan(weight).sum()), "inf_count": int(np.isinf(weight).sum())}

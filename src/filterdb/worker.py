@@ -142,8 +142,8 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
             layer_quality.assess_layers([layer.weight for layer in layers], job.thresholds,
                                         job.threads)
             if job.thresholds is not None else _not_assessed(len(layers)))
-        rows = extraction.layer_rows(layers)
-        model_digest, layer_digests, filter_digests = hashing_weights.result()
+        model_digest, layer_digests, filter_digests, non_finite = hashing_weights.result()
+        rows = extraction.layer_rows(layers, non_finite)
         for row, values, digest in zip(rows, quality, layer_digests, strict=True):
             row.update({key: values[key] for key in QUALITY_LAYER_COLUMNS})
             row["weights_blake3"] = digest
@@ -257,8 +257,8 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
                       layers=data["layers"])
 
 
-def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str]]:
-    """One BLAKE3 pass over a model's conv weights, in storage order, gives three things.
+def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str], list[dict]]:
+    """One BLAKE3 pass over a model's conv weights, in storage order, gives four things.
 
     - The model's weights hash (over its layers' hashes in order): two files holding
       the same network, whatever their name or format, give the same one, where the
@@ -267,17 +267,32 @@ def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str]]:
       shared between different models gets the same one.
     - The stored filters' checksum per shape (:func:`combine_digests` of the digests
       of that shape's layers), which ``filterdb verify`` recomputes from the shard.
+    - Each layer's NaN and Inf counts, checked piece by piece while the piece is in
+      the CPU cache after hashing (a second pass over the weights costs its memory
+      traffic again).
     """
     layer_hashes, by_shape = [], {shape: [] for shape in shapes}
+    non_finite = []
     for layer in layers:
         weight = np.ascontiguousarray(layer.weight, dtype=np.float32)
-        values = blake3(weight.reshape(-1).view(np.uint8)).digest()  # a view: no copy
+        flat, digest, finite = weight.reshape(-1), blake3(), True
+        for start in range(0, flat.size, HASH_PIECE):
+            piece = flat[start:start + HASH_PIECE]
+            digest.update(piece.view(np.uint8))  # a view: no copy
+            finite = finite and bool(np.isfinite(piece).all())
+        values = digest.digest()
         layer_hashes.append(blake3(json.dumps(weight.shape).encode() + values).hexdigest())
         if layer.kernel_shape in by_shape and weight.size:
             by_shape[layer.kernel_shape].append(values)
+        non_finite.append({"nan_count": 0, "inf_count": 0} if finite
+                          else extraction.non_finite_counts(flat))
     model_hash = blake3("".join(layer_hashes).encode()).hexdigest()
     return model_hash, layer_hashes, {layout.shape_label(shape): combine_digests(digests)
-                                      for shape, digests in by_shape.items()}
+                                      for shape, digests in by_shape.items()}, non_finite
+
+
+#: float32 values hashed and checked at a time: 1 MB, well inside the L2 cache.
+HASH_PIECE = 1 << 18
 
 
 @lru_cache(maxsize=1)

@@ -53,7 +53,8 @@ def test_the_builds_weight_hashing_gives_the_shards_checksum(tmp_path):
                for shape in [(8, 4, 3, 3), (6, 8, 1, 1), (3, 6, 3, 3)]]
     layers = [ConvLayer(name=f"conv{i}", op_type="Conv", weight=w, c_out=w.shape[0],
                         c_in_per_group=w.shape[1]) for i, w in enumerate(weights)]
-    model_hash, layer_hashes, filters = weight_digests(layers, [(3, 3)])
+    model_hash, layer_hashes, filters, non_finite = weight_digests(layers, [(3, 3)])
+    assert non_finite == [{"nan_count": 0, "inf_count": 0}] * 3
     three = [w for w in weights if w.shape[2:] == (3, 3)]
     assert filters == {"3x3": expected(three)}
     rows = np.concatenate([w.reshape(-1, 3, 3) for w in three])
@@ -71,3 +72,23 @@ def test_a_shape_without_filters_has_the_checksum_of_no_layers(tmp_path):
     digests = write_shard(tmp, {(3, 3): 0}, lambda shape: iter(()), json.dumps({"layers": []}))
     assert digests == {"3x3": blake3(b"").hexdigest()}
     assert filter_checksums(tmp, [(3, 3)]) == digests
+
+
+def test_weight_hashing_counts_nan_and_inf_in_any_piece(monkeypatch):
+    """Non-finite values are counted per layer, wherever they fall among the pieces
+    the weights are hashed in, and the hash is that of the whole layer."""
+    import filterdb.worker as worker
+
+    monkeypatch.setattr(worker, "HASH_PIECE", 10)
+    rng = np.random.default_rng(2)
+    weights = [rng.standard_normal((4, 3, 3, 3)).astype(np.float32) for _ in range(3)]
+    weights[1].reshape(-1)[[0, 57, 107]] = [np.nan, np.inf, -np.inf]  # first, middle, last
+    weights[2].reshape(-1)[95] = np.nan
+    layers = [ConvLayer(name=f"conv{i}", op_type="Conv", weight=w, c_out=4, c_in_per_group=3)
+              for i, w in enumerate(weights)]
+    _, layer_hashes, filters, non_finite = weight_digests(layers, [(3, 3)])
+    assert non_finite == [{"nan_count": 0, "inf_count": 0}, {"nan_count": 1, "inf_count": 2},
+                          {"nan_count": 1, "inf_count": 0}]
+    assert layer_hashes[1] == blake3(
+        b"[4, 3, 3, 3]" + blake3(weights[1].tobytes()).digest()).hexdigest()
+    assert filters == {"3x3": expected(weights)}
