@@ -22,9 +22,11 @@ entropy verdicts do not apply to them.
 
 The variance spectrum comes from the k*k x k*k scatter matrix of each layer
 (``eigvalsh``, batched over layers of equal kernel size) instead of an SVD of the
-n x k*k filter matrix; orthogonality from a Gram matrix computed in row blocks.
-BLAS runs single-threaded here: the matrices are small, and a busy-waiting
-thread pool collapses when another process holds the other core.
+n x k*k filter matrix. Norms, maxima, sparse filters and scatter matrices come from
+one compiled kernel (numba, imported on first use); orthogonality from a Gram matrix
+computed in blocks of its upper triangle (float32 BLAS). BLAS runs single-threaded
+here: the blocks are spread over our own threads, since a busy-waiting BLAS thread
+pool collapses when another process holds the other core.
 """
 
 from __future__ import annotations
