@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_quality.py [--repeat 3] [--no-write]
+    .venv/bin/python benchmarks/bench_quality.py [--repeat 5] [--no-write]
 
 Layer sets:
 
@@ -230,11 +230,11 @@ def render(timings: dict, agreement: dict, counts: dict, command: str, repeat: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/bench_quality.py" + (
-        f" --repeat {args.repeat}" if args.repeat != 3 else "")
+        f" --repeat {args.repeat}" if args.repeat != 5 else "")
 
     real = [weight for group in real_layers().values() for _, weight, _ in group
             if weight.shape[2:] == (3, 3)]

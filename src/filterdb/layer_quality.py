@@ -22,38 +22,35 @@ entropy verdicts do not apply to them.
 
 The variance spectrum comes from the k*k x k*k scatter matrix of each layer
 (``eigvalsh``, batched over layers of equal kernel size) instead of an SVD of the
-n x k*k filter matrix; orthogonality from a Gram matrix computed in row blocks.
-BLAS runs single-threaded here: the matrices are small, and a busy-waiting
-thread pool collapses when another process holds the other core.
+n x k*k filter matrix. Norms, maxima, sparse filters and scatter matrices come from
+one compiled kernel (numba, imported on first use); orthogonality from a Gram matrix
+computed in blocks of its upper triangle (float32 BLAS). BLAS runs single-threaded
+here: the blocks are spread over our own threads, since a busy-waiting BLAS thread
+pool collapses when another process holds the other core.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
-from typing import Any
+from functools import lru_cache
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 #: Logistic fit of the entropy of random layers against log2(n) (torchconvquality 0.3.0).
 ENTROPY_FIT = (1.2618047, 2.30436435, 0.88767525, -0.31050834)
-#: Rows of the Gram matrix per block: bounds memory at ~block x c_out floats.
-GRAM_BLOCK_ROWS = 256
-#: Values per batch of small layers assessed with one numpy call per statistic.
+#: Values per batch of small layers assessed with one kernel call.
 BATCH_VALUES = 1 << 18
-#: Multiply-adds of a Gram matrix above which its row panels may be shared by the
-#: threads; only a layer holding a large part of the set's Gram work is (see
-#: :func:`_shared_gram_work`): whole layers per thread balance well otherwise.
-SHARED_GRAM_WORK = 1 << 26
-#: Rows per panel of a shared Gram matrix: enough panels for the threads to balance.
-SHARED_PANEL_ROWS = 128
-#: Unit-row copies of layers with shared Gram matrices held at once.
-SHARED_GROUP_BYTES = 64 << 20
+#: Multiply-adds (c_out^2 x c_in x k x k) up to which a layer's Gram matrix is computed
+#: by the statistics kernel in float64; larger ones are float32 BLAS products in blocks.
+SMALL_GRAM_WORK = 1 << 21
+#: Rows of a diagonal block of a large Gram matrix (computed whole, with syrk).
+GRAM_LEAF = 256
+#: Largest side of an off-diagonal block of a large Gram matrix: 4 MB of float32.
+GRAM_TILE = 1024
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 METRIC_COLUMNS = ("n", "sparsity", "variance_entropy", "variance_entropy_norm",
@@ -142,8 +139,11 @@ def variance_entropy(filters: np.ndarray) -> tuple[float, float]:
     entropy divided by :func:`entropy_threshold` (n)."""
     filters = np.asarray(filters, dtype=np.float64)
     mean = filters.mean(axis=0) if len(filters) else np.zeros(filters.shape[1])
-    full, _ = _scatters(filters, mean, np.zeros(len(filters), bool), 0)
-    entropy, normalised = _entropy_from_scatter(full[None], np.array([len(filters)]))
+    scatter = np.zeros((filters.shape[1],) * 2)
+    for start in range(0, len(filters), 1 << 14):
+        centred = filters[start:start + (1 << 14)] - mean
+        scatter += centred.T @ centred
+    entropy, normalised = _entropy_from_scatter(scatter[None], np.array([len(filters)]))
     return float(entropy[0]), float(normalised[0])
 
 
@@ -162,17 +162,23 @@ def _entropy_from_scatter(scatter: np.ndarray, counts: np.ndarray) -> tuple[np.n
     return entropy, normalised
 
 
-def orthogonality(weight: np.ndarray, block_rows: int = GRAM_BLOCK_ROWS) -> float:
+def orthogonality(weight: np.ndarray) -> float:
     """1 - mean |G - I| over off-diagonal pairs of the row-normalised (c_out, rest) weight.
 
-    G is symmetric, so only its upper block triangle is computed, in row blocks of
-    ``block_rows`` (float32 products as the reference does, float64 sums). Memory: one
-    float32 copy of the weight plus one block of ``block_rows`` x c_out (8 MB at
-    c_out = 4096). 1.0 for one output channel.
+    G is symmetric, so only its upper triangle is computed, in blocks (float32 products
+    as the reference does, float64 sums; see :func:`_gram_blocks`). Memory: one block of
+    at most :data:`GRAM_TILE` x :data:`GRAM_TILE` floats (4 MB). 1.0 for one output channel.
     """
-    rows = np.asarray(weight, dtype=np.float32).reshape(weight.shape[0], -1)
-    scale = _inverse_norms(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
-    return _orthogonality(_unit_rows(rows, scale), block_rows)
+    rows = np.ascontiguousarray(weight, dtype=np.float32).reshape(weight.shape[0], -1)
+    squares = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    plan = _GramPlan(rows, squares)
+    return _from_total(plan.diagonal + sum(plan.block(*b) for b in _gram_blocks(len(rows))),
+                       len(rows))
+
+
+def _from_total(total: float, c_out: int) -> float:
+    """Orthogonality from sum |G - I| over all pairs; 1.0 without pairs."""
+    return 1.0 - total / (c_out * (c_out - 1)) if c_out > 1 else 1.0
 
 
 def _inverse_norms(squares: np.ndarray) -> np.ndarray:
@@ -190,50 +196,77 @@ def _unit_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return (rows * scale[:, None]).astype(np.float32)
 
 
-def _orthogonality(unit: np.ndarray, block_rows: int) -> float:
-    """1 - mean |G - I| off the diagonal, G the Gram matrix of the unit rows."""
-    panels = map(partial(_panel_sum, unit, block_rows), range(0, len(unit), block_rows))
-    return _from_total(sum(panels), len(unit))
+def _gram_blocks(c_out: int, leaf: int | None = None,
+                 tile: int | None = None) -> list[tuple[int, int, int, int]]:
+    """(row start, row stop, column start, column stop) of blocks covering the upper
+    triangle of a c_out x c_out Gram matrix once: the rows are halved recursively, the
+    rectangle between the halves cut into tiles of at most ``tile`` x ``tile``; ranges of
+    at most ``leaf`` rows are diagonal blocks (computed whole). Large square products run
+    near the BLAS kernel's peak; thin row panels do not."""
+    leaf = leaf or GRAM_LEAF
+    tile = tile or GRAM_TILE
+    blocks: list[tuple[int, int, int, int]] = []
+    pending = [(0, c_out)]
+    while pending:
+        low, high = pending.pop()
+        if high - low <= leaf:
+            blocks.append((low, high, low, high))
+            continue
+        middle = low + -(-(high - low) // 2 // 64) * 64     # halves on 64-row boundaries
+        blocks += [(r, min(r + tile, middle), c, min(c + tile, high))
+                   for r in range(low, middle, tile) for c in range(middle, high, tile)]
+        pending += [(middle, high), (low, middle)]
+    return blocks
 
 
-def _from_total(total: float, c_out: int) -> float:
-    """Orthogonality from sum |G - I| over all pairs; 1.0 without pairs."""
-    return 1.0 - total / (c_out * (c_out - 1)) if c_out > 1 else 1.0
+class _GramPlan:
+    """sum |G - I| of one layer's row-normalised Gram matrix, block by block.
 
+    A block multiplies the float32 rows as they are (no normalised copy of the layer) and
+    scales the absolute products by the inverse row norms afterwards, with a matrix-vector
+    product: sum |s_i s_j R_ij| = s_rows . (|R| s_cols). Rows whose squared norm is
+    outside [1e-20, 1e30] (products could leave float32's range) are normalised block by
+    block instead. The diagonal, |s_i^2 |w_i|^2 - 1|, comes from the float64 squared norms.
+    """
 
-def _shared_orthogonality(group: list[tuple[int, np.ndarray]],
-                          pool: ThreadPoolExecutor) -> list[tuple[int, float]]:
-    """Orthogonality of each (layer, unit rows) of ``group``, every panel of every
-    layer one task, largest first so that the threads finish together."""
-    tasks = sorted(((position, start) for position, (_, unit) in enumerate(group)
-                    for start in range(0, len(unit), SHARED_PANEL_ROWS)),
-                   key=lambda task: -(len(group[task[0]][1]) - task[1]))
-    sums = pool.map(lambda task: _panel_sum(group[task[0]][1], SHARED_PANEL_ROWS, task[1]),
-                    tasks)
-    totals = [0.0] * len(group)
-    for (position, _), value in zip(tasks, sums, strict=True):
-        totals[position] += value
-    return [(index, _from_total(total, len(unit)))
-            for (index, unit), total in zip(group, totals, strict=True)]
+    def __init__(self, rows: np.ndarray, squares: np.ndarray):
+        self.rows = rows
+        self.scale = _inverse_norms(squares)
+        self.diagonal = float(np.abs(self.scale * self.scale * squares - 1.0).sum())
+        nonzero = squares[squares > 0]
+        self.normalise = bool(nonzero.size) and not (
+            float(nonzero.min()) >= 1e-20 and float(nonzero.max()) <= 1e30)
+        self.weights = (np.ones(len(rows), np.float32) if self.normalise
+                        else self.scale.astype(np.float32))
 
+    def work(self, block: tuple[int, int, int, int]) -> int:
+        r0, r1, c0, c1 = block
+        return (r1 - r0) * (c1 - c0) * self.rows.shape[1]
 
-def _panel_sum(unit: np.ndarray, block_rows: int, start: int) -> float:
-    """sum |G - I| over the rows start:start + block_rows. G is symmetric: only the
-    columns from ``start`` on are computed, those right of the panel's square twice."""
-    stop = min(start + block_rows, unit.shape[0])
-    panel = unit[start:stop] @ unit[start:].T
-    panel.flat[::panel.shape[1] + 1] -= 1   # the diagonal of the square part
-    np.abs(panel, out=panel)
-    if stop == unit.shape[0]:
-        return float(panel.sum(dtype=np.float64))
-    return (float(panel[:, :stop - start].sum(dtype=np.float64))
-            + 2 * float(panel[:, stop - start:].sum(dtype=np.float64)))
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        if self.normalise:
+            return _unit_rows(self.rows[start:stop], self.scale[start:stop])
+        return self.rows[start:stop]
+
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> float:
+        """This block's share of sum |G - I| off the diagonal (twice for blocks off it)."""
+        left = self._rows(r0, r1)
+        if c0 == r0:
+            products = left @ left.T      # symmetric: numpy's syrk
+            products.flat[::len(products) + 1] = 0.0
+        else:
+            products = left @ self._rows(c0, c1).T
+        np.abs(products, out=products)
+        total = float(np.dot(products @ self.weights[c0:c1],
+                             self.weights[r0:r1].astype(np.float64)
+                             if self.normalise else self.scale[r0:r1]))
+        return total if c0 == r0 else 2.0 * total
 
 
 @lru_cache(maxsize=4)
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    """Our own threads over single-threaded BLAS: numpy releases the GIL in its
-    kernels, and a thread that is not scheduled waits instead of spinning."""
+    """Our own threads over single-threaded BLAS: numpy and the compiled kernels release
+    the GIL, and a thread that is not scheduled waits instead of spinning."""
     return ThreadPoolExecutor(threads, thread_name_prefix="filterdb-gram")
 
 
@@ -253,12 +286,15 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
                   threads: int | None = None) -> list[dict]:
     """Metrics for each 4-D weight (c_out, c_in_per_group, kh, kw).
 
-    Small layers of equal kernel size are batched (one numpy call per statistic for
-    the batch); each layer is read in a few passes (float32 in, float64 sums); the
-    spectra of layers with equal kernel size go through one batched ``eigvalsh``.
-    BLAS runs single-threaded; batches are spread over ``threads`` Python threads
-    (default: the CPUs available), which degrade gracefully when other processes
-    hold the cores, unlike a spinning BLAS thread pool.
+    Per layer, one compiled pass reads the weights for the norms, the maximum and the
+    column sums, a second finds the sparse filters (most are told by their first value),
+    a third accumulates the centred scatter matrices; small layers of equal kernel size
+    go through the kernel together, with their Gram matrices in float64. Larger Gram
+    matrices are float32 BLAS products in blocks (:func:`_gram_blocks`); the spectra of
+    layers with equal kernel size go through one batched ``eigvalsh``. BLAS runs
+    single-threaded; batches and Gram blocks are spread over ``threads`` Python threads
+    (default: the CPUs available), which degrade gracefully when other processes hold
+    the cores, unlike a spinning BLAS thread pool.
     Returns one dict per weight with the keys of :data:`METRIC_COLUMNS`.
 
     Examples
@@ -272,39 +308,41 @@ def layer_metrics(weights: Sequence[np.ndarray], eps: float = 0.01,
         if weight.ndim != 4:
             raise ValueError(f"weight {index} has shape {weight.shape}; expected 4-D")
     weights = [np.ascontiguousarray(weight, dtype=np.float32) for weight in weights]
-    batches = _batches(weights)
     threads = threads or default_threads()
     # Threads pay off only when there is enough work to share.
     parallel = threads > 1 and sum(w.size for w in weights) >= 2**20
     results: list[dict] = [{} for _ in weights]
-    share_from = _shared_gram_work(weights, threads) if parallel else math.inf
     spectra: dict[int, list[tuple[int, np.ndarray, int, np.ndarray, int]]] = {}
-
-    shared: list[tuple[int, np.ndarray]] = []    # (layer, inverse row norms) for phase 2
+    plans: dict[int, _GramPlan] = {}
+    kernel = _stats_kernel()
 
     def one(batch: list[int]):
-        return batch, _assess_batch([weights[index] for index in batch], eps, share_from)
+        return batch, _assess_batch([weights[index] for index in batch], eps, kernel)
 
     with _blas_controller().limit(limits=1):
-        pool = _thread_pool(threads)
-        assessed = pool.map(one, batches) if parallel else map(one, batches)
+        pool = _thread_pool(threads) if parallel else None
+        batches = _batches(weights)
+        assessed = pool.map(one, batches) if pool else map(one, batches)
         for batch, outcomes in assessed:
-            for index, (row, scatters, scale) in zip(batch, outcomes, strict=True):
+            for index, (row, scatters, squares) in zip(batch, outcomes, strict=True):
                 results[index] = row
                 if scatters is not None:
                     spectra.setdefault(row["kernel_elements"], []).append((index, *scatters))
-                if scale is not None:
-                    shared.append((index, scale))
-        # Large Gram matrices as row panels spread over the threads (a whole layer per
-        # thread leaves one thread idle behind the largest), in groups that bound the
-        # unit-row copies held at once.
-        group: list[tuple[int, np.ndarray]] = []
-        for number, (index, scale) in enumerate(shared):
-            group.append((index, _unit_rows(weights[index].reshape(len(scale), -1), scale)))
-            if number + 1 == len(shared) or sum(u.nbytes for _, u in group) >= SHARED_GROUP_BYTES:
-                for index, value in _shared_orthogonality(group, pool):
-                    results[index]["orthogonality"] = value
-                group = []
+                if squares is not None:
+                    rows = weights[index].reshape(len(squares), -1)
+                    plans[index] = _GramPlan(rows, squares)
+        # Gram blocks of all large layers, largest first, so that the threads finish
+        # together; summed per layer in a fixed order whatever the threads.
+        tasks = sorted(((index, block) for index, plan in plans.items()
+                        for block in _gram_blocks(len(plan.rows))),
+                       key=lambda task: -plans[task[0]].work(task[1]))
+        sums = (pool.map if pool else map)(lambda task: plans[task[0]].block(*task[1]), tasks)
+        totals = {index: [plan.diagonal] for index, plan in plans.items()}
+        for (index, block), value in zip(tasks, sums, strict=True):
+            totals[index].append((block, value))
+        for index, parts in totals.items():
+            total = parts[0] + sum(value for _, value in sorted(parts[1:]))
+            results[index]["orthogonality"] = _from_total(total, len(plans[index].rows))
         for items in spectra.values():
             stack = np.stack([m for item in items for m in (item[1], item[3])])
             counts = np.array([c for item in items for c in (item[2], item[4])])
@@ -336,138 +374,233 @@ def _batches(weights: list[np.ndarray]) -> list[list[int]]:
     return batches
 
 
-def _gram_work(weight: np.ndarray) -> int:
-    """Multiply-adds of a layer's Gram matrix: c_out^2 x (c_in * k * k)."""
-    return weight.shape[0] * weight.size
-
-
-def _shared_gram_work(weights: list[np.ndarray], threads: int) -> float:
-    """Gram work from which a layer's panels are shared by the threads: a layer with
-    half of one thread's share of the whole set or more would leave the other threads
-    idle behind it (measured on ResNet-50's shapes: sharing smaller layers is slower)."""
-    total = sum(_gram_work(weight) for weight in weights)
-    return max(SHARED_GRAM_WORK, total / (2 * threads))
-
-
 def _assess_batch(weights: list[np.ndarray], eps: float,
-                  share_from: float = math.inf) -> list[tuple[dict, tuple | None, Any]]:
+                  kernel) -> list[tuple[dict, tuple | None, np.ndarray | None]]:
     """Per layer of a batch of equal kernel size: its metrics row, its full and clean
     scatter matrices with their counts (None for a layer holding NaN or Inf), and, for a
-    layer whose Gram work is at least ``share_from``, the inverse row norms: its Gram
-    matrix is left to the caller (its row then lacks ``orthogonality``); else None.
-
-    Per-filter statistics run on the batch's filters transposed to (k*k, n): numpy
-    reduces a short last axis one row at a time, ten times slower than across rows.
-    """
+    layer whose Gram matrix is left to BLAS (its row then lacks ``orthogonality``), its
+    squared row norms; else None."""
     kh, kw = weights[0].shape[2:]
     d = kh * kw
-    counts = [w.shape[0] * w.shape[1] for w in weights]
-    if not sum(counts):     # one layer without filters
-        rows = weights[0].reshape(weights[0].shape[0], -1)
-        row = {**{key: 0.0 for key in METRIC_COLUMNS}, "n": 0, "kernel_elements": d,
-               "orthogonality": _orthogonality(rows, GRAM_BLOCK_ROWS)}
-        return [(row, (np.zeros((d, d)), 0, np.zeros((d, d)), 0), None)]
-    starts = np.cumsum([0, *counts[:-1]])
-    if len(weights) == 1 and d == 1:
-        columns = weights[0].reshape(1, -1)    # already one row of filters
-    else:
-        columns = np.empty((d, sum(counts)), np.float32)
-        for weight, start, n in zip(weights, starts, counts, strict=True):
-            columns[:, start:start + n] = weight.reshape(n, d).T
-    magnitude = np.abs(columns)
-    # Per filter: its largest |value| and the sum of its |values| (a 1x1 filter is its
-    # value: no reduction). Sums within a filter in float32 (at most k*k values:
-    # relative error below 6e-7 for 3x3), across filters in float64; numpy's 1-D
-    # reduceat is fast, its 2-D one is not.
-    filter_peak = magnitude[0] if d == 1 else magnitude.max(axis=0)
-    l1 = np.add.reduceat(filter_peak if d == 1 else magnitude.sum(axis=0), starts,
-                         dtype=np.float64)   # not finite exactly when the layer holds NaN/Inf
-    del magnitude
-    peak = np.maximum.reduceat(filter_peak, starts)
-    threshold = peak.astype(np.float64) * eps
-    threshold[threshold <= 0] = 1.0
-    sparse = filter_peak < np.repeat(threshold, counts)
-    n_sparse = np.add.reduceat(sparse, starts)
-    means = np.stack([np.add.reduceat(values, starts, dtype=np.float64)
-                      for values in columns]) / counts if d > 1 else None
-    # Squared norm of every output channel: its c_in filters' squares summed.
-    row_starts = np.concatenate([np.arange(0, n, w.shape[1]) + start
-                                 for w, n, start in zip(weights, counts, starts, strict=True)])
-    filter_squares = (np.square(columns[0]) if d == 1
-                      else np.einsum("ij,ij->j", columns, columns))
-    row_squares = np.add.reduceat(filter_squares, row_starts, dtype=np.float64)
-    # Squares of values below ~1e-19 underflow float32: redo those filters in float64.
-    tiny = np.flatnonzero(filter_squares < 1e-30)
-    if tiny.size:
-        values = columns[:, tiny].astype(np.float64)
-        exact = np.einsum("ij,ij->j", values, values) - filter_squares[tiny]
-        np.add.at(row_squares, np.searchsorted(row_starts, tiny, side="right") - 1, exact)
-    row_offsets = np.cumsum([0, *(w.shape[0] for w in weights)])
-    scale = _inverse_norms(row_squares)
-    finite = np.isfinite(l1)
+    if not weights[0].size:     # one layer without filters: zero rows, G = 0
+        c_out = weights[0].shape[0]
+        n = c_out * weights[0].shape[1]
+        row = {**{key: 0.0 for key in METRIC_COLUMNS}, "n": n, "kernel_elements": d,
+               "orthogonality": _from_total(float(c_out), c_out)}
+        return [(row, (np.zeros((d, d)), n, np.zeros((d, d)), 0), None)]
+    values = (weights[0].reshape(-1) if len(weights) == 1
+              else np.concatenate([w.reshape(-1) for w in weights]))
+    c_outs = np.array([w.shape[0] for w in weights], np.int64)
+    c_ins = np.array([w.shape[1] for w in weights], np.int64)
+    offsets = np.cumsum([0, *(w.size for w in weights)]).astype(np.int64)
+    row_offsets = np.cumsum([0, *c_outs]).astype(np.int64)
+    layers = len(weights)
+    l1 = np.empty(layers)
+    peaks = np.empty(layers, np.uint32)
+    squares = np.empty(int(row_offsets[-1]))
+    n_sparse = np.zeros(layers, np.int64)
+    scatters = np.zeros((layers, 2, d, d))
+    gram = np.full(layers, np.nan)
+    kernel(values, values.view(np.uint32), offsets, c_outs, c_ins, row_offsets, d, float(eps),
+           SMALL_GRAM_WORK, l1, peaks, squares, n_sparse, scatters, gram)
     outcomes = []
     for position, weight in enumerate(weights):
-        n = counts[position]
-        if not finite[position]:
+        c_out = weight.shape[0]
+        n = c_out * weight.shape[1]
+        if not np.isfinite(l1[position]):
             outcomes.append(({**{key: np.nan for key in METRIC_COLUMNS}, "n": n,
                               "kernel_elements": d}, None, None))
             continue
-        start, layer_sparse = starts[position], int(n_sparse[position])
-        first_row, last_row = row_offsets[position], row_offsets[position + 1]
-        rows = weight.reshape(weight.shape[0], -1)
-        shared = _gram_work(weight) >= share_from
-        if d > 1:
-            full, clean = _scatters(weight.reshape(n, d), means[:, position],
-                                    sparse[start:start + n], layer_sparse)
-        else:   # a one-dimensional spectrum has entropy 0 whatever its variance
-            full = clean = np.zeros((1, 1))
+        layer_squares = squares[row_offsets[position]:row_offsets[position + 1]]
         row = {"n": n, "kernel_elements": d,
-               "sparsity": layer_sparse / n,
+               "sparsity": int(n_sparse[position]) / n,
                "weight_l1": float(l1[position]),
-               "weight_l2": float(np.sqrt(row_squares[first_row:last_row].sum())),
-               "weight_max": float(peak[position])}
-        if not shared:
-            row["orthogonality"] = _orthogonality(
-                _unit_rows(rows, scale[first_row:last_row]), GRAM_BLOCK_ROWS)
-        outcomes.append((row, (full, n, clean, n - layer_sparse),
-                         scale[first_row:last_row] if shared else None))
+               "weight_l2": float(np.sqrt(layer_squares.sum())),
+               "weight_max": float(peaks[position:position + 1].view(np.float32)[0])}
+        if not np.isnan(gram[position]):
+            row["orthogonality"] = _from_total(float(gram[position]), c_out)
+        outcomes.append((row, (scatters[position, 0], n, scatters[position, 1],
+                               n - int(n_sparse[position])),
+                         layer_squares if np.isnan(gram[position]) else None))
     return outcomes
 
 
-def _scatters(filters: np.ndarray, mean: np.ndarray, sparse: np.ndarray, n_sparse: int,
-              chunk_rows: int = 1 << 14) -> tuple[np.ndarray, np.ndarray]:
-    """Centred scatter matrices (n - 1 times the covariance) of all (n, d) filters of
-    mean ``mean`` and of the non-sparse ones.
+@lru_cache(maxsize=1)
+def _stats_kernel():
+    """:func:`_layer_stats` compiled (numba, imported on first use; machine code cached
+    on disk next to this module, or in numba's user cache when that folder is read-only)."""
+    import numba
 
-    Centred on the exact means: the one-pass ``sum(x x^T) - n m m^T`` cancels to
-    noise when filters are near copies. The clean matrix is the full one less the
-    sparse filters' share when those are few and the subtraction keeps at least
-    1e-6 of the full trace (1e-10 relative error); otherwise a pass over the clean ones.
+    return numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)(_layer_stats)
+
+
+#: Reassociation lets the compiler vectorise the sums; no assumption about NaN or Inf
+#: (a layer holding them is recognised by its non-finite L1 norm).
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def _layer_stats(values, bits, offsets, c_outs, c_ins, row_offsets, d, eps, small_work,
+                 l1, peaks, squares, n_sparse, scatters, gram):  # pragma: no cover - compiled
+    """Statistics of each layer of a batch, ``values`` the layers' float32 weights one
+    after the other (``bits`` the same memory as uint32).
+
+    Writes per layer: sum |w| (``l1``, float64), max |w| as float32 bits (``peaks``;
+    the bit patterns of non-negative floats order as the floats do), the float64 squared
+    norm of every output channel (``squares``), the number of sparse filters, the full
+    and clean scatter matrices (``scatters[layer, 0 / 1]``) and, for a Gram matrix of at
+    most ``small_work`` multiply-adds, sum |G - I| in float64 (``gram``; left as it is
+    for larger ones). A layer whose ``l1`` is not finite (NaN or Inf) gets nothing more.
     """
-    n, d = filters.shape
-    full = _centred_scatter(filters, mean, chunk_rows)
-    n_clean = n - n_sparse
-    if not n_sparse:
-        return full, full
-    if not n_clean:
-        return full, np.zeros((d, d))
-    if n_sparse <= n_clean:
-        removed = filters[sparse] - mean
-        shift = -removed.sum(axis=0) / n_clean     # clean mean minus the full mean
-        clean = full - removed.T @ removed - n_clean * np.outer(shift, shift)
-        if np.trace(clean) >= 1e-6 * np.trace(full):
-            return full, clean
-    kept = filters[~sparse]
-    return full, _centred_scatter(kept, kept.mean(axis=0, dtype=np.float64), chunk_rows)
-
-
-def _centred_scatter(filters: np.ndarray, mean: np.ndarray, chunk_rows: int) -> np.ndarray:
-    """sum (x - mean)(x - mean)^T over the rows, in float64 chunks."""
-    scatter = np.zeros((filters.shape[1],) * 2)
-    for start in range(0, len(filters), chunk_rows):
-        centred = filters[start:start + chunk_rows] - mean
-        scatter += centred.T @ centred
-    return scatter
+    chunk = 256
+    for layer in range(c_outs.size):
+        start = offsets[layer]
+        c_out = c_outs[layer]
+        row_length = c_ins[layer] * d
+        n = c_out * c_ins[layer]
+        first = row_offsets[layer]
+        # Pass 1: norms, maximum, column sums (in blocks of whole filters, vectorised).
+        block = np.zeros(16 * d)
+        columns = np.zeros(d)
+        total = 0.0
+        peak = np.uint32(0)
+        layer_values = values[start:start + n * d]
+        for r in range(c_out):
+            # one-dimensional views: the compiler vectorises loops over them
+            row = layer_values[r * row_length:(r + 1) * row_length]
+            row_bits = bits[start + r * row_length:start + (r + 1) * row_length]
+            square = 0.0
+            absolute = 0.0
+            row_peak = np.uint32(0)
+            for j in range(row_length):
+                value = np.float64(row[j])
+                square += value * value
+                absolute += abs(value)
+                row_peak = max(row_peak, row_bits[j] & np.uint32(0x7FFFFFFF))
+            squares[first + r] = square
+            total += absolute
+            peak = max(peak, row_peak)
+            if d > 1:
+                offset = 0
+                while offset + block.size <= row_length:
+                    part = row[offset:offset + block.size]
+                    for t in range(block.size):
+                        block[t] += part[t]
+                    offset += block.size
+                for f in range(offset, row_length, d):
+                    for a in range(d):
+                        columns[a] += row[f + a]
+        for f in range(0, block.size, d):
+            for a in range(d):
+                columns[a] += block[f + a]
+        l1[layer] = total
+        peaks[layer] = peak
+        if not np.isfinite(total):
+            continue
+        as_float = np.empty(1, np.uint32)
+        as_float[0] = peak
+        threshold = np.float64(as_float.view(np.float32)[0]) * eps
+        if threshold <= 0:
+            threshold = 1.0
+        # Pass 2: sparse filters, every |value| < threshold (most fail at the first value).
+        sparse = 0
+        sparse_sums = np.zeros(d)
+        if d == 1:
+            for j in range(start, start + n):
+                sparse += abs(np.float64(values[j])) < threshold
+        else:
+            for f in range(n):
+                base = start + f * d
+                below = True
+                for j in range(base, base + d):
+                    if not abs(np.float64(values[j])) < threshold:
+                        below = False
+                        break
+                if below:
+                    sparse += 1
+                    for a in range(d):
+                        sparse_sums[a] += values[base + a]
+        n_sparse[layer] = sparse
+        # Pass 3: the non-sparse filters centred on their mean, the sparse ones on the
+        # mean of all; full = clean + n_clean (shift)(shift)^T + sparse part: sums of
+        # positive semi-definite terms, nothing cancels.
+        if d > 1:
+            clean_count = n - sparse
+            full_mean = columns / n
+            clean_mean = (columns - sparse_sums) / clean_count if clean_count else full_mean
+            buffers = np.empty((2, d, chunk))   # [0]: non-sparse, [1]: sparse filters
+            counts = np.zeros(2, np.int64)
+            sums = np.zeros((2, d, d))
+            # Without sparse filters: chunks of filters transposed, then their products.
+            for low in range(0, n if sparse == 0 else 0, chunk):
+                count = min(chunk, n - low)
+                for a in range(d):
+                    centred = buffers[0, a]
+                    mean = clean_mean[a]
+                    column = layer_values[low * d + a:(low + count) * d:d]
+                    for i in range(count):
+                        centred[i] = column[i] - mean
+                for a in range(d):
+                    left = buffers[0, a]
+                    for b in range(a, d):
+                        right = buffers[0, b]
+                        s = 0.0
+                        for i in range(count):
+                            s += left[i] * right[i]
+                        sums[0, a, b] += s
+            for f in range(n + 1 if sparse else 0):
+                if f < n:
+                    base = start + f * d
+                    below = sparse > 0
+                    if below:
+                        for j in range(base, base + d):
+                            if not abs(np.float64(values[j])) < threshold:
+                                below = False
+                                break
+                    which = 1 if below else 0
+                    centre = full_mean if below else clean_mean
+                    for a in range(d):
+                        buffers[which, a, counts[which]] = values[base + a] - centre[a]
+                    counts[which] += 1
+                for which in range(2):
+                    count = counts[which]
+                    if count == chunk or (f == n and count):
+                        for a in range(d):
+                            left = buffers[which, a]
+                            for b in range(a, d):
+                                right = buffers[which, b]
+                                s = 0.0
+                                for i in range(count):
+                                    s += left[i] * right[i]
+                                sums[which, a, b] += s
+                        counts[which] = 0
+            clean = sums[0]
+            rest = sums[1]
+            for a in range(d):
+                for b in range(a):
+                    clean[a, b] = clean[b, a]
+                    rest[a, b] = rest[b, a]
+            for a in range(d):
+                for b in range(d):
+                    shift = (clean_mean[a] - full_mean[a]) * (clean_mean[b] - full_mean[b])
+                    scatters[layer, 0, a, b] = clean[a, b] + clean_count * shift + rest[a, b]
+                    scatters[layer, 1, a, b] = clean[a, b]
+        # Small Gram matrices here, in float64.
+        if c_out * c_out * row_length <= small_work:
+            pairs = 0.0
+            for i in range(c_out):
+                norm_i = np.sqrt(squares[first + i])
+                scale_i = 1.0 / norm_i if norm_i > 0 else 1.0
+                pairs += abs(scale_i * scale_i * squares[first + i] - 1.0)
+                row_i = layer_values[i * row_length:(i + 1) * row_length]
+                for m in range(i + 1, c_out):
+                    norm_m = np.sqrt(squares[first + m])
+                    scale_m = 1.0 / norm_m if norm_m > 0 else 1.0
+                    row_m = layer_values[m * row_length:(m + 1) * row_length]
+                    dot = 0.0
+                    for j in range(row_length):
+                        dot += np.float64(row_i[j]) * np.float64(row_m[j])
+                    pairs += 2.0 * abs(scale_i * scale_m * dot)
+            gram[layer] = pairs
 
 
 def layer_verdict(metrics: dict, thresholds: Thresholds = Thresholds()) -> tuple[str, str]:

@@ -154,17 +154,23 @@ def test_clean_entropy_of_copies_among_zeros_is_exactly_zero():
 
 
 def test_large_gram_matrices_shared_by_threads_equal_the_formula():
-    # Layers whose Gram matrix is split into row panels over the threads (and small
-    # ones beside them) give the same values as one thread and as the formula.
+    # Layers whose Gram matrix is split into blocks over the threads (and small ones,
+    # computed by the statistics kernel, beside them) give the same values as one
+    # thread and as the formula.
     rng = np.random.default_rng(6)
     weights = [rng.standard_normal(shape).astype(np.float32)
-               for shape in [(600, 24, 3, 3), (300, 600, 1, 1), (24, 8, 3, 3)]]
-    assert weights[0].shape[0] ** 2 * 24 * 9 >= layer_quality.SHARED_GRAM_WORK
+               for shape in [(600, 24, 3, 3), (300, 600, 1, 1), (24, 8, 3, 3),
+                             (512, 256, 3, 3)]]
+    assert sum(w.size for w in weights) >= 2**20           # enough work for threads
+    assert weights[0].shape[0] ** 2 * 24 * 9 > layer_quality.SMALL_GRAM_WORK
+    assert len(layer_quality._gram_blocks(600)) > 2          # blocks shared by the threads
+    assert weights[2].shape[0] ** 2 * 8 * 9 <= layer_quality.SMALL_GRAM_WORK
     shared = layer_metrics(weights, threads=2)
     alone = layer_metrics(weights, threads=1)
     for weight, row, single in zip(weights, shared, alone, strict=True):
         assert row["orthogonality"] == pytest.approx(orthogonality_formula(weight), abs=1e-6)
-        assert row["orthogonality"] == pytest.approx(single["orthogonality"], abs=1e-12)
+        for key in METRICS:
+            assert row[key] == pytest.approx(single[key], abs=1e-12), key
 
 
 # --- orthogonality --------------------------------------------------------------------
