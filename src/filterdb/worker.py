@@ -108,9 +108,8 @@ M_ARENA_MAX = -8
 def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """Read one model and write its shard; never raises for a bad model file.
 
-    The file's sha256 is computed in a thread while the model is parsed, assessed and
-    written (from the bytes the reader read, for a format read whole; else from the
-    file), the weights' hashes and the stored filters' checksums (one pass) in
+    The file's sha256 is computed in a thread while the model is read, assessed and
+    written, the weights' hashes and the stored filters' checksums (one pass) in
     another while it is assessed and written (hashlib, blake3, numpy and h5py release
     the GIL); the shard gets its content-hash name afterwards. When appending, known
     models and shards a killed build left behind are recognised by the hash before
@@ -118,21 +117,14 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     """
     try:
         hasher = _hashing_threads()  # the file and the weights, side by side
-        hashing = None
+        # Its own read of the file: hashing the bytes the reader read would keep them
+        # in memory beside the parsed model until the hash is done (+1x the file).
+        hashing = hasher.submit(file_sha256, job.path)
         if job.known_hashes:  # appending: recognise known models before reading them
-            hashing = hasher.submit(file_sha256, job.path)
             known = _known(job, hashing.result())
             if known is not None:
                 return known
-
-        def hash_content(data: bytes) -> None:
-            nonlocal hashing
-            hashing = hasher.submit(bytes_sha256, data)
-
-        record = open_model(job.path, job.limits,
-                            on_bytes=hash_content if hashing is None else None)
-        if hashing is None:  # a format read in parts
-            hashing = hasher.submit(file_sha256, job.path)
+        record = open_model(job.path, job.limits)
         layers = extraction.ordered_layers(record)
         if not layers:
             raise ModelReadError(job.path, "no convolution layers with 2-D kernels")
@@ -299,10 +291,6 @@ HASH_PIECE = 1 << 18
 def _hashing_threads() -> ThreadPoolExecutor:
     """The worker's two hashing threads, kept for all its models."""
     return ThreadPoolExecutor(2, thread_name_prefix="filterdb-hash")
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

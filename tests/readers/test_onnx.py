@@ -13,7 +13,6 @@ from onnx import TensorProto, helper
 from filterdb.errors import ModelReadError
 from filterdb.extraction import conv_depths, ordered_layers
 from filterdb.readers import Limits, open_model
-from filterdb.synthetic import make_cnn
 
 from . import onnx_builders as ob
 
@@ -516,20 +515,3 @@ def test_opset_ignores_other_domains(tmp_path):
     model.opset_import.insert(0, helper.make_opsetid("com.microsoft", 1))
     record = open_model(ob.save(model, tmp_path / "domains.onnx"))
     assert record.opset == 17
-
-
-def test_on_bytes_gets_the_whole_file_once_before_parsing(tmp_path):
-    """The ONNX reader reads the file in one piece and hands exactly those bytes to
-    ``on_bytes`` (the build hashes them instead of reading the file again)."""
-    path = make_cnn(tmp_path / "m.onnx", [4, 8], seed=3)
-    seen = []
-    record = open_model(path, on_bytes=seen.append)
-    assert len(seen) == 1 and seen[0] == path.read_bytes()
-    assert len(record.layers) == 2
-
-
-def test_on_bytes_is_not_called_for_a_bad_file_it_cannot_read(tmp_path):
-    seen = []
-    with pytest.raises((ModelReadError, OSError)):
-        open_model(tmp_path / "missing.onnx", on_bytes=seen.append)
-    assert seen == []

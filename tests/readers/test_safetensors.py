@@ -244,10 +244,3 @@ def test_missing_package_names_the_extra(tmp_path, network, monkeypatch):
     with pytest.raises(MissingDependencyError) as caught:
         open_model(path)
     assert "filterdb[safetensors]" in one_line(caught.value)
-
-
-def test_on_bytes_is_not_called_for_a_format_read_in_parts(tmp_path, network):
-    path = write_safetensors(tmp_path / "net.safetensors", network)
-    seen = []
-    record = open_model(path, on_bytes=seen.append)
-    assert seen == [] and len(record.layers) == len(NAMES)

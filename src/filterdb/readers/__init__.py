@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -122,19 +121,8 @@ def find_reader(path: str | os.PathLike) -> ModuleType:
     raise ModelReadError(path, f"no reader for this file (known formats: {known})")
 
 
-def open_model(path: str | os.PathLike, limits: Limits | None = None,
-               on_bytes: Callable[[bytes], None] | None = None) -> ModelRecord:
+def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRecord:
     """Read one model file into a :class:`~filterdb.records.ModelRecord`.
-
-    Parameters
-    ----------
-    path : str or PathLike
-    limits : Limits, optional
-    on_bytes : callable, optional
-        Called with the file's whole content by the readers that read it into memory
-        in one piece (``WHOLE_FILE`` in their module: ONNX), before they parse it, so
-        that the caller can hash the file without reading it again. Not called for
-        the other formats.
 
     Raises
     ------
@@ -148,11 +136,7 @@ def open_model(path: str | os.PathLike, limits: Limits | None = None,
     if size > limits.max_file_bytes:
         raise ModelReadError(path, f"file of {size} bytes exceeds the limit of "
                                    f"{limits.max_file_bytes} bytes")
-    reader = find_reader(path)
-    if on_bytes is not None and getattr(reader, "WHOLE_FILE", False):
-        record = reader.read(path, limits, on_bytes=on_bytes)
-    else:
-        record = reader.read(path, limits)
+    record = find_reader(path).read(path, limits)
     for layer in record.layers:
         # A zero-sized kernel holds no filters and breaks every per-layer statistic.
         if layer.weight.size == 0:

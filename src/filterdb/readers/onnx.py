@@ -36,8 +36,6 @@ _NO_FOLD = {"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormal
             "RandomUniformLike", "Multinomial", "Bernoulli"}
 # TensorProto data types stored two per byte (INT4, UINT4, FLOAT4E2M1).
 _PACKED_4BIT = {22, 21, 23}
-#: read() takes the whole file into memory and hands it to ``on_bytes``.
-WHOLE_FILE = True
 
 
 def sniff(head: bytes, path: Path) -> bool:
@@ -45,17 +43,12 @@ def sniff(head: bytes, path: Path) -> bool:
     return len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in _SECOND_TAGS
 
 
-def read(path: Path, limits, on_bytes=None) -> ModelRecord:
-    """The model's conv layers; ``on_bytes`` gets the file's content before it is parsed
-    (see :func:`filterdb.readers.open_model`)."""
+def read(path: Path, limits) -> ModelRecord:
     import onnx
     from google.protobuf.message import DecodeError
 
-    data = Path(path).read_bytes()  # what onnx.load does; external data is read below
-    if on_bytes is not None:
-        on_bytes(data)
     try:
-        model = onnx.load_model_from_string(data)
+        model = onnx.load(os.fspath(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise ModelReadError(path, f"not a valid ONNX model ({_first_line(error)})") from None
     graph = model.graph
