@@ -239,3 +239,27 @@ def test_sha256_column_is_the_hash_of_each_file(tmp_path, workers):
     models = filterdb.open(db).models.set_index("model")
     assert {name: models.loc[name, "sha256"] for name in models.index} == {
         path.stem: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def test_a_pool_started_before_the_build_is_used_and_shut_down(tmp_path):
+    """The CLI starts the workers before its own imports and hands them to build();
+    the build uses them and shuts them down, also when it fails before any model."""
+    from filterdb.errors import DatabaseError
+    from filterdb.worker import start_workers
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for seed in range(3):
+        make_cnn(zoo / f"m{seed}.onnx", [4, 8], seed=seed)
+    pool = start_workers(2)
+    report = build(zoo, tmp_path / "db.h5", options=BuildOptions(workers=2, quality=False),
+                   pool=pool)
+    assert report.count("added") == 3
+    with pytest.raises(RuntimeError):
+        pool.submit(int)   # shut down
+    (tmp_path / "not-a-db.h5").write_text("no")
+    pool = start_workers(2)
+    with pytest.raises(DatabaseError):
+        build(zoo, tmp_path / "not-a-db.h5", options=BuildOptions(workers=2), pool=pool)
+    with pytest.raises(RuntimeError):
+        pool.submit(int)

@@ -9,7 +9,6 @@ whatever the worker count or completion order.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -39,9 +38,9 @@ from .worker import (
     SKIPPED,
     Job,
     ModelOutcome,
-    init_worker,
     present,
     process_model,
+    start_workers,
 )
 
 
@@ -117,7 +116,8 @@ class BuildReport:
 
 
 def build(zoo, database, index=None, options: BuildOptions | None = None,
-          on_outcome: Callable[[ModelOutcome, BuildReport], None] | None = None) -> BuildReport:
+          on_outcome: Callable[[ModelOutcome, BuildReport], None] | None = None,
+          pool: ProcessPoolExecutor | None = None) -> BuildReport:
     """Build or extend a filter database from a folder of models.
 
     Parameters
@@ -133,6 +133,10 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     options : BuildOptions, optional
     on_outcome : callable, optional
         Called with each model's outcome as it is decided (for progress display).
+    pool : ProcessPoolExecutor, optional
+        The ``options.workers`` worker processes from
+        :func:`~filterdb.worker.start_workers`, started by the caller before its own
+        imports; the build shuts it down. By default the build starts them.
 
     Returns
     -------
@@ -152,6 +156,15 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     12
     """
     options = options or BuildOptions()
+    try:
+        return _build(zoo, database, index, options, on_outcome, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _build(zoo, database, index, options: BuildOptions, on_outcome,
+           pool: ProcessPoolExecutor | None) -> BuildReport:
     started = time.perf_counter()
     database = Path(database)
     plan = plan_zoo(zoo, is_model_file, index)
@@ -181,7 +194,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
                     options.run, options.require_run, options.durable)
                 for planned in plan.models]
         try:
-            _run(jobs, writer, options, report, notify)
+            _run(jobs, writer, options, report, notify, pool)
             _store_publication(writer, publication)
             report.completeness = _completeness(writer, options.count_duplicates)
         except KeyboardInterrupt:
@@ -198,7 +211,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
 
 
 def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
-         report: BuildReport, notify) -> None:
+         report: BuildReport, notify, pool: ProcessPoolExecutor | None) -> None:
     """Process jobs, committing finished models in job order."""
     results: dict[int, ModelEntry | ModelOutcome] = {}
     next_commit = 0
@@ -242,9 +255,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
                 results[number] = process_model(job)
                 settle(final=False)
         else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(options.workers, mp_context=context,
-                                     initializer=init_worker) as pool:
+            with pool or start_workers(options.workers) as pool:
                 pending = {pool.submit(process_model, job): number
                            for number, job in enumerate(jobs)}
                 try:

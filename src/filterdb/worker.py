@@ -9,9 +9,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import multiprocessing
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +80,24 @@ class Job:
     run: RunLimits | None = None  # None: models are not run
     require_run: bool = False
     durable: bool = False  # the writer fsyncs shards before committing them
+
+
+def start_workers(count: int) -> ProcessPoolExecutor:
+    """``count`` worker processes for :func:`process_model`, started now.
+
+    Each new interpreter imports this module (numpy, h5py, ...) while the caller goes
+    on: the build's main process imports its table libraries (pandas, PyTables) and
+    plans the zoo meanwhile, instead of starting the workers after that.
+    """
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_worker)
+    for _ in range(count):  # the pool starts a process per task while none is idle
+        pool.submit(_started)
+    return pool
+
+
+def _started() -> None:
+    """The first task of a worker: it is up and has imported this module."""
 
 
 def init_worker() -> None:

@@ -38,9 +38,9 @@ def _slow_ordered(record):
     return _ordered(record)
 
 
-def _eager_build(zoo, database, index=None, options=None, on_outcome=None):
+def _eager_build(zoo, database, index=None, options=None, on_outcome=None, **kwargs):
     options.commit_seconds = 0.0
-    return _build(zoo, database, index, options, on_outcome)
+    return _build(zoo, database, index, options, on_outcome, **kwargs)
 
 
 def _commit_unspaced(self, entries):

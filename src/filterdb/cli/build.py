@@ -42,11 +42,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
-    from ..errors import one_line
-    from ..readers import Limits
-    from ..worker import NOT_ASSESSED
-    from .progress import BuildProgress
+    from ..worker import NOT_ASSESSED, start_workers
 
     shapes = None
     if args.shapes:
@@ -58,6 +54,14 @@ def run(args) -> int:
     if args.workers < 1:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
+    # The workers start first: they import their modules while this process imports
+    # the rest (pandas and PyTables for the tables) and plans the zoo.
+    pool = start_workers(args.workers) if args.workers > 1 else None
+    from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
+    from ..errors import one_line
+    from ..readers import Limits
+    from .progress import BuildProgress
+
     limits = run_limits(args) if args.verify_run or args.require_run else None
     options = BuildOptions(workers=args.workers, shapes=shapes, strict=args.strict,
                            quality=args.quality, only_selected=args.only_selected,
@@ -65,7 +69,8 @@ def run(args) -> int:
                            limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
                            run=limits, require_run=args.require_run, durable=args.durable)
     with BuildProgress() as progress:
-        report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update)
+        report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update,
+                       pool=pool)
     for finding in report.findings:
         print(f"index: {one_line(finding)}", file=sys.stderr)
     for outcome in report.outcomes:

@@ -74,7 +74,8 @@ def run(args) -> int:
                                          quality=True, allow_unsafe_pickle=False,
                                          only_selected=False, count_duplicates=True,
                                          verify_run=True,
-                                         require_run=False, run_timeout=DEFAULT_SECONDS,
+                                         require_run=False, durable=False,
+                                         run_timeout=DEFAULT_SECONDS,
                                          run_memory=DEFAULT_MEMORY_GIB))
     if status:
         return status
