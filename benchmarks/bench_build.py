@@ -348,19 +348,19 @@ def machine() -> dict:
 WHERE_THE_TIME_GOES = """\
 Where the time beyond the baseline goes (perf, py-spy and per-component CPU timers on
 this zoo): besides reading and writing the same bytes, a worker computes the sha256 of
-every file (about 1.1 s of CPU for the zoo: the published `sha256` column, and how an
-append recognises known models), one BLAKE3 pass over the conv weights (0.25 s: the
-duplicate-model and shared-layer hashes and the shard checksums that `verify`
-recomputes), and starts each shard's write-back with `sync_file_range` in a background
-thread, so that the fsync before each commit finds little left: durability the
-baseline does not have (this disk writes 683 MB/s with fdatasync, so the 1.7 GB need
-2.5 s of disk time, overlapped with the reading). Every worker process imports onnx
-(0.7 s, of which ml_dtypes 0.7.0 takes 0.5 s, as in the baseline's one process); the
-main process imports pandas and PyTables and rewrites the master at each commit. On
-this VM the CPU time the two workers use for the same work varies from run to run
-(4.3 to 7.6 s summed), which is why two workers are not reliably faster than one.
-Unless `--no-quality`, the quality metrics add about 2.7 s of CPU (the orthogonality
-Gram products and the scatter matrices of the spectra)."""
+every file (about 1.3 s of CPU for the 1.7 GB: the published `sha256` column, and how an
+append recognises known models; OpenSSL with SHA-NI hashes 1.5 GB/s here) and one BLAKE3
+pass over the conv weights that also counts NaN and Inf (0.36 s: the duplicate-model
+and shared-layer hashes and the shard checksums that `verify` recomputes). Both run in
+threads beside the reading and writing, so one worker already keeps two cores busy and a
+second worker adds less than it would to a single-threaded pipeline. The main process
+imports pandas and PyTables and rewrites the master at each commit (about 0.2 s of CPU
+in all). The default build does not fsync: its renames keep a killed build whole;
+`--durable` also fsyncs every shard and the master at each commit (the `durable` row;
+this disk writes about 240 MB/s with fdatasync, so the row depends on how much of the
+write-back the build overlaps). Unless `--no-quality`, the quality metrics add the
+orthogonality Gram products and the statistics kernel (numba, loaded by each worker:
+about 130 MB more RSS per worker)."""
 
 #: (workers, quality metrics, --durable) of the full-zoo builds.
 BUILD_RUNS = ((1, True, False), (2, True, False), (1, False, False), (2, False, False),
