@@ -63,72 +63,118 @@ def fma(typingctx, a, b, c):
     return signature, codegen
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _load(x, a, b, s, check, d):  # pragma: no cover - compiled
-    """Finite rows ``a:b`` of ``x`` into the columns of ``s`` (float64); returns how many.
+#: Largest finite float32: a value is finite exactly when its magnitude is at most this.
+FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 
-    ``d`` is the row length as a compile-time constant, so the loops over it unroll and
-    the loops over rows vectorise.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finite_block(x, a, m, d):  # pragma: no cover - compiled
+    """Whether rows ``a:a + m`` of ``x`` hold only finite values: one vectorised sweep
+    over their bit patterns in memory order (a magnitude's bits, as an integer, are
+    below those of infinity exactly for finite values)."""
+    bits = x.reshape(x.shape[0] * d)[a * d:(a + m) * d].view(np.int32)
+    worst = np.int32(0)
+    magnitude = np.int32(0x7FFFFFFF)
+    for i in range(m * d):
+        worst = max(worst, bits[i] & magnitude)
+    return worst < np.int32(0x7F800000)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load(x, a, b, raw, d):  # pragma: no cover - compiled
+    """Finite rows ``a:b`` of ``x`` into the columns of ``raw``; returns how many.
+
+    ``raw`` is a flat float32 buffer holding value j of column r at ``j * BLOCK + r``:
+    with the compile-time ``BLOCK`` and ``d`` (the row length), every access of a
+    block's loops is at a constant offset from one base, so the loops over columns
+    vectorise without run-time alias checks. A block is checked for non-finite values
+    as a whole; only one that holds some is checked row by row and compacted.
     """
     m = b - a
+    rows = x[a:b]  # indices from 0: no wrap-around of negative indices in the loop
     for r in range(m):
         for j in range(d):
-            s[j, r] = x[a + r, j]
-    # value * 0 is NaN exactly for NaN and infinities
-    for r in range(m):
-        check[r] = 0.0
-    for j in range(d):
-        for r in range(m):
-            check[r] += s[j, r] * 0.0
-    bad = 0
-    for r in range(m):
-        bad += check[r] != check[r]
-    if bad == 0:
+            raw[j * BLOCK + r] = rows[r, j]
+    if _finite_block(x, a, m, d):
         return m
     kept = 0
     for r in range(m):
-        if check[r] == check[r]:
+        finite = True
+        for j in range(d):
+            finite &= abs(raw[j * BLOCK + r]) <= FLOAT32_MAX
+        if finite:
             for j in range(d):
-                s[j, kept] = s[j, r]
+                raw[j * BLOCK + kept] = raw[j * BLOCK + r]
             kept += 1
     return kept
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scale(s, m, peak, recip, d):  # pragma: no cover - compiled
-    """Divide columns ``0:m`` of ``s`` by their largest absolute value (see the module)."""
+def _peaks(raw, m, top, peak, recip, d):  # pragma: no cover - compiled
+    """Largest absolute value of columns ``0:m`` of ``raw`` into ``peak`` (float64; 1 for
+    a zero column, which stays zero) and its reciprocal into ``recip``. The maximum is
+    taken in float32 (``top``), exactly as in float64: the conversion is exact."""
     for r in range(m):
-        peak[r] = 0.0
+        top[r] = np.float32(0.0)
     for j in range(d):
         for r in range(m):
-            peak[r] = max(peak[r], abs(s[j, r]))
+            top[r] = max(top[r], abs(raw[j * BLOCK + r]))
     for r in range(m):
-        if peak[r] == 0.0:
-            peak[r] = 1.0
-        recip[r] = 1.0 / peak[r]
-    for j in range(d):
-        for r in range(m):
-            value, p, y = s[j, r], peak[r], recip[r]
-            q = value * y
-            rest = fma(-q, p, value)
-            s[j, r] = q if rest == 0.0 else fma(rest, y, q)
+        p = np.float64(top[r])
+        p = 1.0 if p == 0.0 else p
+        peak[r] = p
+        recip[r] = 1.0 / p
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _project(s, m, mean, components, c):  # pragma: no cover - compiled
-    """``c[k, r]`` = centred column r of ``s`` on component k (FMA chain, see the module).
+def _quotient(value, p, y):  # pragma: no cover - compiled
+    """``value / p`` correctly rounded, from ``y = 1 / p`` (see the module).
 
-    ``mean`` (d floats) and ``components`` (rows of d floats) are tuples: their lengths
-    are compile-time constants, so the sum over j unrolls inside the vector loop over r.
+    ``q - (q p - value) y`` with ``q = value y``, by two FMAs. The negated remainder
+    ``q p - value`` is +0 when it vanishes, so no branch is needed: the result is
+    ``q`` then, and a zero ``value`` keeps its sign (``-0 - (+0) y`` is ``-0``).
     """
+    q = value * y
+    return fma(-fma(q, p, -value), y, q)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale(raw, m, top, peak, recip, s, d):  # pragma: no cover - compiled
+    """``s[j, r]`` = value j of column r of ``raw`` divided by the column's peak."""
+    _peaks(raw, m, top, peak, recip, d)
+    for j in range(d):
+        for r in range(m):
+            s[j, r] = _quotient(np.float64(raw[j * BLOCK + r]), peak[r], recip[r])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale_centre(raw, m, top, peak, recip, mean, t):  # pragma: no cover - compiled
+    """``t[j * BLOCK + r]`` = the scaled value minus ``mean[j]`` (``mean`` a tuple)."""
     d = len(mean)
+    _peaks(raw, m, top, peak, recip, d)
+    for j in range(d):
+        centre = mean[j]
+        for r in range(m):
+            value = _quotient(np.float64(raw[j * BLOCK + r]), peak[r], recip[r])
+            t[j * BLOCK + r] = value - centre
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _project(t, m, components, c):  # pragma: no cover - compiled
+    """``c[k * BLOCK + r]`` = centred column r of ``t`` on component k (FMA chain, see
+    the module).
+
+    ``components`` (rows of d floats) is a tuple: its lengths are compile-time
+    constants, so the sum over j unrolls inside the vector loop over r.
+    """
     for k in range(len(components)):
         w = components[k]
+        d = len(w)
         for r in range(m):
-            acc = (s[0, r] - mean[0]) * w[0]
+            acc = t[r] * w[0]
             for j in range(1, d):
-                acc = fma(s[j, r] - mean[j], w[j], acc)
-            c[k, r] = acc
+                acc = fma(t[j * BLOCK + r], w[j], acc)
+            c[k * BLOCK + r] = acc
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -151,6 +197,16 @@ def _fold(c, m, low, high):  # pragma: no cover - compiled
     for k in range(c.shape[0]):
         for r in range(m):
             value = c[k, r]
+            low[k, r] = value if value < low[k, r] else low[k, r]
+            high[k, r] = value if value > high[k, r] else high[k, r]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fold_flat(c, n_k, m, low, high):  # pragma: no cover - compiled
+    """:func:`_fold` of ``c[k * BLOCK + r]`` (``k < n_k``)."""
+    for k in range(n_k):
+        for r in range(m):
+            value = c[k * BLOCK + r]
             low[k, r] = value if value < low[k, r] else low[k, r]
             high[k, r] = value if value > high[k, r] else high[k, r]
 
@@ -189,6 +245,13 @@ def as_tuples(mean: np.ndarray, components: np.ndarray) -> tuple[tuple, tuple]:
             tuple(tuple(float(v) for v in row) for row in components))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _buffers(d, n_k):  # pragma: no cover - compiled
+    """Per-block scratch: raw values, centred values, projections, peaks."""
+    return (np.empty(d * BLOCK, np.float32), np.empty(d * BLOCK), np.empty(n_k * BLOCK),
+            np.empty(BLOCK, np.float32), np.empty(BLOCK), np.empty(BLOCK))
+
+
 @numba.njit(cache=True, nogil=True)
 def scale_project(x, mean, components, out):  # pragma: no cover - compiled
     """Scaled, centred projections of the finite rows of ``x`` (float32 (n, d)) into
@@ -197,17 +260,16 @@ def scale_project(x, mean, components, out):  # pragma: no cover - compiled
     ``mean`` and ``components`` as tuples (:func:`as_tuples`).
     """
     d = len(mean)
-    s = np.empty((d, BLOCK))
-    c = np.empty((len(components), BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
+    n_k = len(components)
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     done = 0
     for a in range(0, x.shape[0], BLOCK):
-        m = _load(x, a, min(a + BLOCK, x.shape[0]), s, check, d)
-        _scale(s, m, peak, recip, d)
-        _project(s, m, mean, components, c)
+        m = _load(x, a, min(a + BLOCK, x.shape[0]), raw, d)
+        _scale_centre(raw, m, top, peak, recip, mean, t)
+        _project(t, m, components, c)
         for r in range(m):
-            for k in range(len(components)):
-                out[done + r, k] = c[k, r]
+            for k in range(n_k):
+                out[done + r, k] = c[k * BLOCK + r]
         done += m
     return done
 
@@ -217,12 +279,12 @@ def scale_rows(x, out, zeros):  # pragma: no cover - compiled
     """Peak-scaled finite rows of ``x`` (float32 (n, d)) into ``out`` (float64), in
     order; returns how many. ``zeros``: a tuple of d floats (sets d at compile time)."""
     d = len(zeros)
+    raw, _, _, top, peak, recip = _buffers(d, 1)
     s = np.empty((d, BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     done = 0
     for a in range(0, x.shape[0], BLOCK):
-        m = _load(x, a, min(a + BLOCK, x.shape[0]), s, check, d)
-        _scale(s, m, peak, recip, d)
+        m = _load(x, a, min(a + BLOCK, x.shape[0]), raw, d)
+        _scale(raw, m, top, peak, recip, s, d)
         for r in range(m):
             for j in range(d):
                 out[done + r, j] = s[j, r]
@@ -265,14 +327,14 @@ def moments(x, bounds, kept, total, products, low, high, zeros):  # pragma: no c
         Sets d at compile time.
     """
     d = len(zeros)
+    raw, _, _, top, peak, recip = _buffers(d, 1)
     s = np.empty((d, BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     low_columns, high_columns = np.full((d, BLOCK), np.inf), np.full((d, BLOCK), -np.inf)
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
+            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
             kept[g] += m
-            _scale(s, m, peak, recip, d)
+            _scale(raw, m, top, peak, recip, s, d)
             _fold(s, m, low_columns, high_columns)
             _accumulate(s, m, total, products, zeros)
     _reduce(low_columns, high_columns, low, high)
@@ -286,27 +348,26 @@ def coefficient_range(x, bounds, kept, mean, components, low, high):  # pragma: 
     tuples (:func:`as_tuples`); ``low``/``high`` (k,) updated.
     """
     d = len(mean)
-    s = np.empty((d, BLOCK))
-    c = np.empty((len(components), BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     n_k = len(components)
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     low_columns, high_columns = np.full((n_k, BLOCK), np.inf), np.full((n_k, BLOCK), -np.inf)
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
+            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
             kept[g] += m
-            _scale(s, m, peak, recip, d)
-            _project(s, m, mean, components, c)
-            _fold(c, m, low_columns, high_columns)
+            _scale_centre(raw, m, top, peak, recip, mean, t)
+            _project(t, m, components, c)
+            _fold_flat(c, n_k, m, low_columns, high_columns)
     _reduce(low_columns, high_columns, low, high)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _estimate(c, m, k, lo, scale, tolerance, index, near):  # pragma: no cover - compiled
-    """Bin estimates ``floor(pos)`` of ``c[k, :m]`` into ``index``; ``near[r]`` is set
+    """Bin estimates ``floor(pos)`` of ``c[k * BLOCK + r]`` (``r < m``) into ``index``;
+    ``near[r]`` is set
     where ``pos`` lies within the tolerance of an integer (see :func:`bin_scales`)."""
     for r in range(m):
-        pos = (c[k, r] - lo) * scale
+        pos = (c[k * BLOCK + r] - lo) * scale
         e = int(pos)
         frac = pos - e
         index[r] = e
@@ -337,19 +398,17 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
     d = len(mean)
     n_k = len(components)
     bins = edges.shape[1] - 1
-    s = np.empty((d, BLOCK))
-    c = np.empty((n_k, BLOCK))
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     index = np.empty((n_k + 2, BLOCK), dtype=np.int64)
     near = np.zeros(BLOCK, dtype=np.bool_)
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     table = np.zeros((LANES, n_k, bins), dtype=np.int64)
     y_bins = y_edges.shape[1] - 1
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
+            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
             kept[g] += m
-            _scale(s, m, peak, recip, d)
-            _project(s, m, mean, components, c)
+            _scale_centre(raw, m, top, peak, recip, mean, t)
+            _project(t, m, components, c)
             for r in range(m):
                 near[r] = False
             for k in range(n_k):
@@ -365,9 +424,9 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
                 for r in range(m):
                     if near[r]:
                         for k in range(n_k):
-                            index[k, r] = _bin(c[k, r], edges, k, index[k, r])
-                        index[n_k, r] = _bin(c[0, r], x_edges, 0, index[n_k, r])
-                        index[n_k + 1, r] = _bin(c[1, r], y_edges, 0, index[n_k + 1, r])
+                            index[k, r] = _bin(c[k * BLOCK + r], edges, k, index[k, r])
+                        index[n_k, r] = _bin(c[r], x_edges, 0, index[n_k, r])
+                        index[n_k + 1, r] = _bin(c[BLOCK + r], y_edges, 0, index[n_k + 1, r])
             for k in range(n_k):
                 for r in range(m):
                     table[r & (LANES - 1), k, index[k, r]] += 1
