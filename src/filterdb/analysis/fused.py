@@ -3,15 +3,25 @@
 One call takes a block of raw float32 filters (rows ``(m, d)``, as read from a shard)
 cut into segments (consecutive rows that share their group codes) and does all of a
 pass's work on it in one sweep: skip non-finite rows, scale by the peak, centre and
-project, fold into the pass's statistic. Rows go through small transposed float64
-blocks (``d x BLOCK``) so that every step is a loop over rows the compiler vectorises.
+project, fold into the pass's statistic. Rows go through small transposed blocks
+(``d x BLOCK``: the raw float32 values, then the float64 ones) so that every step is a
+loop over rows the compiler vectorises; the flat blocks are indexed at compile-time
+offsets (``j * BLOCK + r``), so those loops need no run-time alias checks.
+
+Non-finite rows are found without a test per value where possible: the moments pass
+tests a block's bit patterns in one vectorised sweep and checks rows one by one only
+in a block that holds a non-finite value; the range and histogram passes test nothing
+before the projection, because every coefficient of a row with a NaN or an infinity
+is NaN (see :func:`_project_fold`), and drop or skip those rows afterwards.
 
 The results are exactly those of the step-by-step numpy formulation:
 
 scaling
     ``x / max|x|`` in float64 (an all-zero row stays zero). Computed without a
     division per value: ``q = x * y`` with ``y = 1 / p``, then one correction
-    ``q + fma(-q, p, x) * y`` by FMA. For float32 inputs this is the correctly
+    ``fma(-fma(q, p, -x), y, q)``, i.e. ``q + (x - q p) y`` by two FMAs (the
+    remainder is taken negated, ``q p - x``, so that it is +0 when it vanishes and a
+    zero ``x`` keeps its sign without a branch). For float32 inputs this is the correctly
     rounded quotient, i.e. bit-identical to the division: the corrected value is
     within ``2**-104`` (relative) of ``x / p``, while a quotient of two 24-bit
     numbers is at least ``2**-78`` (relative) away from any midpoint between two
