@@ -74,7 +74,7 @@ def fma(typingctx, a, b, c):
 
 
 #: Rows per vector transposition (:func:`_transpose8x9`).
-LANE_ROWS = 8
+TRANSPOSE_ROWS = 8
 
 
 @intrinsic
@@ -96,10 +96,10 @@ def _transpose8x9(typingctx, flat, offset, raw, column):
         values = builder.load(builder.bitcast(builder.gep(source.data, [args[1]]),
                                               wide.as_pointer()), align=4)
         undefined = ir.Constant(wide, ir.Undefined)
-        lanes = ir.VectorType(single, LANE_ROWS)
+        lanes = ir.VectorType(single, TRANSPOSE_ROWS)
         for j in range(9):
-            mask = ir.Constant(ir.VectorType(ir.IntType(32), LANE_ROWS),
-                               [j + 9 * i for i in range(LANE_ROWS)])
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), TRANSPOSE_ROWS),
+                               [j + 9 * i for i in range(TRANSPOSE_ROWS)])
             column = builder.shuffle_vector(values, undefined, mask)
             at = builder.add(args[3], ir.Constant(args[3].type, j * BLOCK))
             builder.store(column, builder.bitcast(builder.gep(target.data, [at]),
@@ -139,9 +139,9 @@ def _transpose(x, a, b, raw, d):  # pragma: no cover - compiled
     done = 0
     if d == 9:  # 3x3 filters, eight at a time
         flat = x.reshape(x.shape[0] * d)
-        while done + LANE_ROWS <= m:
+        while done + TRANSPOSE_ROWS <= m:
             _transpose8x9(flat, (a + done) * d, raw, done)
-            done += LANE_ROWS
+            done += TRANSPOSE_ROWS
     rows = x[a:b]  # indices from 0: no wrap-around of negative indices in the loop
     for r in range(done, m):
         for j in range(d):
@@ -457,8 +457,8 @@ def coefficient_range(x, bounds, kept, mean, components, low, high):  # pragma: 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _estimate(c, m, k, lo, scale, tolerance, index, near):  # pragma: no cover - compiled
     """Bin estimates ``floor(pos)`` of ``c[k * BLOCK + r]`` (``r < m``) into ``index``;
-    ``near[r]`` is set
-    where ``pos`` lies within the tolerance of an integer (see :func:`bin_scales`)."""
+    ``near[r]`` is set where ``pos`` lies within the tolerance of an integer (see
+    :func:`bin_scales`)."""
     for r in range(m):
         pos = (c[k * BLOCK + r] - lo) * scale
         e = int(pos)
