@@ -236,3 +236,72 @@ def test_threads_do_not_change_results(zoo_db):
     for name in ("Task", "depth"):
         np.testing.assert_array_equal(one.groupings[name].raw_counts,
                                       two.groupings[name].raw_counts)
+
+
+def test_non_finite_rows_are_skipped_by_every_pass():
+    """The range and histogram passes find non-finite rows from their NaN coefficients,
+    the moments pass from the block's bit patterns: all skip exactly those rows."""
+    x = adversarial_rows(6000, 15)
+    for row, column, value in [(3, 0, np.nan), (130, 8, np.inf), (131, 2, -np.inf),
+                               (2000, 4, np.nan), (2000, 5, np.inf), (5999, 1, np.nan)]:
+        x[row, column] = value
+    x[4000:4008] = np.inf  # a whole group of eight
+    finite = np.isfinite(x).all(axis=1)
+    bounds = segments(len(x), 16)
+    rows = (np.arange(len(bounds) - 1) % 3)[:, None].astype(np.int64)
+    mean, components = basis(17)
+    projected = np.empty((len(x), 9))
+    assert fused.scale_project(x, *fused.as_tuples(mean, components), projected) \
+        == finite.sum()
+    projected = projected[:finite.sum()]
+    edges = np.repeat(bin_edges(projected.min(), projected.max(), 70), 9, axis=0)
+    density_edges = bin_edges(projected.min(axis=0)[:2], projected.max(axis=0)[:2], 50)
+    counts, density, kept = run_histograms(x, bounds, rows, 3, mean, components, edges,
+                                           density_edges)
+    expected_kept = np.add.reduceat(finite.astype(np.int64), bounds[:-1])
+    np.testing.assert_array_equal(kept, expected_kept)
+    segment = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))[finite]
+    expected, expected_density = numpy_histograms(projected, segment, rows, 3, edges,
+                                                  density_edges)
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(density, expected_density)
+    kept = np.zeros(len(bounds) - 1, np.int64)
+    low, high = np.full(9, np.inf), np.full(9, -np.inf)
+    fused.coefficient_range(x, bounds, kept, *fused.as_tuples(mean, components), low, high)
+    np.testing.assert_array_equal(kept, expected_kept)
+    np.testing.assert_array_equal(low, projected.min(axis=0))
+    np.testing.assert_array_equal(high, projected.max(axis=0))
+
+
+@pytest.mark.parametrize("d", [3, 4, 25])
+def test_other_kernel_sizes(d):
+    """Rows of other lengths than 9 (1x3, 2x2, 5x5 kernels) take the plain loops."""
+    rng = np.random.default_rng(d)
+    x = (rng.normal(size=(1500, d)) * np.exp2(rng.integers(-30, 30, size=(1500, 1))))
+    x = x.astype(np.float32)
+    x[::9, 0] = -0.0
+    x[::31] = 0.0
+    x[7, d - 1], x[700, 0] = np.nan, -np.inf
+    finite = np.isfinite(x).all(axis=1)
+    zeros = (0.0,) * d
+    out = np.empty(x.shape)
+    assert fused.scale_rows(x, out, zeros) == finite.sum()
+    scaled = numpy_scaled(x[finite])
+    np.testing.assert_array_equal(out[:finite.sum()], scaled)
+    np.testing.assert_array_equal(np.signbit(out[:finite.sum()]), np.signbit(scaled))
+    mean = rng.normal(size=d) * 0.05
+    components = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    projected = np.empty(x.shape)
+    assert fused.scale_project(x, *fused.as_tuples(mean, components), projected) \
+        == finite.sum()
+    np.testing.assert_allclose(projected[:finite.sum()], (scaled - mean) @ components.T,
+                               rtol=0, atol=1e-13)
+    bounds = np.array([0, 500, 1100, 1500], np.int64)
+    kept = np.zeros(3, np.int64)
+    total, products = np.zeros(d), np.zeros((d, d))
+    low, high = np.full(d, np.inf), np.full(d, -np.inf)
+    fused.moments(x, bounds, kept, total, products, low, high, zeros)
+    np.testing.assert_array_equal(kept, np.add.reduceat(finite.astype(np.int64), bounds[:-1]))
+    np.testing.assert_allclose(total, scaled.sum(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(low, scaled.min(axis=0))
+    np.testing.assert_array_equal(high, scaled.max(axis=0))

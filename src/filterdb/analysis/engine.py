@@ -604,15 +604,16 @@ def _prepare(grouping: Grouping, codes: np.ndarray, labels: list[str], table: pd
     codes = remap[codes]
     labels = [labels[i] for i in used]
     active = layer_kept > 0
-    frame = pd.DataFrame({"code": codes[active], "model_id": table["model_id"].to_numpy()[active],
-                          "filters": layer_kept[active]})
-    summary = frame.groupby("code").agg(models=("model_id", "nunique"),
-                                        layers=("model_id", "size"),
-                                        filters=("filters", "sum"))
-    summary = summary.reindex(range(len(labels)), fill_value=0)
-    counts = pd.DataFrame({"group": labels, "models": summary["models"].to_numpy(np.int64),
-                           "layers": summary["layers"].to_numpy(np.int64),
-                           "filters": summary["filters"].to_numpy(np.int64)})
+    active_codes = codes[active]
+    active_models = table["model_id"].to_numpy(np.int64)[active]
+    filters = np.zeros(len(labels), np.int64)
+    np.add.at(filters, active_codes, layer_kept[active])
+    # distinct (group, model) pairs, counted per group
+    pairs = np.unique(np.stack([active_codes, active_models], axis=1), axis=0)
+    counts = pd.DataFrame({"group": labels,
+                           "models": np.bincount(pairs[:, 0], minlength=len(labels)),
+                           "layers": np.bincount(active_codes, minlength=len(labels)),
+                           "filters": filters})
     info = {"labels": labels, "counts": counts, "hist_codes": codes, "pairs": None}
     n_groups = len(labels)
     if bootstrap and n_groups >= 2:

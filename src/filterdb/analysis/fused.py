@@ -3,15 +3,25 @@
 One call takes a block of raw float32 filters (rows ``(m, d)``, as read from a shard)
 cut into segments (consecutive rows that share their group codes) and does all of a
 pass's work on it in one sweep: skip non-finite rows, scale by the peak, centre and
-project, fold into the pass's statistic. Rows go through small transposed float64
-blocks (``d x BLOCK``) so that every step is a loop over rows the compiler vectorises.
+project, fold into the pass's statistic. Rows go through small transposed blocks
+(``d x BLOCK``: the raw float32 values, then the float64 ones) so that every step is a
+loop over rows the compiler vectorises; the flat blocks are indexed at compile-time
+offsets (``j * BLOCK + r``), so those loops need no run-time alias checks.
+
+Non-finite rows are found without a test per value where possible: the moments pass
+tests a block's bit patterns in one vectorised sweep and checks rows one by one only
+in a block that holds a non-finite value; the range and histogram passes test nothing
+before the projection, because every coefficient of a row with a NaN or an infinity
+is NaN (see :func:`_project_fold`), and drop or skip those rows afterwards.
 
 The results are exactly those of the step-by-step numpy formulation:
 
 scaling
     ``x / max|x|`` in float64 (an all-zero row stays zero). Computed without a
     division per value: ``q = x * y`` with ``y = 1 / p``, then one correction
-    ``q + fma(-q, p, x) * y`` by FMA. For float32 inputs this is the correctly
+    ``fma(-fma(q, p, -x), y, q)``, i.e. ``q + (x - q p) y`` by two FMAs (the
+    remainder is taken negated, ``q p - x``, so that it is +0 when it vanishes and a
+    zero ``x`` keeps its sign without a branch). For float32 inputs this is the correctly
     rounded quotient, i.e. bit-identical to the division: the corrected value is
     within ``2**-104`` (relative) of ``x / p``, while a quotient of two 24-bit
     numbers is at least ``2**-78`` (relative) away from any midpoint between two
@@ -63,72 +73,213 @@ def fma(typingctx, a, b, c):
     return signature, codegen
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _load(x, a, b, s, check, d):  # pragma: no cover - compiled
-    """Finite rows ``a:b`` of ``x`` into the columns of ``s`` (float64); returns how many.
+#: Rows per vector transposition (:func:`_transpose8x9`).
+TRANSPOSE_ROWS = 8
 
-    ``d`` is the row length as a compile-time constant, so the loops over it unroll and
-    the loops over rows vectorise.
+
+@intrinsic
+def _transpose8x9(typingctx, flat, offset, raw, column):
+    """``raw[j * BLOCK + column + i] = flat[offset + 9 * i + j]`` for ``i < 8``, ``j < 9``:
+    eight 3x3 filters (72 consecutive float32) into eight columns of ``raw``.
+
+    One 72-lane load and nine shuffles (``vpermt2ps`` and blends on AVX-512), where the
+    loop that numba would write moves value by value: a stride of 9 is more than the
+    vectoriser's interleaving handles.
+    """
+    signature = types.void(flat, types.intp, raw, types.intp)
+
+    def codegen(context, builder, sig, args):
+        single = ir.FloatType()
+        source = context.make_array(sig.args[0])(context, builder, args[0])
+        target = context.make_array(sig.args[2])(context, builder, args[2])
+        wide = ir.VectorType(single, 72)
+        values = builder.load(builder.bitcast(builder.gep(source.data, [args[1]]),
+                                              wide.as_pointer()), align=4)
+        undefined = ir.Constant(wide, ir.Undefined)
+        lanes = ir.VectorType(single, TRANSPOSE_ROWS)
+        for j in range(9):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), TRANSPOSE_ROWS),
+                               [j + 9 * i for i in range(TRANSPOSE_ROWS)])
+            column = builder.shuffle_vector(values, undefined, mask)
+            at = builder.add(args[3], ir.Constant(args[3].type, j * BLOCK))
+            builder.store(column, builder.bitcast(builder.gep(target.data, [at]),
+                                                  lanes.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+#: Largest finite float32: a value is finite exactly when its magnitude is at most this.
+FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finite_block(x, a, m, d):  # pragma: no cover - compiled
+    """Whether rows ``a:a + m`` of ``x`` hold only finite values: one vectorised sweep
+    over their bit patterns in memory order (a magnitude's bits, as an integer, are
+    below those of infinity exactly for finite values)."""
+    bits = x.reshape(x.shape[0] * d)[a * d:(a + m) * d].view(np.int32)
+    worst = np.int32(0)
+    magnitude = np.int32(0x7FFFFFFF)
+    for i in range(m * d):
+        worst = max(worst, bits[i] & magnitude)
+    return worst < np.int32(0x7F800000)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _transpose(x, a, b, raw, d):  # pragma: no cover - compiled
+    """Rows ``a:b`` of ``x`` into the columns of ``raw``; returns how many.
+
+    ``raw`` is a flat float32 buffer holding value j of column r at ``j * BLOCK + r``:
+    with the compile-time ``BLOCK`` and ``d`` (the row length), every access of a
+    block's loops is at a constant offset from one base, so the loops over columns
+    vectorise without run-time alias checks.
     """
     m = b - a
-    for r in range(m):
+    done = 0
+    if d == 9:  # 3x3 filters, eight at a time
+        flat = x.reshape(x.shape[0] * d)
+        while done + TRANSPOSE_ROWS <= m:
+            _transpose8x9(flat, (a + done) * d, raw, done)
+            done += TRANSPOSE_ROWS
+    rows = x[a:b]  # indices from 0: no wrap-around of negative indices in the loop
+    for r in range(done, m):
         for j in range(d):
-            s[j, r] = x[a + r, j]
-    # value * 0 is NaN exactly for NaN and infinities
-    for r in range(m):
-        check[r] = 0.0
-    for j in range(d):
-        for r in range(m):
-            check[r] += s[j, r] * 0.0
-    bad = 0
-    for r in range(m):
-        bad += check[r] != check[r]
-    if bad == 0:
+            raw[j * BLOCK + r] = rows[r, j]
+    return m
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load(x, a, b, raw, d):  # pragma: no cover - compiled
+    """:func:`_transpose` of the finite rows ``a:b`` of ``x``; returns how many.
+
+    A block is checked for non-finite values as a whole; only one that holds some is
+    checked row by row and compacted.
+    """
+    m = _transpose(x, a, b, raw, d)
+    if _finite_block(x, a, m, d):
         return m
     kept = 0
     for r in range(m):
-        if check[r] == check[r]:
+        finite = True
+        for j in range(d):
+            finite &= abs(raw[j * BLOCK + r]) <= FLOAT32_MAX
+        if finite:
             for j in range(d):
-                s[j, kept] = s[j, r]
+                raw[j * BLOCK + kept] = raw[j * BLOCK + r]
             kept += 1
     return kept
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scale(s, m, peak, recip, d):  # pragma: no cover - compiled
-    """Divide columns ``0:m`` of ``s`` by their largest absolute value (see the module)."""
+def _peaks(raw, m, top, peak, recip, d):  # pragma: no cover - compiled
+    """Largest absolute value of columns ``0:m`` of ``raw`` into ``peak`` (float64; 1 for
+    a zero column, which stays zero) and its reciprocal into ``recip``. The maximum is
+    taken in float32 (``top``), exactly as in float64: the conversion is exact."""
     for r in range(m):
-        peak[r] = 0.0
+        top[r] = np.float32(0.0)
     for j in range(d):
         for r in range(m):
-            peak[r] = max(peak[r], abs(s[j, r]))
+            top[r] = max(top[r], abs(raw[j * BLOCK + r]))
     for r in range(m):
-        if peak[r] == 0.0:
-            peak[r] = 1.0
-        recip[r] = 1.0 / peak[r]
-    for j in range(d):
-        for r in range(m):
-            value, p, y = s[j, r], peak[r], recip[r]
-            q = value * y
-            rest = fma(-q, p, value)
-            s[j, r] = q if rest == 0.0 else fma(rest, y, q)
+        p = np.float64(top[r])
+        p = 1.0 if p == 0.0 else p
+        peak[r] = p
+        recip[r] = 1.0 / p
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _project(s, m, mean, components, c):  # pragma: no cover - compiled
-    """``c[k, r]`` = centred column r of ``s`` on component k (FMA chain, see the module).
+def _quotient(value, p, y):  # pragma: no cover - compiled
+    """``value / p`` correctly rounded, from ``y = 1 / p`` (see the module).
 
-    ``mean`` (d floats) and ``components`` (rows of d floats) are tuples: their lengths
-    are compile-time constants, so the sum over j unrolls inside the vector loop over r.
+    ``q - (q p - value) y`` with ``q = value y``, by two FMAs. The negated remainder
+    ``q p - value`` is +0 when it vanishes, so no branch is needed: the result is
+    ``q`` then, and a zero ``value`` keeps its sign (``-0 - (+0) y`` is ``-0``).
     """
+    q = value * y
+    return fma(-fma(q, p, -value), y, q)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale(raw, m, top, peak, recip, s, d):  # pragma: no cover - compiled
+    """``s[j, r]`` = value j of column r of ``raw`` divided by the column's peak."""
+    _peaks(raw, m, top, peak, recip, d)
+    for j in range(d):
+        for r in range(m):
+            s[j, r] = _quotient(np.float64(raw[j * BLOCK + r]), peak[r], recip[r])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale_centre(raw, m, top, peak, recip, mean, t):  # pragma: no cover - compiled
+    """``t[j * BLOCK + r]`` = the scaled value minus ``mean[j]`` (``mean`` a tuple)."""
     d = len(mean)
+    _peaks(raw, m, top, peak, recip, d)
+    for j in range(d):
+        centre = mean[j]
+        for r in range(m):
+            value = _quotient(np.float64(raw[j * BLOCK + r]), peak[r], recip[r])
+            t[j * BLOCK + r] = value - centre
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _project(t, m, components, c):  # pragma: no cover - compiled
+    """``c[k * BLOCK + r]`` = centred column r of ``t`` on component k (FMA chain, see
+    the module).
+
+    ``components`` (rows of d floats) is a tuple: its lengths are compile-time
+    constants, so the sum over j unrolls inside the vector loop over r.
+    """
     for k in range(len(components)):
         w = components[k]
+        d = len(w)
         for r in range(m):
-            acc = (s[0, r] - mean[0]) * w[0]
+            acc = t[r] * w[0]
             for j in range(1, d):
-                acc = fma(s[j, r] - mean[j], w[j], acc)
-            c[k, r] = acc
+                acc = fma(t[j * BLOCK + r], w[j], acc)
+            c[k * BLOCK + r] = acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _project_fold(t, m, components, low, high):  # pragma: no cover - compiled
+    """:func:`_project` folded straight into ``low``/``high`` (k, BLOCK) as :func:`_fold`
+    does; returns how many columns gave NaN.
+
+    The columns may hold rows with a non-finite value: every coefficient of such a row
+    is NaN (its scaled values hold a NaN: an infinite peak makes ``y`` zero and
+    ``inf * 0`` NaN), which no comparison of the fold lets through.
+    """
+    nan = 0
+    for k in range(len(components)):
+        w = components[k]
+        d = len(w)
+        for r in range(m):
+            acc = t[r] * w[0]
+            for j in range(1, d):
+                acc = fma(t[j * BLOCK + r], w[j], acc)
+            low[k, r] = acc if acc < low[k, r] else low[k, r]
+            high[k, r] = acc if acc > high[k, r] else high[k, r]
+            if k == 0:
+                nan += acc != acc
+    return nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _drop_nan(c, n_k, m):  # pragma: no cover - compiled
+    """Drop the columns of ``c`` (``c[k * BLOCK + r]``) whose first coefficient is NaN
+    (rows with a non-finite value, see :func:`_project_fold`); returns how many are
+    left. One vectorised test per block; compaction only when it finds one."""
+    nan = 0
+    for r in range(m):
+        nan += c[r] != c[r]
+    if nan == 0:
+        return m
+    kept = 0
+    for r in range(m):
+        if c[r] == c[r]:
+            for k in range(n_k):
+                c[k * BLOCK + kept] = c[k * BLOCK + r]
+            kept += 1
+    return kept
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -189,6 +340,13 @@ def as_tuples(mean: np.ndarray, components: np.ndarray) -> tuple[tuple, tuple]:
             tuple(tuple(float(v) for v in row) for row in components))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _buffers(d, n_k):  # pragma: no cover - compiled
+    """Per-block scratch: raw values, centred values, projections, peaks."""
+    return (np.empty(d * BLOCK, np.float32), np.empty(d * BLOCK), np.empty(n_k * BLOCK),
+            np.empty(BLOCK, np.float32), np.empty(BLOCK), np.empty(BLOCK))
+
+
 @numba.njit(cache=True, nogil=True)
 def scale_project(x, mean, components, out):  # pragma: no cover - compiled
     """Scaled, centred projections of the finite rows of ``x`` (float32 (n, d)) into
@@ -197,17 +355,16 @@ def scale_project(x, mean, components, out):  # pragma: no cover - compiled
     ``mean`` and ``components`` as tuples (:func:`as_tuples`).
     """
     d = len(mean)
-    s = np.empty((d, BLOCK))
-    c = np.empty((len(components), BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
+    n_k = len(components)
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     done = 0
     for a in range(0, x.shape[0], BLOCK):
-        m = _load(x, a, min(a + BLOCK, x.shape[0]), s, check, d)
-        _scale(s, m, peak, recip, d)
-        _project(s, m, mean, components, c)
+        m = _load(x, a, min(a + BLOCK, x.shape[0]), raw, d)
+        _scale_centre(raw, m, top, peak, recip, mean, t)
+        _project(t, m, components, c)
         for r in range(m):
-            for k in range(len(components)):
-                out[done + r, k] = c[k, r]
+            for k in range(n_k):
+                out[done + r, k] = c[k * BLOCK + r]
         done += m
     return done
 
@@ -217,12 +374,12 @@ def scale_rows(x, out, zeros):  # pragma: no cover - compiled
     """Peak-scaled finite rows of ``x`` (float32 (n, d)) into ``out`` (float64), in
     order; returns how many. ``zeros``: a tuple of d floats (sets d at compile time)."""
     d = len(zeros)
+    raw, _, _, top, peak, recip = _buffers(d, 1)
     s = np.empty((d, BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     done = 0
     for a in range(0, x.shape[0], BLOCK):
-        m = _load(x, a, min(a + BLOCK, x.shape[0]), s, check, d)
-        _scale(s, m, peak, recip, d)
+        m = _load(x, a, min(a + BLOCK, x.shape[0]), raw, d)
+        _scale(raw, m, top, peak, recip, s, d)
         for r in range(m):
             for j in range(d):
                 out[done + r, j] = s[j, r]
@@ -265,14 +422,14 @@ def moments(x, bounds, kept, total, products, low, high, zeros):  # pragma: no c
         Sets d at compile time.
     """
     d = len(zeros)
+    raw, _, _, top, peak, recip = _buffers(d, 1)
     s = np.empty((d, BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     low_columns, high_columns = np.full((d, BLOCK), np.inf), np.full((d, BLOCK), -np.inf)
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
+            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
             kept[g] += m
-            _scale(s, m, peak, recip, d)
+            _scale(raw, m, top, peak, recip, s, d)
             _fold(s, m, low_columns, high_columns)
             _accumulate(s, m, total, products, zeros)
     _reduce(low_columns, high_columns, low, high)
@@ -286,27 +443,24 @@ def coefficient_range(x, bounds, kept, mean, components, low, high):  # pragma: 
     tuples (:func:`as_tuples`); ``low``/``high`` (k,) updated.
     """
     d = len(mean)
-    s = np.empty((d, BLOCK))
-    c = np.empty((len(components), BLOCK))
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     n_k = len(components)
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     low_columns, high_columns = np.full((n_k, BLOCK), np.inf), np.full((n_k, BLOCK), -np.inf)
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
-            kept[g] += m
-            _scale(s, m, peak, recip, d)
-            _project(s, m, mean, components, c)
-            _fold(c, m, low_columns, high_columns)
+            m = _transpose(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
+            _scale_centre(raw, m, top, peak, recip, mean, t)
+            kept[g] += m - _project_fold(t, m, components, low_columns, high_columns)
     _reduce(low_columns, high_columns, low, high)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _estimate(c, m, k, lo, scale, tolerance, index, near):  # pragma: no cover - compiled
-    """Bin estimates ``floor(pos)`` of ``c[k, :m]`` into ``index``; ``near[r]`` is set
-    where ``pos`` lies within the tolerance of an integer (see :func:`bin_scales`)."""
+    """Bin estimates ``floor(pos)`` of ``c[k * BLOCK + r]`` (``r < m``) into ``index``;
+    ``near[r]`` is set where ``pos`` lies within the tolerance of an integer (see
+    :func:`bin_scales`)."""
     for r in range(m):
-        pos = (c[k, r] - lo) * scale
+        pos = (c[k * BLOCK + r] - lo) * scale
         e = int(pos)
         frac = pos - e
         index[r] = e
@@ -337,19 +491,18 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
     d = len(mean)
     n_k = len(components)
     bins = edges.shape[1] - 1
-    s = np.empty((d, BLOCK))
-    c = np.empty((n_k, BLOCK))
+    raw, t, c, top, peak, recip = _buffers(d, n_k)
     index = np.empty((n_k + 2, BLOCK), dtype=np.int64)
     near = np.zeros(BLOCK, dtype=np.bool_)
-    peak, recip, check = np.empty(BLOCK), np.empty(BLOCK), np.empty(BLOCK)
     table = np.zeros((LANES, n_k, bins), dtype=np.int64)
     y_bins = y_edges.shape[1] - 1
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _load(x, a, min(a + BLOCK, bounds[g + 1]), s, check, d)
+            m = _transpose(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
+            _scale_centre(raw, m, top, peak, recip, mean, t)
+            _project(t, m, components, c)
+            m = _drop_nan(c, n_k, m)
             kept[g] += m
-            _scale(s, m, peak, recip, d)
-            _project(s, m, mean, components, c)
             for r in range(m):
                 near[r] = False
             for k in range(n_k):
@@ -365,9 +518,9 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
                 for r in range(m):
                     if near[r]:
                         for k in range(n_k):
-                            index[k, r] = _bin(c[k, r], edges, k, index[k, r])
-                        index[n_k, r] = _bin(c[0, r], x_edges, 0, index[n_k, r])
-                        index[n_k + 1, r] = _bin(c[1, r], y_edges, 0, index[n_k + 1, r])
+                            index[k, r] = _bin(c[k * BLOCK + r], edges, k, index[k, r])
+                        index[n_k, r] = _bin(c[r], x_edges, 0, index[n_k, r])
+                        index[n_k + 1, r] = _bin(c[BLOCK + r], y_edges, 0, index[n_k + 1, r])
             for k in range(n_k):
                 for r in range(m):
                     table[r & (LANES - 1), k, index[k, r]] += 1
