@@ -222,6 +222,16 @@ def _scale_centre(raw, m, top, peak, recip, mean, t):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _dot(t, r, w):  # pragma: no cover - compiled
+    """Centred column r of ``t`` on the component ``w``: ``t[0, r] * w[0]``, then
+    ``fma(t[j, r], w[j], acc)`` for j = 1 .. d-1 (the module's FMA chain)."""
+    acc = t[r] * w[0]
+    for j in range(1, len(w)):
+        acc = fma(t[j * BLOCK + r], w[j], acc)
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _project(t, m, components, c):  # pragma: no cover - compiled
     """``c[k * BLOCK + r]`` = centred column r of ``t`` on component k (FMA chain, see
     the module).
@@ -231,12 +241,8 @@ def _project(t, m, components, c):  # pragma: no cover - compiled
     """
     for k in range(len(components)):
         w = components[k]
-        d = len(w)
         for r in range(m):
-            acc = t[r] * w[0]
-            for j in range(1, d):
-                acc = fma(t[j * BLOCK + r], w[j], acc)
-            c[k * BLOCK + r] = acc
+            c[k * BLOCK + r] = _dot(t, r, w)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -251,11 +257,8 @@ def _project_fold(t, m, components, low, high):  # pragma: no cover - compiled
     nan = 0
     for k in range(len(components)):
         w = components[k]
-        d = len(w)
         for r in range(m):
-            acc = t[r] * w[0]
-            for j in range(1, d):
-                acc = fma(t[j * BLOCK + r], w[j], acc)
+            acc = _dot(t, r, w)
             low[k, r] = acc if acc < low[k, r] else low[k, r]
             high[k, r] = acc if acc > high[k, r] else high[k, r]
             if k == 0:
