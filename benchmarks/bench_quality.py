@@ -22,6 +22,8 @@ torch tensors for the reference):
 Scenarios: "idle", then "under load": the same while a subprocess pinned to the second
 core spins a busy loop. Seconds are the best of ``--repeat`` rounds (wall clock);
 the speed-up divides the reference's best setting in the same scenario by filterdb.
+Targets: idle, at least 5x the reference's best setting (part 8 of the issue); under
+load, no collapse (part 2): filterdb at most ``COLLAPSE`` times its idle time.
 Before timing, the results are compared (max absolute difference per metric).
 
 Writes the section "## Layer quality (issue 3)" of BENCHMARKS.md (other sections are
@@ -56,6 +58,10 @@ from benchmarks_md import replace_section  # noqa: E402
 
 SECTION = "## Layer quality (issue 3)"
 TARGET = 5.0
+#: Part 2 of the issue: threads must not collapse under load. With one of the two cores
+#: taken, at most half the CPU is lost (2x); 25 % on top for this VM's timing noise.
+#: The published tool went from 0.38 s to over 20 s.
+COLLAPSE = 2.5
 #: Calls per timed round, for sets that take milliseconds.
 PASSES = {"real 3x3": 20}
 TIGHT = ("sparsity", "variance_entropy", "variance_entropy_norm", "variance_entropy_clean",
@@ -177,16 +183,22 @@ def render(timings: dict, agreement: dict, counts: dict, command: str, repeat: i
     lines = [SECTION, "", "Command (from the repository root):", "", "```", command, "```", "",
              f"Machine: {machine()}. Load average (1 min) before the run: {load:.2f}.", "",
              "| scenario | layer set | layers | reference 1 thread s | reference 2 threads s "
-             "| filterdb s | speed-up vs reference best | target >= 5x |",
+             "| filterdb s | speed-up vs reference best | target |",
              "|---|---|---|---|---|---|---|---|"]
     for scenario, results in timings.items():
         for name, row in results.items():
             best = min(row["reference 1"][0], row["reference 2"][0])
             speedup = best / row["filterdb"][0]
+            if scenario == "idle":
+                verdict = f"{'pass' if speedup >= TARGET else '**fail**'} (>= {TARGET:.0f}x)"
+            else:
+                slowdown = row["filterdb"][0] / timings["idle"][name]["filterdb"][0]
+                verdict = (f"{'pass' if slowdown <= COLLAPSE else '**fail**'} (no collapse: "
+                           f"{slowdown:.2f}x its idle time, <= {COLLAPSE}x)")
             lines.append(
                 f"| {scenario} | {name} | {counts[name]} | {row['reference 1'][0]:.3f} | "
                 f"{row['reference 2'][0]:.3f} | {row['filterdb'][0]:.3f} | {speedup:.1f}x | "
-                f"{'pass' if speedup >= TARGET else '**fail**'} |")
+                f"{verdict} |")
     lines += ["", "Under load / idle (seconds ratio, same implementation):", "",
               "| layer set | reference 1 thread | reference 2 threads | filterdb |",
               "|---|---|---|---|"]
@@ -207,20 +219,26 @@ def render(timings: dict, agreement: dict, counts: dict, command: str, repeat: i
         for name, row in results.items():
             lines.append(f"- {scenario}, {name}: " + "; ".join(
                 f"{k} " + ", ".join(f"{s:.3f}" for s in v[1]) for k, v in row.items()))
-    speedups = {(scenario, name): min(row["reference 1"][0], row["reference 2"][0])
-                / row["filterdb"][0]
-                for scenario, results in timings.items() for name, row in results.items()}
+    speedups = {name: min(row["reference 1"][0], row["reference 2"][0]) / row["filterdb"][0]
+                for name, row in timings["idle"].items()}
+    loaded = {name: min(row["reference 1"][0], row["reference 2"][0]) / row["filterdb"][0]
+              for name, row in timings["under load"].items()}
     slow = {name: timings["under load"][name]["reference 2"][0]
             / timings["idle"][name]["reference 2"][0] for name in timings["idle"]}
     own = {name: timings["under load"][name]["filterdb"][0]
            / timings["idle"][name]["filterdb"][0] for name in timings["idle"]}
-    lines += ["", f"filterdb is {min(speedups.values()):.1f}x to {max(speedups.values()):.1f}x "
-              f"faster than the reference's best thread setting "
-              f"({'meets' if min(speedups.values()) >= TARGET else 'misses'} the {TARGET:.0f}x "
-              f"target). Under load the reference with 2 threads takes "
-              + " and ".join(f"{v:.1f}x ({k})" for k, v in slow.items())
-              + " its idle time, filterdb "
-              + " and ".join(f"{v:.2f}x" for v in own.values()) + "."]
+    lines += ["", f"Idle, filterdb is {min(speedups.values()):.1f}x to "
+              f"{max(speedups.values()):.1f}x faster than the reference's best thread setting "
+              f"({'meets' if min(speedups.values()) >= TARGET else 'misses'} the issue's "
+              f"{TARGET:.0f}x target, which names no load). Under load the reference with 2 "
+              "threads takes " + " and ".join(f"{v:.1f}x ({k})" for k, v in slow.items())
+              + " its idle time, filterdb " + " and ".join(f"{v:.2f}x" for v in own.values())
+              + f" ({'no collapse' if max(own.values()) <= COLLAPSE else 'COLLAPSE'}: with one "
+              "of two cores taken it can lose at most half its CPU, 2x; the bound allows "
+              f"{COLLAPSE}x for this VM's noise). Under load filterdb is still "
+              + " and ".join(f"{v:.1f}x" for v in loaded.values())
+              + " faster than the reference's best setting under the same load: the reference "
+              "with 1 thread keeps the free core to itself, filterdb shares the busy one."]
     lines += ["", "Agreement in the same run (max |filterdb - torchconvquality|; normalised "
               "entropies compared on 3x3 layers only):", ""]
     for name, worst in agreement.items():
