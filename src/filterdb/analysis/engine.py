@@ -17,10 +17,10 @@ reused block of at most 131,072 filters and at most ``chunk_rows``; see
 :mod:`filterdb.analysis.passes`), and hands them to the pass's fused numba kernel
 (:mod:`filterdb.analysis.fused`: skip non-finite rows, scale, centre, project, bin and
 count in one sweep, exactly the numpy formulation's numbers). Memory is set by the
-chunk and the tasks in flight, not by the database size. Without a scheduler the tasks run on
-a thread per CPU (reads and kernels release Python's lock); on a ``dask.distributed``
-cluster each task opens the database read-only itself. Either way partial results are
-reduced in task order, so every run gives the same numbers.
+chunk and the tasks in flight, not by the database size. Without a scheduler the tasks
+run on a thread per CPU (reads and kernels release Python's lock); on a
+``dask.distributed`` cluster each task opens the database read-only itself. Either way
+partial results are reduced in task order, so every run gives the same numbers.
 
 Filters with a non-finite value are skipped (counted in ``n_nonfinite``).
 

@@ -1,4 +1,4 @@
-"""The statistic of one pass over one chunk task, fed block by block to the fused kernels.
+"""The statistic of one pass over one chunk task, fed span by span to the fused kernels.
 
 A task's rows are cut into pieces: runs of rows of one segment, also cut where a block
 of :data:`READ_ROWS` rows of the task ends. An accumulator per pass kind holds the
