@@ -11,15 +11,16 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
-A task reads only its own ranges (``db.rows``: uncompressed shards with ``pread`` at
-the rows' file offsets) into a reused block of at most 131,072 filters (and at most
-``chunk_rows``), and hands each block to the pass's fused numba kernel
+A task touches only its own ranges (``db.rows``: uncompressed shards mapped into
+memory, a view of the page cache per run of a model's rows; other files read into a
+reused block of at most 131,072 filters and at most ``chunk_rows``; see
+:mod:`filterdb.analysis.passes`), and hands them to the pass's fused numba kernel
 (:mod:`filterdb.analysis.fused`: skip non-finite rows, scale, centre, project, bin and
-count in one sweep, exactly the numpy formulation's numbers). Memory is set by the block
-and the tasks in flight, not by the database size. Without a scheduler the tasks run on
-a thread per CPU (reads and kernels release Python's lock); on a ``dask.distributed``
-cluster each task opens the database read-only itself. Either way partial results are
-reduced in task order, so every run gives the same numbers.
+count in one sweep, exactly the numpy formulation's numbers). Memory is set by the
+chunk and the tasks in flight, not by the database size. Without a scheduler the tasks
+run on a thread per CPU (reads and kernels release Python's lock); on a
+``dask.distributed`` cluster each task opens the database read-only itself. Either way
+partial results are reduced in task order, so every run gives the same numbers.
 
 Filters with a non-finite value are skipped (counted in ``n_nonfinite``).
 
@@ -455,9 +456,10 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         Measure in this basis (e.g. fitted on a reference set); default: fit the PCA
         on the selection.
     chunk_rows : int, default 2**20
-        Filters per chunk task. A task reads blocks of at most ``min(chunk_rows,
-        131072)`` filters (36 bytes per 3x3 filter) and, with ``balanced``, holds its
-        whole chunk (about 170 bytes per filter).
+        Filters per chunk task. A task maps at most its chunk of the shard files
+        (36 bytes per 3x3 filter, page cache counted in the RSS while mapped) or reads
+        blocks of at most ``min(chunk_rows, 131072)`` filters and, with ``balanced``,
+        holds its whole chunk (about 170 bytes per filter).
     balanced : int, optional
         Keep at most this many filters per model (or per layer), seeded; for all passes.
     balance_by : {"model", "layer"}

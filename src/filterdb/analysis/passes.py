@@ -1,11 +1,17 @@
-"""The statistic of one pass over one chunk task, fed block by block to the fused kernels.
+"""The statistic of one pass over one chunk task, fed span by span to the fused kernels.
 
-A task's rows arrive as float32 blocks of at most :data:`READ_ROWS` filters (a few MB,
-reused, so they stay in the CPU cache between the read and the kernel) cut into
-pieces: runs of rows of one segment. An accumulator per pass kind holds the
-statistic's arrays, calls the kernel of :mod:`filterdb.analysis.fused` on every
-block (without Python's lock) and returns the partial result that the engine
-merges in task order.
+A task's rows are cut into pieces: runs of rows of one segment, also cut where a block
+of :data:`READ_ROWS` rows of the task ends. An accumulator per pass kind holds the
+statistic's arrays, calls the kernel of :mod:`filterdb.analysis.fused` on runs of
+pieces (without Python's lock) and returns the partial result that the engine merges
+in task order.
+
+The rows come from the shard files' pages mapped into memory where possible
+(:meth:`~filterdb.store.reader.ShardRows.mapped`): one view, and one kernel call, per
+span of the task's segments that are consecutive rows of one model, and no copy. The
+rows of an unmapped span are read into a reused buffer of at most :data:`READ_ROWS`
+filters, one block at a time. The pieces are the same either way, and so are the
+kernels' sums, bit for bit.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import numpy as np
 from . import fused
 from .stats import GroupedHistogram, Moments
 
-#: Filters per read block: 131,072 3x3 filters are 4.7 MB, inside the L3 cache.
+#: Filters per read block where rows are read, not mapped: 131,072 3x3 filters are
+#: 4.7 MB, inside the L3 cache. Pieces are cut at its multiples in every case.
 READ_ROWS = 1 << 17
 
 
@@ -128,31 +135,32 @@ def warm(d: int) -> None:
         accumulator(spec, payload, d).add(x, bounds, pieces, np.zeros(1, dtype=np.int64))
 
 
-def blocks(reader, payload: dict, shape: tuple[int, int], buffer: np.ndarray):
-    """Read the task's segments into ``buffer`` block by block.
+def spans(payload: dict) -> list[tuple[int, int]]:
+    """The task's segments in spans ``first:last``: runs of segments that are
+    consecutive rows of one model (one mapped view or one read per block)."""
+    model_ids, starts, stops = (np.asarray(payload[k]) for k in ("model_id", "start", "stop"))
+    breaks = np.flatnonzero((model_ids[1:] != model_ids[:-1]) | (starts[1:] != stops[:-1]))
+    edges = [0, *(breaks + 1).tolist(), len(starts)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
-    Yields ``(x, bounds, pieces)``: ``x`` float32 (m, kh * kw) rows of the buffer,
-    ``bounds`` int64 (pieces + 1,) their cut points, ``pieces`` the segment of each
-    piece. The buffer is refilled after each yield.
-    """
-    capacity = len(buffer)
-    flat = buffer.reshape(capacity, -1)
-    used, bounds, pieces = 0, [0], []
-    model_ids, starts, stops = payload["model_id"], payload["start"], payload["stop"]
-    for segment in range(len(starts)):
-        model, at, stop = int(model_ids[segment]), int(starts[segment]), int(stops[segment])
-        while at < stop:
-            take = min(stop - at, capacity - used)
-            reader.read(model, at, at + take, buffer[used:used + take])
-            used += take
-            at += take
-            bounds.append(used)
-            pieces.append(segment)
-            if used == capacity:
-                yield flat[:used], np.array(bounds, np.int64), np.array(pieces, np.int64)
-                used, bounds, pieces = 0, [0], []
-    if used:
-        yield flat[:used], np.array(bounds, np.int64), np.array(pieces, np.int64)
+
+def _add(accumulator, x: np.ndarray, cuts: np.ndarray, pieces: np.ndarray, kept: np.ndarray):
+    """The kernel on rows ``x`` (m, d) cut at ``cuts`` (task positions, ``cuts[0]`` the
+    first row's); each piece's finite rows are added to its segment in ``kept``."""
+    piece_kept = np.zeros(len(pieces), dtype=np.int64)
+    accumulator.add(x, cuts - cuts[0], pieces, piece_kept)
+    np.add.at(kept, pieces, piece_kept)
+
+
+def _add_mapped(reader, accumulator, model: int, first_id: int, cuts: np.ndarray,
+                pieces: np.ndarray, kept: np.ndarray) -> bool:
+    """The kernel on a span's rows as one mapped view; False where they are not mapped.
+    The view (and so the mapping) is dropped on return."""
+    rows = reader.mapped(model, first_id, first_id + int(cuts[-1] - cuts[0]))
+    if rows is None:
+        return False
+    _add(accumulator, rows.reshape(len(rows), -1), cuts, pieces, kept)
+    return True
 
 
 def run(spec, payload: dict, read_sampled) -> tuple:
@@ -160,7 +168,7 @@ def run(spec, payload: dict, read_sampled) -> tuple:
 
     ``read_sampled(spec, payload)`` gives the task's rows when balanced sampling
     applies (float32 (n, d) and the kept rows per segment, non-finite rows already
-    dropped); otherwise the segments are read straight into a reused block buffer.
+    dropped); otherwise the task's spans are mapped or read (see the module).
     """
     kh, kw = spec.shape
     d = kh * kw
@@ -173,12 +181,29 @@ def run(spec, payload: dict, read_sampled) -> tuple:
         bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         accumulator.add(flat, bounds, np.arange(segments, dtype=np.int64), kept)
         return accumulator.result(int(kept.sum())), kept, nonfinite
-    # chunk_rows stays the memory knob: a task never holds more than its chunk
-    buffer = np.empty((min(READ_ROWS, spec.chunk_rows), kh, kw), dtype=np.float32)
+    model_ids, starts, stops = payload["model_id"], payload["start"], payload["stop"]
+    position = np.concatenate([[0], np.cumsum(np.asarray(stops) - np.asarray(starts))])
+    total = int(position[-1])
+    cuts = np.union1d(position, np.arange(0, total, READ_ROWS))
+    piece_segment = np.searchsorted(position, cuts[:-1], side="right") - 1
+    buffer = None
     with spec.db.rows(spec.shape, payload["locations"]) as reader:
-        for x, bounds, pieces in blocks(reader, payload, spec.shape, buffer):
-            piece_kept = np.zeros(len(pieces), dtype=np.int64)
-            accumulator.add(x, bounds, pieces, piece_kept)
-            np.add.at(kept, pieces, piece_kept)
-    total = int((np.asarray(payload["stop"]) - np.asarray(payload["start"])).sum())
+        for first, last in spans(payload):
+            p, q = np.searchsorted(cuts, [position[first], position[last]])
+            model = int(model_ids[first])
+            base = int(starts[first]) - int(position[first])  # id = base + task position
+            if _add_mapped(reader, accumulator, model, base + int(cuts[p]), cuts[p:q + 1],
+                           piece_segment[p:q], kept):
+                continue
+            # chunk_rows stays the memory knob: a task never holds (or maps) more than
+            # its chunk
+            if buffer is None:
+                buffer = np.empty((min(READ_ROWS, total), kh, kw), dtype=np.float32)
+            block = cuts[p:q] // READ_ROWS
+            splits = [p, *(np.flatnonzero(block[1:] != block[:-1]) + p + 1).tolist(), q]
+            for u, v in zip(splits[:-1], splits[1:], strict=True):
+                rows = buffer[:int(cuts[v] - cuts[u])]
+                reader.read(model, base + int(cuts[u]), base + int(cuts[v]), rows)
+                _add(accumulator, rows.reshape(len(rows), -1), cuts[u:v + 1],
+                     piece_segment[u:v], kept)
     return accumulator.result(int(kept.sum())), kept, total - int(kept.sum())

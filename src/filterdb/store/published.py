@@ -199,6 +199,10 @@ class PublishedRows:
         out[...] = block
         return out
 
+    def mapped(self, model_id: int, start: int, stop: int) -> None:
+        """No mapped views of a published file: :meth:`read` its rows through h5py."""
+        return None
+
 
 def _derive(path: Path, meta: pd.DataFrame, n_rows: int
             ) -> tuple[pd.DataFrame, pd.DataFrame, str]:

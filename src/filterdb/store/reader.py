@@ -235,7 +235,8 @@ class ShardRows:
     Made by :meth:`FilterDB.rows`; a context manager. Reads are fastest in id order
     (a shard is reopened only when the model changes). Uncompressed float32 shards
     (what the store writes) are read with ``pread`` at the rows' file offsets
-    (:mod:`filterdb.store.direct`), without Python's lock; others through h5py.
+    (:mod:`filterdb.store.direct`), without Python's lock, or mapped
+    (:meth:`mapped`); others through h5py.
     """
 
     def __init__(self, db_path: Path, shape: Shape, locations: dict[int, tuple[str, int]]):
@@ -268,6 +269,29 @@ class ShardRows:
             out = np.empty((stop - start, *self.shape), dtype=np.float32)
         if stop == start:
             return out
+        shard, first = self._open(model_id)
+        if self.fd is not None and out.dtype == np.float32 and out.flags.c_contiguous:
+            direct.read_rows(self.fd, self.extents, start - first, stop - first, out)
+        else:
+            if self.handle is None:
+                self.handle = h5py.File(self.shards / shard, "r")
+            self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
+        return out
+
+    def mapped(self, model_id: int, start: int, stop: int) -> np.ndarray | None:
+        """Filters ``start:stop`` (global ids, all of model ``model_id``) as a float32
+        (k, kh, kw) view of the shard file mapped into memory (:func:`direct.map_rows`:
+        no copy; unmapped when the view is dropped), or None where the rows are not
+        mapped (not one run of an uncompressed shard, or the file cannot be mapped):
+        :meth:`read` them."""
+        _, first = self._open(model_id)
+        if self.fd is None:
+            return None
+        rows = direct.map_rows(self.fd, self.extents, start - first, stop - first)
+        return None if rows is None else rows.reshape(stop - start, *self.shape)
+
+    def _open(self, model_id: int) -> tuple[str, int]:
+        """Open the shard of ``model_id`` unless open; returns its (shard, first id)."""
         shard, first = self.locations[model_id]
         if model_id != self.model:
             self._close()
@@ -280,13 +304,7 @@ class ShardRows:
                 self.extents = None
                 self.handle = h5py.File(path, "r")
             self.model = model_id
-        if self.fd is not None and out.dtype == np.float32 and out.flags.c_contiguous:
-            direct.read_rows(self.fd, self.extents, start - first, stop - first, out)
-        else:
-            if self.handle is None:
-                self.handle = h5py.File(self.shards / shard, "r")
-            self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
-        return out
+        return shard, first
 
 
 def _merge(rows: pd.DataFrame) -> list[tuple[int, int, int]]:
