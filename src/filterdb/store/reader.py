@@ -270,12 +270,15 @@ class ShardRows:
         if stop == start:
             return out
         shard, first = self._open(model_id)
-        if self.fd is not None and out.dtype == np.float32 and out.flags.c_contiguous:
-            direct.read_rows(self.fd, self.extents, start - first, stop - first, out)
-        else:
-            if self.handle is None:
-                self.handle = h5py.File(self.shards / shard, "r")
-            self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
+        try:
+            if self.fd is not None and out.dtype == np.float32 and out.flags.c_contiguous:
+                direct.read_rows(self.fd, self.extents, start - first, stop - first, out)
+            else:
+                if self.handle is None:
+                    self.handle = h5py.File(self.shards / shard, "r")
+                self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
+        except (OSError, KeyError, ValueError) as error:
+            raise self._damaged(shard, error) from None
         return out
 
     def mapped(self, model_id: int, start: int, stop: int) -> np.ndarray | None:
@@ -296,15 +299,24 @@ class ShardRows:
         if model_id != self.model:
             self._close()
             path = self.shards / shard
-            self.extents = direct.extents(path, self.name)
-            if self.extents is not None and self.extents.row_bytes == 4 * int(
-                    np.prod(self.shape)):
-                self.fd = os.open(path, os.O_RDONLY)
-            else:
-                self.extents = None
-                self.handle = h5py.File(path, "r")
+            try:
+                self.extents = direct.extents(path, self.name)
+                if self.extents is not None and self.extents.row_bytes == 4 * int(
+                        np.prod(self.shape)):
+                    self.fd = os.open(path, os.O_RDONLY)
+                else:
+                    self.extents = None
+                    self.handle = h5py.File(path, "r")
+            except (OSError, KeyError, ValueError) as error:
+                raise self._damaged(shard, error) from None
             self.model = model_id
         return shard, first
+
+    def _damaged(self, shard: str, error: Exception) -> DatabaseError:
+        """A shard that is missing, truncated or corrupt: one line naming the file."""
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        return DatabaseError(f"{self.shards / shard}: cannot read this shard of the "
+                             f"database ({reason}); `filterdb verify` checks every shard")
 
 
 def _merge(rows: pd.DataFrame) -> list[tuple[int, int, int]]:
