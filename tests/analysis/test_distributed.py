@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
+import pytest
 
 from filterdb.analysis import analyze
 
@@ -45,3 +47,10 @@ def test_scheduler_address_and_given_basis(zoo_db, dask_client, tmp_path):
     local = analyze(zoo_db, **options)
     remote = analyze(zoo_db, scheduler=dask_client.scheduler.address, **options)
     assert_same(local, remote)
+
+
+def test_unreachable_scheduler_is_a_value_error(zoo_db):
+    # nothing listens on port 1; the CLI turns the ValueError into one line
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(ValueError, match=r"scheduler 'tcp://127.0.0.1:1': cannot connect"):
+        analyze(zoo_db, by=["Task"], scheduler="tcp://127.0.0.1:1")

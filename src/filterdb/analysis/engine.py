@@ -385,7 +385,11 @@ def _executor(scheduler, threads: int | None = None):
                 Client(cluster) as client:
             yield _Dask(client)
     else:
-        with Client(text) as client:
+        try:
+            client = Client(text)
+        except (OSError, TimeoutError) as error:  # unreachable: a line, not a traceback
+            raise ValueError(f"scheduler {text!r}: cannot connect ({error})") from None
+        with client:
             yield _Dask(client)
 
 
