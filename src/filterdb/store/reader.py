@@ -277,7 +277,7 @@ class ShardRows:
                 if self.handle is None:
                     self.handle = h5py.File(self.shards / shard, "r")
                 self.handle[self.name].read_direct(out, np.s_[start - first:stop - first])
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError) as error:  # not ValueError: a caller's wrong ``out``
             raise self._damaged(shard, error) from None
         return out
 
