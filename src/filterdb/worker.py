@@ -268,6 +268,10 @@ def _entry_from_shard(shard: Path, job: Job, sha256: str) -> ModelEntry | None:
                       layers=data["layers"])
 
 
+#: float32 values hashed and checked at a time: 1 MB, well inside the L2 cache.
+HASH_PIECE = 1 << 18
+
+
 def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str], list[dict]]:
     """One BLAKE3 pass over a model's conv weights, in storage order, gives four things.
 
@@ -300,10 +304,6 @@ def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str], list
     model_hash = blake3("".join(layer_hashes).encode()).hexdigest()
     return model_hash, layer_hashes, {layout.shape_label(shape): combine_digests(digests)
                                       for shape, digests in by_shape.items()}, non_finite
-
-
-#: float32 values hashed and checked at a time: 1 MB, well inside the L2 cache.
-HASH_PIECE = 1 << 18
 
 
 @lru_cache(maxsize=1)
