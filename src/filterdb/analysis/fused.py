@@ -40,7 +40,9 @@ bins
     one the edges define whatever the estimate's rounding.
 
 The moments (pass 1) are sums: they are accumulated per block in float64 in an order
-of the kernel's choosing (as BLAS does), not bit for bit.
+of the kernel's choosing (as BLAS does), not bit for bit. So their rows are scaled by
+one multiplication with the peak's reciprocal (within an ulp of the quotient), without
+the correction that the exact passes need.
 """
 
 from __future__ import annotations
@@ -210,6 +212,16 @@ def _scale(raw, m, top, peak, recip, s, d):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _scale_sum(raw, m, top, peak, recip, s, d):  # pragma: no cover - compiled
+    """``s[j, r]`` = value j of column r of ``raw`` times the reciprocal of the column's
+    peak: within an ulp of the quotient, for sums whose order is free anyway."""
+    _peaks(raw, m, top, peak, recip, d)
+    for j in range(d):
+        for r in range(m):
+            s[j, r] = np.float64(raw[j * BLOCK + r]) * recip[r]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _scale_centre(raw, m, top, peak, recip, mean, t):  # pragma: no cover - compiled
     """``t[j * BLOCK + r]`` = the scaled value minus ``mean[j]`` (``mean`` a tuple)."""
     d = len(mean)
@@ -247,8 +259,9 @@ def _project(t, m, components, c):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _project_fold(t, m, components, low, high):  # pragma: no cover - compiled
-    """:func:`_project` folded straight into ``low``/``high`` (k, BLOCK) as :func:`_fold`
-    does; returns how many columns gave NaN.
+    """:func:`_project` folded straight into ``low``/``high`` (k, BLOCK) column by column
+    (an element-wise min and max, which vectorise where a running reduction would not;
+    :func:`_reduce` folds the columns at the end); returns how many columns gave NaN.
 
     The columns may hold rows with a non-finite value: every coefficient of such a row
     is NaN (its scaled values hold a NaN: an infinite peak makes ``y`` zero and
@@ -298,19 +311,8 @@ def _bin(value, edges, k, estimate):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _fold(c, m, low, high):  # pragma: no cover - compiled
-    """Fold columns ``0:m`` of ``c`` into ``low``/``high`` (both (k, BLOCK)) column by
-    column: an element-wise min and max, which vectorise where a running reduction
-    would not; :func:`_reduce` folds the columns at the end."""
-    for k in range(c.shape[0]):
-        for r in range(m):
-            value = c[k, r]
-            low[k, r] = value if value < low[k, r] else low[k, r]
-            high[k, r] = value if value > high[k, r] else high[k, r]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _reduce(low_columns, high_columns, low, high):  # pragma: no cover - compiled
+    """Fold the columns of ``low_columns``/``high_columns`` into ``low``/``high``."""
     for k in range(low.shape[0]):
         for r in range(low_columns.shape[1]):
             low[k] = min(low[k], low_columns[k, r])
@@ -407,8 +409,8 @@ def _accumulate(s, m, total, products, zeros):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def moments(x, bounds, kept, total, products, low, high, zeros):  # pragma: no cover
-    """Pass 1 over a block: count, sum, sums of products, min and max of scaled rows.
+def moments(x, bounds, kept, total, products, zeros):  # pragma: no cover - compiled
+    """Pass 1 over a block: count, sum and sums of products of the scaled rows.
 
     Parameters
     ----------
@@ -418,7 +420,7 @@ def moments(x, bounds, kept, total, products, low, high, zeros):  # pragma: no c
         Segment boundaries in rows of ``x``.
     kept : int64 (segments,)
         Incremented by each segment's finite rows.
-    total, low, high : float64 (d,)
+    total : float64 (d,)
     products : float64 (d, d)
         Upper triangle (``j <= k``) accumulated; the caller mirrors it.
     zeros : tuple of d floats
@@ -427,15 +429,12 @@ def moments(x, bounds, kept, total, products, low, high, zeros):  # pragma: no c
     d = len(zeros)
     raw, _, _, top, peak, recip = _buffers(d, 1)
     s = np.empty((d, BLOCK))
-    low_columns, high_columns = np.full((d, BLOCK), np.inf), np.full((d, BLOCK), -np.inf)
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
             m = _load(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
             kept[g] += m
-            _scale(raw, m, top, peak, recip, s, d)
-            _fold(s, m, low_columns, high_columns)
+            _scale_sum(raw, m, top, peak, recip, s, d)
             _accumulate(s, m, total, products, zeros)
-    _reduce(low_columns, high_columns, low, high)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -28,27 +28,6 @@ def scale_rows(rows, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def sum_min_max(x, total, low, high):  # pragma: no cover - compiled
-    """Add the rows of ``x`` (n, d) to ``total`` and fold them into ``low``/``high``."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            value = x[i, j]
-            total[j] += value
-            low[j] = min(low[j], value)
-            high[j] = max(high[j], value)
-
-
-@numba.njit(cache=True, nogil=True)
-def min_max(x, low, high):  # pragma: no cover - compiled
-    """Fold the rows of ``x`` (n, d) into the per-column ``low``/``high``."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            value = x[i, j]
-            low[j] = min(low[j], value)
-            high[j] = max(high[j], value)
-
-
-@numba.njit(cache=True, nogil=True)
 def bin_indices(values, edges, out):  # pragma: no cover - compiled
     """Bin of each value per column: ``values`` (n, d), ``edges`` (d, bins + 1).
 

@@ -35,11 +35,9 @@ class MomentsPass:
         self.d = d
         self.zeros = (0.0,) * d
         self.total, self.products = np.zeros(d), np.zeros((d, d))
-        self.low, self.high = np.full(d, np.inf), np.full(d, -np.inf)
 
     def add(self, x: np.ndarray, bounds: np.ndarray, pieces: np.ndarray, kept: np.ndarray):
-        fused.moments(x, bounds, kept, self.total, self.products, self.low, self.high,
-                      self.zeros)
+        fused.moments(x, bounds, kept, self.total, self.products, self.zeros)
 
     def result(self, count: int) -> Moments:
         moments = Moments(self.d)
@@ -47,7 +45,6 @@ class MomentsPass:
         moments.sum = self.total
         upper = np.triu(self.products)
         moments.products = upper + np.triu(upper, 1).T
-        moments.min, moments.max = self.low, self.high
         return moments
 
 

@@ -51,7 +51,7 @@ def scale_by_peak(filters: np.ndarray) -> np.ndarray:
 
 
 class Moments:
-    """Count, sum, sums of products and per-dimension range of rows, in float64.
+    """Count, sum and sums of products of rows, in float64: what the PCA needs.
 
     Parameters
     ----------
@@ -63,8 +63,6 @@ class Moments:
         self.count = 0
         self.sum = np.zeros(d)
         self.products = np.zeros((d, d))
-        self.min = np.full(d, np.inf)
-        self.max = np.full(d, -np.inf)
 
     @property
     def d(self) -> int:
@@ -76,7 +74,7 @@ class Moments:
         if len(x) == 0:
             return self
         self.count += len(x)
-        kernels.sum_min_max(x, self.sum, self.min, self.max)
+        self.sum += x.sum(axis=0)
         self.products += x.T @ x
         return self
 
@@ -85,8 +83,6 @@ class Moments:
         self.count += other.count
         self.sum += other.sum
         self.products += other.products
-        np.minimum(self.min, other.min, out=self.min)
-        np.maximum(self.max, other.max, out=self.max)
         return self
 
     @property
