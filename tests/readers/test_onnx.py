@@ -515,3 +515,72 @@ def test_opset_ignores_other_domains(tmp_path):
     model.opset_import.insert(0, helper.make_opsetid("com.microsoft", 1))
     record = open_model(ob.save(model, tmp_path / "domains.onnx"))
     assert record.opset == 17
+
+
+# local functions and other conv operators --------------------------------------------
+
+def _block_function():
+    """A local function ``local.Block(x, W) = Relu(Conv(x, W, 3x3)) -> Conv(., K)``, K a
+    Constant of the body: what exports with modules as functions look like."""
+    inner = ob.random_weight((4, 4, 3, 3), seed=41)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             ob.constant("k", "K", inner),
+             helper.make_node("Conv", ["r", "K"], ["y"], name="conv_b", pads=[1, 1, 1, 1])]
+    function = helper.make_function("local", "Block", ["x", "W"], ["y"], nodes,
+                                    [helper.make_opsetid("", ob.OPSET)])
+    return function, inner
+
+
+def test_convs_inside_local_functions_are_read_at_each_call(tmp_path):
+    function, inner = _block_function()
+    first, second = ob.random_weight((4, 3, 3, 3), seed=42), ob.random_weight((4, 4, 3, 3), 43)
+    calls = [helper.make_node("Block", ["x", "W1"], ["h"], name="block1", domain="local"),
+             helper.make_node("Block", ["h", "W2"], ["y"], name="block2", domain="local")]
+    graph = helper.make_graph(calls, "g", [ob.image_input("x", 3)], [ob.output("y")],
+                              initializer=[ob.tensor("W1", first), ob.tensor("W2", second)])
+    model = helper.make_model(graph, functions=[function], opset_imports=[
+        helper.make_opsetid("", ob.OPSET), helper.make_opsetid("local", 1)])
+    onnx.checker.check_model(model)
+    record = open_model(ob.save(model, tmp_path / "functions.onnx"))
+
+    assert len(record.layers) == 4
+    for layer, weight in zip(record.layers, [first, inner, second, inner], strict=True):
+        np.testing.assert_array_equal(layer.weight, weight)
+    assert [layer.depth for layer in record.layers] == [0, 2, 3, 5]
+    assert record.operator_counts == {"Conv": 4, "Relu": 2, "Constant": 2}
+
+
+@pytest.mark.parametrize("fault", ["extra input", "recursion"])
+def test_local_function_that_cannot_expand_is_one_line(tmp_path, fault):
+    function, _ = _block_function()
+    inputs = ["x", "W"]
+    if fault == "extra input":
+        inputs.append("W")
+    else:
+        function.node[0].op_type, function.node[0].domain = "Block", "local"
+    call = helper.make_node("Block", inputs, ["y"], name="block", domain="local")
+    graph = helper.make_graph([call], "g", [ob.image_input("x", 3)], [ob.output("y")],
+                              initializer=[ob.tensor("W", ob.random_weight((4, 3, 3, 3)))])
+    model = helper.make_model(graph, functions=[function], opset_imports=[
+        helper.make_opsetid("", ob.OPSET), helper.make_opsetid("local", 1)])
+    path = ob.save(model, tmp_path / "broken.onnx")
+    with pytest.raises(ModelReadError) as error:
+        open_model(path)
+    message = str(error.value)
+    assert str(path) in message and "local functions" in message and "\n" not in message
+
+
+def test_deform_conv_weight(tmp_path):
+    weight = ob.random_weight((6, 2, 3, 3), seed=44)
+    node = helper.make_node("DeformConv", ["x", "W", "offset"], ["y"], name="dcn", group=2,
+                            strides=[2, 2], dilations=[1, 1])
+    offset = helper.make_tensor_value_info("offset", TensorProto.FLOAT, [1, 18, 4, 4])
+    model = ob.make_model([node], [ob.image_input("x", 4), offset], [ob.output("y")],
+                          [ob.tensor("W", weight)], check=False)
+    onnx.checker.check_model(model)
+    record = open_model(ob.save(model, tmp_path / "deform.onnx"))
+    (layer,) = record.layers
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert (layer.op_type, layer.c_out, layer.c_in_per_group, layer.groups) == ("conv", 6, 2, 2)
+    assert layer.strides == (2, 2)

@@ -25,6 +25,7 @@ _CONV_OPS = {
     "Conv": (CONV, 1),
     "FusedConv": (CONV, 1),
     "ConvTranspose": (CONV_TRANSPOSE, 1),
+    "DeformConv": (CONV, 1),
     "ConvInteger": (QUANTIZED_CONV, 1),
     "QLinearConv": (QUANTIZED_CONV, 3),
 }
@@ -51,6 +52,8 @@ def read(path: Path, limits) -> ModelRecord:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise ModelReadError(path, f"not a valid ONNX model ({_first_line(error)})") from None
+    if model.functions:  # modules exported as local functions: their convs are inside
+        model = _inline_functions(model, path)
     graph = model.graph
     if not graph.node:
         raise ModelReadError(path, "ONNX model has no graph nodes")
@@ -87,6 +90,19 @@ def read(path: Path, limits) -> ModelRecord:
         total_depth=total_depth(depths),
         layers=layers,
     )
+
+
+def _inline_functions(model, path: Path):
+    """The model with its local functions expanded at their call sites (onnx's inliner),
+    so that a conv inside a function body is read, and its depth counted, like any other;
+    the weights reach it through the call's inputs."""
+    from onnx import inliner
+
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as error:  # onnx's C++ inliner raises several types for bad bodies
+        raise ModelReadError(path, f"cannot expand its local functions "
+                                   f"({_first_line(error)})") from None
 
 
 def _conv_layer(node, name: str, tensors: _TensorSource) -> ConvLayer | None:
