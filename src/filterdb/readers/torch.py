@@ -8,9 +8,14 @@ external data in a ``.bin``, are not claimed.
 
 Safety
 ------
-Pickles are loaded only with ``torch.load(..., weights_only=True)``, which rebuilds
-tensors and plain containers and nothing else. A file that needs any other object is
-refused with a message naming the global it asked for. ``Limits(allow_unsafe_pickle=True)``
+Pickles are loaded with ``torch.load(..., weights_only=True)``, which rebuilds tensors
+and plain containers and nothing else. A file that names any other class or function
+(a checkpoint's ``argparse.Namespace`` or numpy metadata, a pickled ``nn.Module``) is
+read again with :mod:`.torch_pickle`, which gives it inert stand-ins for those and runs
+none of them: a pickled module's parameters are then read like a state dict, with the
+groups, strides, dilations and direction its conv modules stored. A file that cannot be
+read even so (a tensor subclass, whose class rebuilds the tensor) is refused with a
+message naming the global it asked for. ``Limits(allow_unsafe_pickle=True)``
 (``--allow-unsafe-pickle`` on the command line) loads it with full unpickling, which
 RUNS CODE FROM THE FILE: only for files you trust. TorchScript archives are loaded with
 ``torch.jit.load``, whose restricted unpickler builds no Python objects.
@@ -71,7 +76,7 @@ import numpy as np
 from ..errors import FilterDBError, ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
-from . import read_head, require
+from . import read_head, require, torch_pickle
 from .running import require_runtime
 
 NAME = "torch"
@@ -174,15 +179,28 @@ def read(path: Path, limits) -> ModelRecord:
 
 
 def _load(torch, path: Path, limits, mmap: bool):
-    safe = not limits.allow_unsafe_pickle
+    if limits.allow_unsafe_pickle:
+        return _torch_load(torch, path, mmap, weights_only=False)
+    try:
+        return _torch_load(torch, path, mmap, weights_only=True)
+    except pickle.UnpicklingError as refused:
+        # It names a class outside torch's allow-list (a checkpoint's training arguments,
+        # numpy metadata, a pickled module): read it again with inert stand-ins for those.
+        try:
+            return _torch_load(torch, path, mmap, weights_only=False,
+                               pickle_module=torch_pickle)
+        except (pickle.UnpicklingError, ModelReadError):
+            raise ModelReadError(path, _refusal(str(refused))) from None
+
+
+def _torch_load(torch, path: Path, mmap: bool, **options):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(os.fspath(path), map_location="cpu", weights_only=safe,
-                              mmap=mmap)
+            return torch.load(os.fspath(path), map_location="cpu", mmap=mmap, **options)
     except pickle.UnpicklingError as error:
-        if safe:
-            raise ModelReadError(path, _refusal(str(error))) from None
+        if options.get("weights_only"):
+            raise
         raise ModelReadError(path, f"cannot unpickle ({_first_line(error)})") from None
     except Exception as error:  # torch raises RuntimeError, EOFError, ...; code may raise any
         raise ModelReadError(path, f"not a readable PyTorch file "
@@ -195,8 +213,9 @@ def _refusal(message: str) -> str:
     if match:
         name = match.group(1)
         name = name if "." in name else f"builtins.{name}"  # torch drops "builtins."
-        return (f"refuses to unpickle {name} (the file needs arbitrary code to load); "
-                "pass --allow-unsafe-pickle only if you trust it")
+        return (f"refuses to unpickle {name} (the file needs arbitrary code to load, even "
+                "with stand-ins for its classes); pass --allow-unsafe-pickle only if you "
+                "trust it")
     detail = message.split("WeightsUnpickler error:", 1)[-1]
     reason = next((line.strip() for line in detail.splitlines() if line.strip()), "")
     return (f"the weights-only unpickler cannot read it ({reason}); "
@@ -209,8 +228,11 @@ def _refusal(message: str) -> str:
 def _record_from_object(torch, obj, path: Path, limits) -> ModelRecord:
     found = _find_tensors(torch, obj)
     if found is None:
-        raise ModelReadError(path, f"holds no tensors (a {type(obj).__name__}, with no mapping "
-                                   f"of tensors at the top or under {', '.join(NESTED_KEYS)})")
+        what = (f"stand-in for {obj.global_name}, which was not run"
+                if isinstance(obj, torch_pickle.Opaque)
+                else type(obj).__name__)
+        raise ModelReadError(path, f"holds no tensors (a {what}, with no mapping of tensors "
+                                   f"at the top or under {', '.join(NESTED_KEYS)})")
     producer = ""
     if isinstance(obj, Mapping) and "pytorch-lightning_version" in obj:
         producer = f"pytorch-lightning {obj['pytorch-lightning_version']}"
@@ -223,15 +245,21 @@ def _record_from_object(torch, obj, path: Path, limits) -> ModelRecord:
             raise ModelReadError(path, str(error)) from None
         record.path, record.framework, record.producer = os.fspath(path), "pytorch", producer
         return record
-    layers = state_dict_layers(torch, found, path, limits)
+    tensors, attributes = found if isinstance(found, tuple) else (found, {})
+    layers = state_dict_layers(torch, tensors, path, limits, attributes)
     return ModelRecord(name=path.stem, path=os.fspath(path), framework="pytorch",
                        producer=producer, total_depth=len(layers), layers=layers)
 
 
 def _find_tensors(torch, obj, level: int = 0):
-    """The module or mapping of tensors that holds the model's weights, or None."""
+    """The module or mapping of tensors that holds the model's weights, or None; for a
+    pickled module read with stand-ins, its tensors and conv attributes (a pair)."""
     if isinstance(obj, torch.nn.Module):
         return obj
+    if isinstance(obj, torch_pickle.Opaque):
+        module = torch_pickle.module_tensors(obj, lambda value: isinstance(value, torch.Tensor))
+        if module is not None:
+            return module if module[0] else None
     if not isinstance(obj, Mapping):
         return None
     if level < 2:
@@ -256,24 +284,55 @@ def _strip_prefixes(keys: list[str]) -> list[str]:
     return keys
 
 
-def state_dict_layers(torch, state: Mapping, path, limits) -> list[ConvLayer]:
-    """Conv layers of a mapping of tensors, in its order, with approximate depths."""
+def state_dict_layers(torch, state: Mapping, path, limits,
+                      attributes: Mapping | None = None) -> list[ConvLayer]:
+    """Conv layers of a mapping of tensors, in its order, with approximate depths.
+
+    ``attributes``: groups, stride, dilation and transposed of the conv modules of a
+    pickled module, by weight name (:func:`torch_pickle.module_tensors`).
+    """
     items = [(str(k), v) for k, v in state.items() if isinstance(v, torch.Tensor)]
     names = _strip_prefixes([k for k, _ in items])
     layers = []
-    for name, (_, tensor) in zip(names, items, strict=True):
+    for name, (key, tensor) in zip(names, items, strict=True):
         if tensor.dim() != 4 or not name.endswith("weight"):
             continue
         converted = _weight_array(torch, tensor, name, path, limits)
         if converted is None:
             continue
         weight, source_dtype, quantized = converted
-        layers.append(ConvLayer(
+        layer = ConvLayer(
             name=_layer_name(name), op_type=QUANTIZED_CONV if quantized else CONV,
             weight=weight, c_out=int(weight.shape[0]), c_in_per_group=int(weight.shape[1]),
             source_dtype=source_dtype, depth=len(layers), order=len(layers),
-            depth_is_approximate=True))
+            depth_is_approximate=True)
+        _apply_conv_attributes(layer, (attributes or {}).get(key))
+        layers.append(layer)
     return layers
+
+
+def _apply_conv_attributes(layer: ConvLayer, attributes: Mapping | None) -> None:
+    """Groups, strides, dilations and direction of a pickled conv module, where they are
+    what ``nn.Conv2d`` stores (ints, pairs of ints, a bool) and fit the weight."""
+    if attributes is None:
+        return
+    groups, transposed = attributes["groups"], attributes["transposed"]
+    strides, dilations = (tuple(attributes[key]) if isinstance(attributes[key], tuple | list)
+                          else () for key in ("stride", "dilation"))
+    if not (type(groups) is int and groups > 0 and type(transposed) is bool
+            and len(strides) == len(dilations) == 2
+            and all(type(v) is int for v in strides + dilations)):
+        return
+    rows, columns = layer.weight.shape[:2]
+    if transposed:
+        if rows % groups:
+            return
+        layer.c_out, layer.c_in_per_group = columns * groups, rows // groups
+        if layer.op_type == CONV:
+            layer.op_type = CONV_TRANSPOSE
+    elif groups > 1 and rows % groups:
+        return
+    layer.groups, layer.strides, layer.dilations = groups, strides, dilations
 
 
 def _weight_array(torch, tensor, name: str, path, limits):
