@@ -399,6 +399,14 @@ def test_pickled_module_conv_attributes(tmp_path):
     assert got["blocks.0"].depthwise and got["blocks.0"].dilations == (2, 2)
 
 
+def test_pickled_module_that_contains_itself(tmp_path):
+    model = Pickled()
+    model._modules["again"] = model  # a cycle, as a hand-made pickle can hold
+    path = tmp_path / "cycle.pt"
+    torch.save(model, path)
+    assert [layer.name for layer in open_model(path).layers] == ["conv", "out"]
+
+
 class TaggedTensor(torch.Tensor):  # a tensor subclass: its class is needed to rebuild it
     pass
 

@@ -92,14 +92,16 @@ def module_tensors(stand_in: Opaque, is_tensor) -> tuple[dict, dict] | None:
     if not isinstance(state, Mapping) or "_modules" not in state:
         return None
     tensors, attributes = {}, {}
-    _collect(stand_in, "", tensors, attributes, is_tensor)
+    _collect(stand_in, "", tensors, attributes, is_tensor, set())
     return tensors, attributes
 
 
-def _collect(stand_in, prefix: str, tensors: dict, attributes: dict, is_tensor) -> None:
+def _collect(stand_in, prefix: str, tensors: dict, attributes: dict, is_tensor,
+             seen: set) -> None:
     state = stand_in.state if isinstance(stand_in, Opaque) else None
-    if not isinstance(state, Mapping):
+    if not isinstance(state, Mapping) or id(stand_in) in seen:  # a pickle can hold cycles
         return
+    seen.add(id(stand_in))
     for key in ("_parameters", "_buffers"):
         values = state.get(key)
         for name, value in (values.items() if isinstance(values, Mapping) else ()):
@@ -109,4 +111,4 @@ def _collect(stand_in, prefix: str, tensors: dict, attributes: dict, is_tensor) 
         attributes[f"{prefix}weight"] = {key: state[key] for key in _CONV_ATTRIBUTES}
     modules = state.get("_modules")
     for name, child in (modules.items() if isinstance(modules, Mapping) else ()):
-        _collect(child, f"{prefix}{name}.", tensors, attributes, is_tensor)
+        _collect(child, f"{prefix}{name}.", tensors, attributes, is_tensor, seen)
