@@ -112,6 +112,38 @@ def test_cli_exit_status_with_bad_files(bad_zoo, tmp_path, cli, strict, status):
     assert list(filterdb.open(db).models["model"]) == ["good"]
 
 
+def test_files_no_reader_recognises_are_reported_not_built(tmp_path, cli):
+    """A torch.save archive named like PyTorch's ImageNet example (model_best.pth.tar)
+    is built by its content; a real tar archive, a plain pickle and notes are listed."""
+    import pickle
+    import tarfile
+
+    torch = pytest.importorskip("torch")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    weight = torch.randn(4, 3, 3, 3)
+    torch.save({"epoch": 90, "state_dict": {"module.conv.weight": weight}},
+               zoo / "model_best.pth.tar")
+    (zoo / "README.md").write_text("trained for 90 epochs\n")
+    (zoo / "labels.pkl").write_bytes(pickle.dumps(["cat", "dog"]))
+    with tarfile.open(zoo / "logs.tar", "w") as archive:
+        archive.add(zoo / "README.md", arcname="README.md")
+    (zoo / ".cache").mkdir()
+    (zoo / ".cache" / "hidden.txt").write_text("not listed\n")
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db, "--no-quality")
+    assert result.returncode == 0, result.stderr
+    assert "1 added, 0 already present, 0 skipped, 0 failed" in result.stdout
+    assert ("zoo: 3 file(s) that no reader recognises, not built: README.md, labels.pkl, "
+            "logs.tar") in result.stderr.splitlines()
+    report = json.loads((tmp_path / "db.h5.build.json").read_text())
+    assert report["ignored"] == [str(zoo / name) for name in ("README.md", "labels.pkl",
+                                                              "logs.tar")]
+    opened = filterdb.open(db)
+    assert list(opened.models["model"]) == ["model_best.pth"]
+    np.testing.assert_array_equal(opened.select().read(), weight.numpy().reshape(-1, 3, 3))
+
+
 def _nan_model(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     make_cnn(path, [4, 8], seed=4)
     model = onnx.load(path)

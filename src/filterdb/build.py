@@ -76,6 +76,8 @@ class BuildReport:
     planned: int = 0
     seconds: float = 0.0
     findings: list[str] = field(default_factory=list)
+    #: Files under the zoo that no reader recognises: not built.
+    ignored: list[str] = field(default_factory=list)
     outcomes: list[ModelOutcome] = field(default_factory=list)
     interrupted: bool = False
     #: Of the whole database after the build: empty meta fields per index column and
@@ -180,7 +182,8 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
         plan.models = [m for m in plan.models if is_selected(m.meta)]
     report = BuildReport(database=str(database), zoo=str(zoo),
                          index=str(index) if index else None, workers=options.workers,
-                         planned=len(plan.models), findings=list(plan.findings))
+                         planned=len(plan.models), findings=list(plan.findings),
+                         ignored=[str(p) for p in plan.ignored])
     notify = on_outcome or (lambda outcome, report: None)
     publication = _read_publication(index)  # a bad file fails before any work
     for model in left_out:  # listed first: decided before anything is read

@@ -42,6 +42,8 @@ class ZooPlan:
 
     models: list[PlannedModel]
     findings: list[str] = field(default_factory=list)
+    #: Files under the zoo that no reader recognises (not built, not findings).
+    ignored: list[Path] = field(default_factory=list)
 
 
 def _key(column: str) -> str:
@@ -110,14 +112,21 @@ def _yaml_row(path: Path, row: dict) -> dict:
 
 def scan_zoo(zoo: str | Path, is_model: Callable[[Path], bool]) -> list[Path]:
     """Model files under ``zoo`` (recursively, hidden folders skipped), sorted."""
+    return _scan(zoo, is_model)[0]
+
+
+def _scan(zoo: str | Path, is_model: Callable[[Path], bool]) -> tuple[list[Path], list[Path]]:
+    """Model files and the other files under ``zoo`` (hidden ones skipped), sorted."""
     zoo = Path(zoo)
     if zoo.is_file():
-        return [zoo]
+        return [zoo], []
     if not zoo.is_dir():
         raise IndexFileError(f"{zoo}: no such model file or folder")
-    return sorted(p for p in zoo.rglob("*")
-                  if p.is_file() and is_model(p)
-                  and not any(part.startswith(".") for part in p.relative_to(zoo).parts))
+    models, others = [], []
+    for p in sorted(zoo.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zoo).parts):
+            (models if is_model(p) else others).append(p)
+    return models, others
 
 
 def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
@@ -130,7 +139,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
     duplicate names are findings.
     """
     zoo = Path(zoo)
-    files = scan_zoo(zoo, is_model)
+    files, others = _scan(zoo, is_model)
     root = zoo if zoo.is_dir() else zoo.parent
     findings: list[str] = []
     rows = pd.DataFrame() if index is None else read_index(index)
@@ -188,4 +197,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
         if model.name not in seen:
             seen.add(model.name)
             unique.append(model)
-    return ZooPlan(models=unique, findings=findings)
+    built = {m.path.resolve() for m in unique}
+    skip = {Path(index).resolve()} if index is not None else set()
+    ignored = [p for p in others if p.resolve() not in built | skip]
+    return ZooPlan(models=unique, findings=findings, ignored=ignored)

@@ -49,7 +49,7 @@ def _assert_network_filters(record, network):
 
 def test_extensions_and_sniffing(tmp_path, network):
     claimed = set(torch_reader.EXTENSIONS)
-    assert claimed == {".pt", ".pth", ".bin", ".ckpt"}
+    assert claimed == {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl"}
     for kind, name in [("state_dict", "a.bin"), ("torchscript", "b.bin")]:
         path = writers_torch.write(tmp_path / name, network, kind)
         assert is_model_file(path)

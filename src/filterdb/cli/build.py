@@ -10,6 +10,8 @@ from .running import add_run_arguments, run_limits, run_lines
 
 NAME = "build"
 HELP = "Build or extend a filter database from a folder of models."
+#: Names of ignored zoo files listed on the summary line (all are in the build report).
+IGNORED_SHOWN = 5
 
 
 def add_arguments(parser) -> None:
@@ -73,6 +75,12 @@ def run(args) -> int:
                        pool=pool)
     for finding in report.findings:
         print(f"index: {one_line(finding)}", file=sys.stderr)
+    if report.ignored:
+        shown = ", ".join(one_line(Path(p).name) for p in report.ignored[:IGNORED_SHOWN])
+        more = (f" and {len(report.ignored) - IGNORED_SHOWN} more"
+                if len(report.ignored) > IGNORED_SHOWN else "")
+        print(f"zoo: {len(report.ignored)} file(s) that no reader recognises, not built: "
+              f"{shown}{more}", file=sys.stderr)
     for outcome in report.outcomes:
         if outcome.status in (FAILED, SKIPPED):
             print(f"{outcome.status}: {one_line(f'{outcome.path}: {outcome.reason}')}",

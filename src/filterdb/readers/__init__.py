@@ -72,7 +72,7 @@ def reader_modules() -> dict[str, ModuleType]:
 
 #: Suffixes that other files share (ONNX external data, HDF5 data files): such a file
 #: is a model only when a reader recognises its content.
-AMBIGUOUS_EXTENSIONS = {".bin", ".h5", ".hdf5"}
+AMBIGUOUS_EXTENSIONS = {".bin", ".h5", ".hdf5", ".tar", ".pkl"}
 
 
 def model_extensions() -> set[str]:

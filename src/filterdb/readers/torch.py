@@ -1,6 +1,7 @@
 """PyTorch reader: state dicts, checkpoints that nest them, and TorchScript archives.
 
-Files are ``.pt``, ``.pth``, ``.bin`` or ``.ckpt``. They are recognised by content: a
+Files are ``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.tar`` or ``.pkl`` (``model_best.pth.tar``,
+fastai's ``export.pkl``). They are recognised by content: a
 ``torch.save`` zip archive (a member ``<name>/data.pkl``), a TorchScript archive
 (``<name>/constants.pkl`` and ``<name>/code/``) or a legacy ``torch.save`` pickle (the
 pickle protocol byte, then torch's magic number). Raw tensor bytes, such as ONNX
@@ -80,7 +81,9 @@ from . import read_head, require, torch_pickle
 from .running import require_runtime
 
 NAME = "torch"
-EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt"}
+#: ``.tar`` and ``.pkl`` as in ``model_best.pth.tar`` (PyTorch's ImageNet example) and
+#: fastai's ``export.pkl``: recognised by content only (``AMBIGUOUS_EXTENSIONS``).
+EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl"}
 
 #: Checkpoint keys that may hold the model's tensors, in order of preference.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
