@@ -110,7 +110,7 @@ def test_build_over_a_hostile_zoo_stores_only_the_good_models(hostile_files, tmp
     assert not hostile.MARKER.exists(), "a hostile pickle ran code"
     lines = done.stderr.splitlines()
     for line in lines:
-        assert re.match(r"(added|failed|skipped|present|index|warning|quality): ", line), line
+        assert re.match(r"(added|failed|skipped|present|index|warning|quality|zoo): ", line), line
     read = {case: p for case, p in hostile_files.items() if is_model_file(p)}
     assert set(hostile_files) - set(read) == {"text-behind-h5"}  # .h5 of text: not a model
     for case, path in read.items():
