@@ -482,9 +482,7 @@ class _Reader:
         names = []
         for index in range(self._length(self.model.OperatorCodesLength(), 4, "operator codes")):
             opcode = self.model.OperatorCodes(index)
-            # schema v3a: builtin_code (int32) supersedes deprecated_builtin_code (int8,
-            # capped at 127); TFLite takes the larger of the two.
-            code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+            code = max(_builtin_code_field(opcode), opcode.DeprecatedBuiltinCode())
             custom = opcode.CustomCode()
             names.append((code, custom.decode("utf-8", "replace") if custom else ""))
         return names
@@ -694,6 +692,22 @@ def _unpack_int4(raw: np.ndarray, elements: int) -> np.ndarray:
     out = np.empty(raw.size * 2, dtype=np.int8)
     out[0::2], out[1::2] = low, high
     return out[:elements]
+
+
+def _builtin_code_field(opcode) -> int:
+    """The ``builtin_code`` field of an OperatorCode table as stored (0 when absent).
+
+    Schema v3a: builtin_code (int32) supersedes deprecated_builtin_code (int8, capped at
+    127), and TFLite takes the larger of the two. The ``tflite`` package's
+    ``OperatorCode.BuiltinCode()`` returns deprecated_builtin_code whenever builtin_code
+    is below 127, so a file that sets builtin_code alone (ai-edge-quantizer writes the
+    DEQUANTIZE it adds so) would read as ADD: the field is read here directly.
+    """
+    table = opcode._tab
+    offset = table.Offset(10)  # vtable slot of field 3
+    if not offset:
+        return 0
+    return struct.unpack_from("<i", table.Bytes, table.Pos + offset)[0]
 
 
 def _is_conv(code: int, name: str) -> bool:
