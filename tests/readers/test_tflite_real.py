@@ -295,3 +295,24 @@ def test_damaged_copies_fail_in_one_line(mediapipe_models, tmp_path, stem):
             open_model(path)
         except ModelReadError as error:
             assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
+
+
+def test_mediapipe_transposed_conv_with_short_options(mediapipe_models, tmp_path):
+    """Convolution2DTransposeBias keeps its strides in 12 bytes of custom options; fewer
+    bytes are a one-line refusal, not a read past them."""
+    data = bytearray((mediapipe_models / "selfie_segmentation.tflite").read_bytes())
+    model = tflite.Model.GetRootAs(bytes(data), 0)
+    graph = model.Subgraphs(0)
+    custom = [graph.Operators(i) for i in range(graph.OperatorsLength())
+              if model.OperatorCodes(graph.Operators(i).OpcodeIndex()).CustomCode()
+              == b"Convolution2DTransposeBias"]
+    assert len(custom) == 1 and custom[0].CustomOptionsLength() == 12
+    table = custom[0]._tab
+    start = table.Vector(table.Offset(14))  # custom_options, after its uint32 length
+    data[start - 4:start] = struct.pack("<I", 8)
+    path = tmp_path / "short_options.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert str(caught.value).startswith(f"{path}: Convolution2DTransposeBias operator ")
+    assert "has 8 bytes of options, expected 12" in str(caught.value)
