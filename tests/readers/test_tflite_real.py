@@ -15,6 +15,11 @@ The reference is independent of the reader: the LiteRT interpreter lists the ope
 tensor shapes, quantization parameters and constants, and after one run without
 delegates it holds the runtime's own DEQUANTIZE and DENSIFY results; the conv options come
 straight from the ``tflite`` schema classes. Layouts are converted here with numpy.
+
+The same models with their operator codes in ``builtin_code`` alone (as ai-edge-quantizer
+writes the operators it adds) must read the same. What the wheels lack (builtin
+TRANSPOSE_CONV, depth multipliers above 1, grouped CONV_2D, dilations, uint8 and int4
+weights) is covered by the generated models of test_tflite.py.
 """
 
 from __future__ import annotations
@@ -146,12 +151,13 @@ def reference_layers(path: Path) -> tuple[list[RefLayer], int]:
             root = producers[root]["inputs"][0]
         if ran or root == weight_index:
             weight = interpreter.get_tensor(weight_index)  # the runtime's DEQUANTIZE
-        else:
+            quantized = weight.dtype.kind in "iu"  # consumed as integers
+            source = weight_index
+        else:  # not run: DEQUANTIZE done here
             assert producers[weight_index]["op_name"] == "DEQUANTIZE", "DENSIFY not run"
-            weight = interpreter.get_tensor(root)
-        quantized = weight.dtype.kind in "iu"
-        if quantized:
-            weight = _dequantized(weight, details[weight_index]["quantization_parameters"])
+            weight, quantized, source = interpreter.get_tensor(root), False, root
+        if weight.dtype.kind in "iu":
+            weight = _dequantized(weight, details[source]["quantization_parameters"])
         weight = weight.astype(np.float32)
         if weight.ndim != 4:
             continue
