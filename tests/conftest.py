@@ -1,4 +1,5 @@
-"""Shared fixtures: a small generated zoo, its database, and real rapidocr and MTCNN models."""
+"""Shared fixtures: a small generated zoo, its database, and real trained models that PyPI
+packages ship (rapidocr ONNX, MTCNN state dicts, MediaPipe and wake word TFLite)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,26 @@ def facenet_models() -> Path:
     """Folder holding the facenet-pytorch 2.6.0 MTCNN state dicts pnet.pt, rnet.pt and
     onet.pt (downloaded once)."""
     return _fetch_module().fetch("facenet")
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models() -> Path:
+    """Folder holding five of mediapipe 0.10.21's TFLite models (downloaded once)."""
+    return _fetch_module().fetch("mediapipe")
+
+
+@pytest.fixture(scope="session")
+def microwakeword_models() -> Path:
+    """Folder holding pymicro-wakeword 2.5.0's four int8 microWakeWord TFLite models
+    (downloaded once)."""
+    return _fetch_module().fetch("microwakeword")
+
+
+@pytest.fixture(scope="session")
+def openwakeword_models() -> Path:
+    """Folder holding pyopen-wakeword 1.1.0's embedding_model.tflite and hey_jarvis.tflite
+    (downloaded once)."""
+    return _fetch_module().fetch("openwakeword")
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,22 @@ def test_float32_and_densified_filters_are_exact(tmp_path, variant):
         assert (record.layers[0].weight == 0).mean() > 0.3
 
 
+@pytest.mark.parametrize("fields", ["builtin", "deprecated"])
+def test_operator_code_in_one_field(tmp_path, fields):
+    """TFLite takes the larger of builtin_code and deprecated_builtin_code; a file may set
+    either alone (the tflite package's BuiltinCode() hides a lone builtin_code below 127)."""
+    network = equivalence_network()
+    both = open_model(wt.write_network(tmp_path / "both.tflite", network, "float16"))
+    model = wt.network_model(network, "float16")
+    model.opcode_fields = fields
+    record = open_model(model.save(tmp_path / f"{fields}.tflite"))
+    assert record.operator_counts == both.operator_counts
+    assert "ADD" not in record.operator_counts and record.operator_counts["DEQUANTIZE"] > 0
+    assert [layer.name for layer in record.layers] == [layer.name for layer in both.layers]
+    for layer, expected in zip(record.layers, both.layers, strict=True):
+        np.testing.assert_array_equal(layer.weight, expected.weight)
+
+
 def test_float16_filters_within_float16_rounding(tmp_path):
     network = equivalence_network()
     record = open_model(wt.write_network(tmp_path / "half.tflite", network, "float16"))

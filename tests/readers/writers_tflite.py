@@ -96,6 +96,9 @@ class ModelDef:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     description: str = DESCRIPTION
+    #: which OperatorCode fields carry the code: "both" (the TFLite converter), "builtin"
+    #: (ai-edge-quantizer's added operators), "deprecated" (files from before schema v3a)
+    opcode_fields: str = "both"
 
     def tensor(self, name, shape, type=TensorType.FLOAT32, data=None, quant=None,
                sparsity=None) -> int:
@@ -185,8 +188,10 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
     code_tables = []
     for code in codes:
         tflite.OperatorCodeStart(b)
-        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
-        tflite.OperatorCodeAddBuiltinCode(b, code)
+        if model.opcode_fields in ("both", "deprecated"):
+            tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        if model.opcode_fields in ("both", "builtin"):
+            tflite.OperatorCodeAddBuiltinCode(b, code)
         tflite.OperatorCodeAddVersion(b, 1)
         code_tables.append(tflite.OperatorCodeEnd(b))
 

@@ -1,4 +1,5 @@
-"""TFLite reader: CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV of a ``.tflite`` flatbuffer.
+"""TFLite reader: CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV of a ``.tflite`` flatbuffer,
+and MediaPipe's custom transposed convolution ``Convolution2DTransposeBias``.
 
 The flatbuffer is parsed with the generated schema classes of the ``tflite`` package
 (no TensorFlow). Nothing in the model is executed. Weights come from a constant buffer
@@ -8,13 +9,14 @@ The flatbuffer is parsed with the generated schema classes of the ``tflite`` pac
 weights that a convolution consumes directly are dequantized too, and the layer is a
 ``quantized_conv``. Every weight ends up dense float32 in ONNX layout:
 
-========================  ============================  =======================
-operator                  TFLite filter                 ConvLayer weight
-========================  ============================  =======================
-CONV_2D                   (c_out, kh, kw, c_in/groups)  (c_out, c_in/groups, kh, kw)
-DEPTHWISE_CONV_2D         (1, kh, kw, c_in*multiplier)  (c_in*multiplier, 1, kh, kw)
-TRANSPOSE_CONV            (c_out, kh, kw, c_in)         (c_in, c_out, kh, kw)
-========================  ============================  =======================
+==========================  ============================  =======================
+operator                    TFLite filter                 ConvLayer weight
+==========================  ============================  =======================
+CONV_2D                     (c_out, kh, kw, c_in/groups)  (c_out, c_in/groups, kh, kw)
+DEPTHWISE_CONV_2D           (1, kh, kw, c_in*multiplier)  (c_in*multiplier, 1, kh, kw)
+TRANSPOSE_CONV              (c_out, kh, kw, c_in)         (c_in, c_out, kh, kw)
+Convolution2DTransposeBias  (c_out, kh, kw, c_in)         (c_in, c_out, kh, kw)
+==========================  ============================  =======================
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ _TRANSPOSE_CONV, _DENSIFY = 67, 124
 _CONV_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _TRANSPOSE_CONV}
 # BuiltinOptions union members of the conv operators.
 _OPTIONS = {_CONV_2D: 1, _DEPTHWISE_CONV_2D: 2, _TRANSPOSE_CONV: 49}
+# MediaPipe's transposed convolution (its segmentation models decode with it): inputs
+# (input, filter (c_out, kh, kw, c_in), bias), its custom options the raw C struct
+# TfLiteTransposeConvParams that starts with int32 padding, stride_width, stride_height.
+_MEDIAPIPE_TRANSPOSE_CONV = "Convolution2DTransposeBias"
+_MEDIAPIPE_PARAMS = struct.Struct("<3i")
 
 # TensorType -> (numpy dtype, source dtype name); INT4 packs two values per byte and
 # BFLOAT16 is read as uint16 and widened.
@@ -157,8 +164,8 @@ class _Reader:
                                          "subgraph 0")
         depths = node_depths(nodes, [str(t) for t in graph_inputs])
         layers = []
-        for index, (code, *_rest) in enumerate(self.operators):
-            if code not in _CONV_OPS:
+        for index, (code, name, *_rest) in enumerate(self.operators):
+            if not _is_conv(code, name):
                 continue
             layer = self._conv_layer(index)
             if layer is None:
@@ -191,10 +198,13 @@ class _Reader:
         quantized = weight_tensor.Type() in _INTEGER_TYPES
         weight = (self._dequantize(raw, self._quantization(weight_index), weight_index, name)
                   if quantized else raw.astype(np.float32, copy=False))
-        options = self._options(op, code)
-        strides = (_positive(options, "StrideH"), _positive(options, "StrideW"))
+        if code == _CUSTOM:
+            options, strides = None, self._mediapipe_strides(op, name)
+        else:
+            options = self._options(op, code)
+            strides = (_positive(options, "StrideH"), _positive(options, "StrideW"))
         dilations = (1, 1)
-        if code != _TRANSPOSE_CONV:
+        if code in (_CONV_2D, _DEPTHWISE_CONV_2D):
             dilations = (_positive(options, "DilationHFactor"),
                          _positive(options, "DilationWFactor"))
         in_channels = self._channels(inputs[input_slot])
@@ -224,7 +234,7 @@ class _Reader:
             c_in_per_group = 1
             weight = weight.transpose(3, 0, 1, 2)
             kind = QUANTIZED_CONV if quantized else CONV
-        else:  # TRANSPOSE_CONV: (c_out, kh, kw, c_in) -> ConvTranspose (c_in, c_out, kh, kw)
+        else:  # TRANSPOSE_CONV, MediaPipe's too: (c_out, kh, kw, c_in) -> (c_in, c_out, kh, kw)
             c_out, c_in_per_group, groups = weight.shape[0], weight.shape[3], 1
             weight = weight.transpose(3, 0, 1, 2)
             kind = CONV_TRANSPOSE
@@ -454,13 +464,25 @@ class _Reader:
         options.Init(table.Bytes, table.Pos)
         return options
 
+    def _mediapipe_strides(self, op, name: str) -> tuple[int, int]:
+        length = self._length(op.CustomOptionsLength(), 1, "custom options")
+        if length < _MEDIAPIPE_PARAMS.size:
+            raise ModelReadError(self.path, f"{_MEDIAPIPE_TRANSPOSE_CONV} operator {name!r} "
+                                            f"has {length} bytes of options, expected "
+                                            f"{_MEDIAPIPE_PARAMS.size} (padding and strides)")
+        view = op.CustomOptionsAsNumpy()
+        try:
+            _padding, stride_w, stride_h = _MEDIAPIPE_PARAMS.unpack(
+                view[:_MEDIAPIPE_PARAMS.size].tobytes())
+        finally:
+            del view
+        return max(stride_h, 1), max(stride_w, 1)
+
     def _operator_names(self) -> list[tuple[int, str]]:
         names = []
         for index in range(self._length(self.model.OperatorCodesLength(), 4, "operator codes")):
             opcode = self.model.OperatorCodes(index)
-            # schema v3a: builtin_code (int32) supersedes deprecated_builtin_code (int8,
-            # capped at 127); TFLite takes the larger of the two.
-            code = max(opcode.BuiltinCode(), opcode.DeprecatedBuiltinCode())
+            code = max(_builtin_code_field(opcode), opcode.DeprecatedBuiltinCode())
             custom = opcode.CustomCode()
             names.append((code, custom.decode("utf-8", "replace") if custom else ""))
         return names
@@ -670,6 +692,26 @@ def _unpack_int4(raw: np.ndarray, elements: int) -> np.ndarray:
     out = np.empty(raw.size * 2, dtype=np.int8)
     out[0::2], out[1::2] = low, high
     return out[:elements]
+
+
+def _builtin_code_field(opcode) -> int:
+    """The ``builtin_code`` field of an OperatorCode table as stored (0 when absent).
+
+    Schema v3a: builtin_code (int32) supersedes deprecated_builtin_code (int8, capped at
+    127), and TFLite takes the larger of the two. The ``tflite`` package's
+    ``OperatorCode.BuiltinCode()`` returns deprecated_builtin_code whenever builtin_code
+    is below 127, so a file that sets builtin_code alone (ai-edge-quantizer writes the
+    DEQUANTIZE it adds so) would read as ADD: the field is read here directly.
+    """
+    table = opcode._tab
+    offset = table.Offset(10)  # vtable slot of field 3
+    if not offset:
+        return 0
+    return struct.unpack_from("<i", table.Bytes, table.Pos + offset)[0]
+
+
+def _is_conv(code: int, name: str) -> bool:
+    return code in _CONV_OPS or (code == _CUSTOM and name == _MEDIAPIPE_TRANSPOSE_CONV)
 
 
 def _positive(options, field: str) -> int:
