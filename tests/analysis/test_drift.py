@@ -197,3 +197,17 @@ def test_non_finite_filters_are_skipped(tmp_path):
                 result.groupings["Task"].raw_counts[k, component],
                 np.histogram(coefficients[task == label, component],
                              result.bin_edges[component])[0])
+
+
+def test_without_density_the_rest_is_unchanged(zoo_db, result):
+    """density_bins=None (the CLI's --no-figures) skips the c0-c1 histogram only."""
+    assert result.density is not None
+    bare = analyze(zoo_db, by=BY, chunk_rows=1000, density_bins=None)
+    assert bare.density is None
+    np.testing.assert_array_equal(bare.basis.components, result.basis.components)
+    np.testing.assert_array_equal(bare.bin_edges, result.bin_edges)
+    for name in BY:
+        np.testing.assert_array_equal(bare.groupings[name].raw_counts,
+                                      result.groupings[name].raw_counts)
+        np.testing.assert_array_equal(bare.groupings[name].drift.to_numpy(),
+                                      result.groupings[name].drift.to_numpy())

@@ -441,7 +441,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
             basis: Basis | str | Path | None = None, chunk_rows: int = 1 << 20,
             balanced: int | None = None, balance_by: str = "model", bootstrap: int = 0,
             seed: int = 0, level: float = 0.95, scheduler=None, progress=None,
-            shape: tuple[int, int] = (3, 3), density_bins: int = 100,
+            shape: tuple[int, int] = (3, 3), density_bins: int | None = 100,
             threads: int | None = None) -> AnalysisResult:
     """Distribution shift of filters between groups, streamed over the database.
 
@@ -482,8 +482,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         called like ``tqdm(desc=..., total=...)`` and must return an object with
         ``update(n)`` and ``close()``.
     shape : (kh, kw), default (3, 3)
-    density_bins : int, default 100
-        Cells per axis of the c0-c1 density (:attr:`AnalysisResult.density`).
+    density_bins : int or None, default 100
+        Cells per axis of the c0-c1 density (:attr:`AnalysisResult.density`); None: no
+        density (the figures' 2-D histogram), which saves a tenth of the last pass.
     threads : int, optional
         Threads that run the chunk tasks without a scheduler (default: one per CPU
         this process may use). The results do not depend on it.
@@ -505,7 +506,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         db = open_db(db)
     shape = tuple(shape)
     d = shape[0] * shape[1]
-    if bins < 1 or density_bins < 1:
+    if bins < 1 or (density_bins is not None and density_bins < 1):
         raise ValueError("bins must be positive")
     if d < 2:
         raise ValueError("the analysis needs kernels of at least 2 values")
@@ -572,7 +573,8 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                     for g, (codes, labels) in zip(groupings, assigned, strict=True)]
         layer_codes = (np.stack([p["hist_codes"] for p in prepared], axis=1) if prepared
                        else no_codes)
-        density_edges = bin_edges(lo[:2], hi[:2], density_bins)
+        density_edges = (bin_edges(lo[:2], hi[:2], density_bins)
+                         if density_bins is not None else None)
         hists, density = [], None
         if prepared:
             (hists, density), _, _ = _run_pass(
@@ -592,7 +594,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                 "balanced": balanced, "balance_by": balance_by, "bootstrap": bootstrap,
                 "seed": seed, "level": level, "shape": shape,
                 "basis": "fitted" if basis is None else "given"}
-    if density is not None:
+    if density_edges is None:
+        density = None
+    elif density is not None:
         density = (np.asarray(density, np.int64).reshape(density_bins, density_bins),
                    density_edges[0], density_edges[1])
     return AnalysisResult(basis=fitted, groupings=results, bin_edges=edges,

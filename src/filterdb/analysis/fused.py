@@ -488,7 +488,8 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
         :func:`bin_scales` of the rows of ``edges``, then of ``x_edges``, ``y_edges``.
     counts : int64 (count rows, k, bins)
     x_edges, y_edges : float64 (1, density bins + 1)
-        Edges of the c0-c1 density; ``density`` int64 (x bins * y bins,), row-major.
+        Edges of the c0-c1 density; ``density`` int64 (x bins * y bins,), row-major, or
+        empty: no density.
     """
     d = len(mean)
     n_k = len(components)
@@ -498,6 +499,7 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
     near = np.zeros(BLOCK, dtype=np.bool_)
     table = np.zeros((LANES, n_k, bins), dtype=np.int64)
     y_bins = y_edges.shape[1] - 1
+    with_density = density.shape[0] > 0
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
             m = _transpose(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
@@ -509,10 +511,11 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
                 near[r] = False
             for k in range(n_k):
                 _estimate(c, m, k, edges[k, 0], scales[k], tolerances[k], index[k], near)
-            _estimate(c, m, 0, x_edges[0, 0], scales[n_k], tolerances[n_k], index[n_k],
-                      near)
-            _estimate(c, m, 1, y_edges[0, 0], scales[n_k + 1], tolerances[n_k + 1],
-                      index[n_k + 1], near)
+            if with_density:
+                _estimate(c, m, 0, x_edges[0, 0], scales[n_k], tolerances[n_k], index[n_k],
+                          near)
+                _estimate(c, m, 1, y_edges[0, 0], scales[n_k + 1], tolerances[n_k + 1],
+                          index[n_k + 1], near)
             unsure = 0
             for r in range(m):
                 unsure += near[r]
@@ -521,13 +524,16 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
                     if near[r]:
                         for k in range(n_k):
                             index[k, r] = _bin(c[k * BLOCK + r], edges, k, index[k, r])
-                        index[n_k, r] = _bin(c[r], x_edges, 0, index[n_k, r])
-                        index[n_k + 1, r] = _bin(c[BLOCK + r], y_edges, 0, index[n_k + 1, r])
+                        if with_density:
+                            index[n_k, r] = _bin(c[r], x_edges, 0, index[n_k, r])
+                            index[n_k + 1, r] = _bin(c[BLOCK + r], y_edges, 0,
+                                                     index[n_k + 1, r])
             for k in range(n_k):
                 for r in range(m):
                     table[r & (LANES - 1), k, index[k, r]] += 1
-            for r in range(m):
-                density[index[n_k, r] * y_bins + index[n_k + 1, r]] += 1
+            if with_density:
+                for r in range(m):
+                    density[index[n_k, r] * y_bins + index[n_k + 1, r]] += 1
         # the segment's rows share their groups: add its table to each grouping's row
         for k in range(n_k):
             for e in range(bins):

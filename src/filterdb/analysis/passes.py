@@ -75,8 +75,11 @@ class HistogramPass:
     def __init__(self, spec, payload: dict, d: int):
         self.mean, self.components = fused.as_tuples(spec.mean, spec.components)
         self.edges = np.ascontiguousarray(spec.edges, dtype=np.float64)
+        # without a density the kernel is given placeholder edges and an empty count
+        with_density = spec.density_edges is not None
+        density_edges = spec.density_edges if with_density else (np.array([0.0, 1.0]),) * 2
         x_edges, y_edges = (np.ascontiguousarray(e, dtype=np.float64)[None, :]
-                            for e in spec.density_edges)
+                            for e in density_edges)
         self.x_edges, self.y_edges = x_edges, y_edges
         scales, tolerances = fused.bin_scales(self.edges)
         density_scales, density_tolerances = fused.bin_scales(np.vstack([x_edges, y_edges]))
@@ -98,7 +101,8 @@ class HistogramPass:
             base += stop - start
         self.rows = rows
         self.counts = np.zeros((base, len(self.components), self.bins), dtype=np.int64)
-        self.density = np.zeros((x_edges.shape[1] - 1) * (y_edges.shape[1] - 1), np.int64)
+        cells = (x_edges.shape[1] - 1) * (y_edges.shape[1] - 1)
+        self.density = np.zeros(cells if with_density else 0, np.int64)
 
     def add(self, x, bounds, pieces, kept):
         fused.histograms(x, bounds, self.rows[pieces], kept, self.mean, self.components,

@@ -136,7 +136,9 @@ def run(args) -> int:
         result = analyze(db, by=by, where=where, bins=args.bins,
                          basis=args.basis, chunk_rows=args.chunk_rows, balanced=args.balanced,
                          balance_by=args.balance_by, bootstrap=args.bootstrap, seed=args.seed,
-                         level=args.level, scheduler=scheduler, progress=True, shape=shape)
+                         level=args.level, scheduler=scheduler, progress=True, shape=shape,
+                         # the c0-c1 density is for the figures only
+                         **({} if plots is not None else {"density_bins": None}))
     except ValueError as error:
         raise FilterDBError(str(error)) from None
     from ..csvsafe import to_csv
