@@ -699,22 +699,24 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
         depths, total = {}, 0
     layers: list[ConvLayer] = []
     keys: list[tuple[int, int]] = []
+    firsts: dict[tuple, tuple[_KLayer, list[ConvLayer]]] = {}
+    repeats: list[_KLayer] = []
     for layer in graph.layers.values():
         kind = _kind(layer.class_name, layer.config)
         if kind is None:
             continue
         label = "/".join(step[2] for step in layer.lineage)  # nested: model/layer
-        converted, problem = None, f"no weights found for conv layer {label!r}"
-        for arrays in lookup(layer):
-            try:
-                converted = _convert(path, label, kind, layer.config, arrays, limits)
-                break
-            except _Mismatch as error:
-                problem = str(error)
+        converted, problem = _converted(path, label, kind, layer, lookup, limits)
+        first = firsts.get(_identity(layer))
+        if first is not None and _same_weights(converted, first[1]):
+            _merge_depths(depths, layer, first[0])
+            repeats.append(layer)
+            continue
         if converted is None:
             if kind == "conv-like":
                 continue  # a guess that the weights did not confirm
             raise ModelReadError(path, problem)
+        firsts.setdefault(_identity(layer), (layer, converted))
         for part, conv in enumerate(converted):
             conv.order = layer.slot + part
             keys.append((layer.slot, part))
@@ -727,9 +729,62 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
     if approximate:
         total = graph.slots
     counts = Counter(layer.class_name for layer in graph.layers.values())
+    counts.subtract(layer.class_name for layer in repeats)
     return ModelRecord(name=path.stem, path=os.fspath(path), framework="keras",
-                       producer=producer, operator_counts=dict(counts),
+                       producer=producer, operator_counts=dict(+counts),
                        total_depth=total, layers=layers)
+
+
+def _converted(path: Path, label: str, kind: str, layer: _KLayer, lookup,
+               limits) -> tuple[list[ConvLayer] | None, str]:
+    """The layer's conv layers from the first weights that fit its config, or None and
+    why not."""
+    problem = f"no weights found for conv layer {label!r}"
+    for arrays in lookup(layer):
+        try:
+            return _convert(path, label, kind, layer.config, arrays, limits), problem
+        except _Mismatch as error:
+            problem = str(error)
+    return None, problem
+
+
+def _identity(layer: _KLayer) -> tuple[str, str, str]:
+    """What two config entries of one layer object share: a layer (or a nested model
+    holding it) used in two places of the model hierarchy, e.g. at the top and inside a
+    Sequential submodel, is serialized in full at each place, under each lineage."""
+    return layer.name, layer.class_name, json.dumps(_without_ids(layer.config),
+                                                    sort_keys=True, default=str)
+
+
+def _without_ids(value):
+    """A config without the ``shared_object_id`` marks that Keras 3 adds to objects
+    (initializers, dtype policies) serialized more than once in one file: they differ
+    between the two places of one layer."""
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
+
+
+def _same_weights(converted: list[ConvLayer] | None, first: list[ConvLayer]) -> bool:
+    """Whether a layer whose config entry repeats an earlier one's is that layer again:
+    Keras 3 saves an object once, at its first place in the ``.keras`` weights, so the
+    later places have no weights; a legacy HDF5 file stores them again in the group of
+    each top-level layer that holds them, the same values."""
+    if converted is None:
+        return True
+    return len(converted) == len(first) and all(
+        a.weight.shape == b.weight.shape and np.array_equal(a.weight, b.weight)
+        for a, b in zip(converted, first, strict=True))
+
+
+def _merge_depths(depths: dict, layer: _KLayer, first: _KLayer) -> None:
+    """A layer reached at two places takes its smallest depth, as a shared layer does."""
+    for part in range(layer.parts):
+        here, there = (layer.slot, part), (first.slot, part)
+        if here in depths:
+            depths[there] = min(depths.get(there, depths[here]), depths[here])
 
 
 def _record_without_graph(path: Path, found: list, producer: str, limits) -> ModelRecord:
@@ -851,7 +906,7 @@ def _array(path: Path, name: str, dataset, limits) -> tuple[np.ndarray, str]:
     if dataset.size > limits.max_tensor_elements:
         raise ModelReadError(path, f"kernel of layer {name!r} declares shape "
                                    f"{list(dataset.shape)}, beyond the element limit")
-    bfloat16 = _text(dataset.attrs.get("dtype")) == "bfloat16"
+    bfloat16 = _is_bfloat16(dataset)
     if not bfloat16 and dataset.dtype.kind != "f":
         raise ModelReadError(path, f"kernel of layer {name!r} holds {dataset.dtype} values; "
                                    "quantized Keras kernels are not supported")
@@ -864,6 +919,17 @@ def _array(path: Path, name: str, dataset, limits) -> tuple[np.ndarray, str]:
         bits = np.ascontiguousarray(raw).view("<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(dataset.shape), "bfloat16"
     return np.asarray(raw, dtype=np.float32), dataset.dtype.name
+
+
+def _is_bfloat16(dataset) -> bool:
+    """HDF5 has no bfloat16, so Keras stores it as 2-byte opaque values: the Keras 3
+    weights file marks them with a ``dtype`` attribute, the legacy HDF5 writer
+    (``model.save("x.h5")`` in Keras 3) leaves them unmarked. No other dtype Keras
+    saves is 2-byte opaque (float16 is an HDF5 float, quantized kernels are integers)."""
+    if _text(dataset.attrs.get("dtype")) == "bfloat16":
+        return True
+    return dataset.dtype.kind == "V" and dataset.dtype.itemsize == 2 and \
+        dataset.dtype.names is None
 
 
 def _pair(value, default) -> tuple[int, int] | None:
