@@ -528,7 +528,8 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         except _Unresolved:
             graph = None
     if graph is None:  # no usable config: every kernel the file holds, by path
-        found = [(p, _class_from_group(p), {}, arrays) for p, arrays in _scan_vars(handle)]
+        found = [(p, _guess_class((p.rsplit("/", 1)[-1], name), arrays), {}, arrays)
+                 for p, name, arrays in _scan_vars(handle)]
         return _record_without_graph(path, found, producer, limits)
 
     def lookup(layer: _KLayer) -> Iterator[list]:
@@ -580,9 +581,11 @@ def _vars(group) -> list[tuple[str, object]]:
     return [("" if k.isdigit() else k, group[k]) for k in keys]
 
 
-def _scan_vars(handle) -> list[tuple[str, list]]:
-    """Every ``.../vars`` group holding a 4-D dataset, by numeric-aware path order; the
-    optimizer's state (momenta shaped like kernels) is not a layer."""
+def _scan_vars(handle) -> list[tuple[str, str, list]]:
+    """(layer path, layer name, variables) of every ``.../vars`` group holding a 4-D
+    dataset, by numeric-aware path order; the optimizer's state (momenta shaped like
+    kernels) is not a layer. Keras 3 writes the layer's name as the ``name`` attribute of
+    ``vars``; the path names the attribute that held the layer in a subclassed model."""
     import h5py
 
     found = []
@@ -593,18 +596,57 @@ def _scan_vars(handle) -> list[tuple[str, list]]:
         if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
             arrays = _vars(obj)
             if any(ds.ndim == 4 for _, ds in arrays):
-                found.append((name.rsplit("/", 1)[0] if "/" in name else "", arrays))
+                found.append((name.rsplit("/", 1)[0] if "/" in name else "",
+                              _text(obj.attrs.get("name")) or "", arrays))
 
     handle.visititems(visit)
     return sorted(found, key=lambda item: _natural_key(item[0]))
 
 
-def _class_from_group(group_path: str) -> str:
-    segment = re.sub(r"_\d+$", "", group_path.rsplit("/", 1)[-1])
-    for class_name in _KINDS:
-        if _snake(class_name) == segment:
-            return class_name
-    return "Conv2DTranspose" if _TRANSPOSED_NAME.search(segment) else "Conv2D"
+def _guess_class(names: tuple[str, ...], arrays: list) -> str:
+    """The conv class of a layer known only by its weights (no config): by its variable
+    names (legacy files), by a group or layer name that Keras derived from the class
+    (``depthwise_conv2d_3``), by the shapes where they decide it, else a Conv2D (or a
+    Conv2DTranspose by a name saying so)."""
+    hints = {hint for hint, _ in arrays}
+    if "pointwise_kernel" in hints:
+        return "SeparableConv2D"
+    if "depthwise_kernel" in hints:
+        return "DepthwiseConv2D"
+    for name in names:
+        segment = re.sub(r"_\d+$", "", name)
+        for class_name in _KINDS:
+            if _snake(class_name) == segment:
+                return class_name
+    by_shape = _class_from_shapes(arrays)
+    if by_shape is not None:
+        return by_shape
+    return "Conv2DTranspose" if any(_TRANSPOSED_NAME.search(n) for n in names) else "Conv2D"
+
+
+def _class_from_shapes(arrays: list) -> str | None:
+    """The class the variables' shapes leave no doubt about, or None. A subclassed model's
+    groups are named after its attributes and Keras 3 numbers the variables, so a
+    DepthwiseConv2D or Conv2DTranspose would otherwise read as a Conv2D with its channels
+    misplaced, and a SeparableConv2D as a Conv2D missing its pointwise half. With a bias
+    of n values, a kernel (kh, kw, a, b) is a Conv2D when n = b, a DepthwiseConv2D (a
+    channels, multiplier b) when n = a * b and a Conv2DTranspose (b -> a channels) when
+    n = a; two kernels, the second 1x1 over the first's a * b channels, are separable.
+    n = a = a * b (b = 1) is taken for the common depthwise conv of multiplier 1 rather
+    than a transposed conv of one input channel: the filters are the same either way."""
+    kernels = [ds.shape for _, ds in arrays if ds.ndim == 4]
+    biases = [ds.shape[0] for _, ds in arrays if ds.ndim == 1]
+    if len(kernels) == 2 and kernels[1][:2] == (1, 1) and \
+            kernels[1][2] == kernels[0][2] * kernels[0][3]:
+        return "SeparableConv2D"
+    if len(kernels) != 1 or len(biases) != 1:
+        return None
+    n, (a, b) = biases[0], kernels[0][2:]
+    if n == b:
+        return None  # a Conv2D, or undecided (a == b; a == 1: the same filters either way)
+    if n == a * b:
+        return "DepthwiseConv2D"
+    return "Conv2DTranspose" if n == a else None
 
 
 def _read_legacy(path: Path, handle, limits) -> ModelRecord:
@@ -669,14 +711,7 @@ def _legacy_layers(root) -> list[tuple[str, str, dict, list]]:
         for owner, arrays in owners.items():
             if not any(ds.ndim == 4 for _, ds in arrays):
                 continue
-            hints = {h for h, _ in arrays}
-            if "pointwise_kernel" in hints:
-                class_name = "SeparableConv2D"
-            elif "depthwise_kernel" in hints:
-                class_name = "DepthwiseConv2D"
-            else:
-                class_name = "Conv2DTranspose" if _TRANSPOSED_NAME.search(owner) else "Conv2D"
-            found.append((owner, class_name, {}, arrays))
+            found.append((owner, _guess_class((owner,), arrays), {}, arrays))
     return found
 
 
