@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import filterdb
+from filterdb.extraction import ordered_layers
 from filterdb.readers import open_model
 
 #: Keras on torch converts variables with ``__array__`` in a way numpy 2 deprecates.
@@ -407,6 +408,77 @@ def test_real_subclassed_model(keras, tmp_path, suffix):
     record = open_model(path)
     _same_layers_in_any_order(record, expected_layers(keras, model))
     assert len(record.layers) == 7
+
+
+def custom_layer_model(keras):
+    """Conv layers held inside custom layers of a functional model: the config holds the
+    custom layers alone, their weights hold the convs."""
+    L = keras.layers
+
+    class ConvBlock(L.Layer):
+        """Configured like a conv (filters, kernel_size), holding two convs."""
+
+        def __init__(self, filters, kernel_size, **kwargs):
+            super().__init__(**kwargs)
+            self.filters, self.kernel_size = filters, kernel_size
+            self.conv = L.Conv2D(filters, kernel_size, padding="same")
+            self.norm = L.BatchNormalization()
+            self.spatial = L.DepthwiseConv2D(3, padding="same")
+
+        def call(self, x):
+            return self.spatial(self.norm(self.conv(x)))
+
+        def get_config(self):
+            return {**super().get_config(), "filters": self.filters,
+                    "kernel_size": self.kernel_size}
+
+    class Mixer(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.branches = [L.Conv2D(4, 1), L.Conv2DTranspose(4, 3, padding="same")]
+
+        def call(self, x):
+            return self.branches[0](x) + self.branches[1](x)
+
+    image = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(image)
+    block = ConvBlock(8, (3, 3), name="block")
+    mixer = Mixer(name="mixer")
+    x = L.Conv2D(2, 3, name="out")(mixer(block(x)))
+    model = keras.Model(image, x, name="custom")
+    held = {"block": [block.conv, block.spatial], "mixer": mixer.branches}
+    return model, held
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_real_convs_inside_custom_layers(keras, tmp_path, suffix):
+    """Held convs are read at their layer's depth, marked approximate, not skipped."""
+    model, held = custom_layer_model(keras)
+    path = tmp_path / f"custom{suffix}"
+    model.save(path)
+    record = open_model(path)
+    by_name = {layer.name: layer for layer in record.layers}
+    assert [name for name in by_name if "/" not in name] == ["stem", "out"]
+    depths = {"stem": 0, "block": 1, "mixer": 2, "out": 3}
+    for name in ("stem", "out"):
+        (e,) = _expected_layer(keras, name, model.get_layer(name))
+        assert _attributes(by_name[name]) == _expected_attributes(e)
+        np.testing.assert_array_equal(by_name[name].weight, e.weight)
+        assert by_name[name].depth == depths[name]
+        assert not by_name[name].depth_is_approximate
+    for host, layers in held.items():
+        got = [layer for layer in record.layers if layer.name.startswith(f"{host}/")]
+        expected = [e for layer in layers for e in _expected_layer(keras, host, layer)]
+
+        def key(op_type, c_out, c_in_per_group, groups, weight):
+            return op_type, c_out, c_in_per_group, groups, weight.tobytes()
+
+        assert sorted(key(g.op_type, g.c_out, g.c_in_per_group, g.groups, g.weight)
+                      for g in got) == sorted(key(e.op_type, e.c_out, e.c_in_per_group,
+                                                  e.groups, e.weight) for e in expected)
+        assert all(g.depth == depths[host] and g.depth_is_approximate for g in got)
+    assert ordered_layers(record)[0].name == "stem"
+    assert ordered_layers(record)[-1].name == "out"
 
 
 # a zoo through the CLI ----------------------------------------------------------------

@@ -23,14 +23,22 @@ Layouts (Keras kernels become ONNX layout)
     channel c*m + k as in Keras; SeparableConv2D gives two layers, ``<name>/depthwise``
     and ``<name>/pointwise`` (a 1x1 conv), one graph step apart; Conv2DTranspose
     (kh, kw, c_out, c_in) -> ConvTranspose (c_in, c_out, kh, kw). 1-D and 3-D
-    convolutions hold no 2-D filters and are skipped.
+    convolutions hold no 2-D filters and are skipped. Without a config (weights-only
+    files, subclassed models, convs held inside a custom layer) a layer's class comes
+    from its variable names, from a name Keras derived from the class, or from the
+    shapes of kernel and bias; the groups of a grouped Conv2D are then unknown (1).
+    bfloat16 kernels are 2-byte opaque HDF5 values, marked by a ``dtype`` attribute in
+    Keras 3 weights files and unmarked in legacy files.
 
 Depth
     From the config's layer graph: every layer call (``inbound_nodes``, in the Keras 3
     form with ``keras_history`` as well as the Keras 2 nested lists) becomes a graph node
     and InputLayers are the inputs; a Sequential model is a chain; nested models are
-    flattened into the outer graph. When the graph cannot be resolved, or the file has
-    no config (weights-only files, subclassed models), the depth is the layer's position
+    flattened into the outer graph. A layer object used at two places of the hierarchy
+    (a submodel at the top and inside another submodel) is one layer at its smallest
+    depth. Convs held inside a custom layer take that layer's depth, marked
+    ``depth_is_approximate``. When the graph cannot be resolved, or the file has no
+    config (weights-only files, subclassed models), the depth is the layer's position
     in the file's layer order and ``depth_is_approximate`` is set.
 """
 
@@ -532,19 +540,30 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
                  for p, name, arrays in _scan_vars(handle)]
         return _record_without_graph(path, found, producer, limits)
 
+    memo: dict = {}
+
     def lookup(layer: _KLayer) -> Iterator[list]:
-        group = _v3_group(handle, layer.lineage)
+        group = _v3_group(handle, layer.lineage, memo)
         if group is not None:
             yield _vars(group)
 
-    return _record_with_graph(path, graph, lookup, producer, limits)
+    def inner(layer: _KLayer) -> list[tuple[str, str, list]]:
+        group = _v3_group(handle, layer.lineage, memo, own_vars=False)
+        if group is None or set(group) <= {"vars"}:  # most layers hold none
+            return []
+        return [item for item in _scan_vars(group) if item[0]]
+
+    return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
 
-def _v3_group(handle, lineage: tuple):
-    """Follow the lineage down the containers. The k-th layer of a class is the k-th
-    group named ``<snake>`` or ``<snake>_<n>`` (by n) when the file holds one group per
-    layer of the class (Keras 3 numbers them 0, 1, 2, ...; tf.keras skipped every
-    second number); otherwise the group of exactly its number, or of its layer name."""
+def _v3_group(handle, lineage: tuple, memo: dict, own_vars: bool = True):
+    """The layer's ``vars`` group (or with ``own_vars`` false its own group, which also
+    holds the groups of layers inside it); follow the lineage down the containers.
+    The k-th layer of a class is the k-th group named ``<snake>`` or ``<snake>_<n>``
+    (by n) when the file holds one group per layer of the class (Keras 3 numbers them
+    0, 1, 2, ...; tf.keras skipped every second number); otherwise the group of exactly
+    its number, or of its layer name. ``memo`` keeps each container's matches, which
+    would otherwise be listed again for every layer."""
     import h5py
 
     group = handle
@@ -554,9 +573,11 @@ def _v3_group(handle, lineage: tuple):
             parent = group.get(container)
             if not isinstance(parent, h5py.Group):
                 continue
-            pattern = re.compile(rf"{re.escape(snake)}(?:_(\d+))?")
-            matches = sorted((int(m.group(1) or 0), key) for key in parent
-                             if (m := pattern.fullmatch(key)))
+            if (parent.name, snake) not in memo:
+                pattern = re.compile(rf"{re.escape(snake)}(?:_(\d+))?")
+                memo[parent.name, snake] = sorted((int(m.group(1) or 0), key) for key in parent
+                                                  if (m := pattern.fullmatch(key)))
+            matches = memo[parent.name, snake]
             exact = snake if ordinal == 0 else f"{snake}_{ordinal}"
             if len(matches) == total:
                 found = parent[matches[ordinal][1]]
@@ -569,6 +590,8 @@ def _v3_group(handle, lineage: tuple):
         if found is None:
             return None
         group = found
+    if not own_vars:
+        return group
     return group.get("vars") if isinstance(group.get("vars"), h5py.Group) else None
 
 
@@ -671,11 +694,25 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
         group = root.get(layer.legacy_group)
         if isinstance(group, h5py.Group):
             arrays = _legacy_weights(group)
-            if layer.nested:
-                arrays = [(n, ds) for n, ds in arrays if _owner(n) == layer.name]
+            own = [(n, ds) for n, ds in arrays if _owner(n) == layer.name]
+            if own or layer.nested:  # Keras 1 names ('conv1_W') name no owner
+                arrays = own
             yield [(_hint(n), ds) for n, ds in arrays]
 
-    return _record_with_graph(path, graph, lookup, producer, limits)
+    def inner(layer: _KLayer) -> list[tuple[str, str, list]]:
+        group = root.get(layer.legacy_group)
+        if not isinstance(group, h5py.Group):
+            return []
+        owners: dict[str, list] = {}
+        for weight_name, ds in _legacy_weights(group):
+            parts = weight_name.split("/")  # '<layer>/<sublayer>/kernel': a sublayer's
+            if layer.name in parts[:-2]:
+                sub = "/".join(parts[parts.index(layer.name) + 1:-1])
+                owners.setdefault(sub, []).append((_hint(weight_name), ds))
+        return [(sub, sub.rsplit("/", 1)[-1], arrays) for sub, arrays in owners.items()
+                if any(ds.ndim == 4 for _, ds in arrays)]
+
+    return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
 
 def _legacy_weights(group) -> list[tuple[str, object]]:
@@ -726,41 +763,51 @@ def _hint(weight_name: str) -> str:
 
 # layers and records --------------------------------------------------------
 
-def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
-                       limits) -> ModelRecord:
+def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
+                       inner) -> ModelRecord:
+    """The conv layers of the config's layers, with the weights ``lookup(layer)`` yields;
+    ``inner(layer)`` gives (sub-path, name, variables) of the layers held inside a layer
+    that is not a conv itself."""
     try:
         depths, total = graph.depths()
     except _Unresolved:
         depths, total = {}, 0
     layers: list[ConvLayer] = []
     keys: list[tuple[int, int]] = []
+    held: list[bool] = []  # inside another layer: its depth is that layer's
     firsts: dict[tuple, tuple[_KLayer, list[ConvLayer]]] = {}
     repeats: list[_KLayer] = []
     for layer in graph.layers.values():
         kind = _kind(layer.class_name, layer.config)
-        if kind is None:
-            continue
         label = "/".join(step[2] for step in layer.lineage)  # nested: model/layer
-        converted, problem = _converted(path, label, kind, layer, lookup, limits)
+        converted, problem = None, ""
+        if kind is not None:
+            converted, problem = _converted(path, label, kind, layer, lookup, limits)
+        if converted is None and kind in (None, "conv-like"):
+            for conv in _held_convs(path, label, layer, inner, limits):
+                conv.order = layer.slot
+                keys.append((layer.slot, 0))
+                held.append(True)
+                layers.append(conv)
+            continue
         first = firsts.get(_identity(layer))
         if first is not None and _same_weights(converted, first[1]):
             _merge_depths(depths, layer, first[0])
             repeats.append(layer)
             continue
         if converted is None:
-            if kind == "conv-like":
-                continue  # a guess that the weights did not confirm
             raise ModelReadError(path, problem)
         firsts.setdefault(_identity(layer), (layer, converted))
         for part, conv in enumerate(converted):
             conv.order = layer.slot + part
             keys.append((layer.slot, part))
+            held.append(False)
             layers.append(conv)
     # Any conv layer the graph does not reach: fall back to layer order for all.
     approximate = any(key not in depths for key in keys)
-    for conv, key in zip(layers, keys, strict=True):
+    for conv, key, inside in zip(layers, keys, held, strict=True):
         conv.depth = conv.order if approximate else depths[key]
-        conv.depth_is_approximate = approximate
+        conv.depth_is_approximate = approximate or inside
     if approximate:
         total = graph.slots
     counts = Counter(layer.class_name for layer in graph.layers.values())
@@ -768,6 +815,20 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
     return ModelRecord(name=path.stem, path=os.fspath(path), framework="keras",
                        producer=producer, operator_counts=dict(+counts),
                        total_depth=total, layers=layers)
+
+
+def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[ConvLayer]:
+    """Conv layers held inside a layer of another class (a custom block): Keras saves
+    their variables below the block's, but the config holds the block alone, so their
+    classes are guessed from the weights as without a config."""
+    convs: list[ConvLayer] = []
+    for sub, name, arrays in inner(layer):
+        class_name = _guess_class((sub.rsplit("/", 1)[-1], name), arrays)
+        try:
+            convs += _convert(path, f"{label}/{sub}", _KINDS[class_name], {}, arrays, limits)
+        except _Mismatch as error:
+            raise ModelReadError(path, str(error)) from None
+    return convs
 
 
 def _converted(path: Path, label: str, kind: str, layer: _KLayer, lookup,
