@@ -951,7 +951,31 @@ def _convert(path: Path, name: str, kind: str, config: dict, arrays: list,
     kernel = named.get("kernel", kernels[0][1])
     if kind == "transpose":
         return [_transposed(path, name, kernel, config, size, strides, dilations, limits)]
-    return [_plain(path, name, kernel, config, size, strides, dilations, limits)]
+    conv = _plain(path, name, kernel, config, size, strides, dilations, limits)
+    _add_lora(path, name, conv, arrays, config, limits)
+    return [conv]
+
+
+def _add_lora(path: Path, name: str, conv: ConvLayer, arrays: list, config: dict,
+              limits) -> None:
+    """Add a LoRA adapter's update to the kernel, as the layer's forward pass does:
+    ``kernel + alpha / rank * lora_kernel_a @ lora_kernel_b``. A Keras 3 weights file
+    holds the merged kernel, but the legacy HDF5 writer saves the variables as they
+    are: the frozen base kernel and the two factors."""
+    named = {hint: ds for hint, ds in arrays if hint}
+    if "lora_kernel_a" not in named or "lora_kernel_b" not in named:
+        return
+    a, _ = _array(path, f"{name}/lora_kernel_a", named["lora_kernel_a"], limits)
+    b, _ = _array(path, f"{name}/lora_kernel_b", named["lora_kernel_b"], limits)
+    c_out, c_in, kh, kw = conv.weight.shape
+    if a.ndim != 4 or a.shape[:3] != (kh, kw, c_in) or b.shape != (a.shape[3], c_out):
+        raise _Mismatch(f"conv layer {name!r}: LoRA factors of shapes {a.shape} and "
+                        f"{b.shape} do not fit its kernel")
+    rank = a.shape[3]
+    alpha = config.get("lora_alpha") or config.get("lora_rank") or rank
+    update = (alpha / rank) * np.matmul(a, b, dtype=np.float32)  # (kh, kw, c_in, c_out)
+    conv.weight = np.ascontiguousarray(conv.weight + update.transpose(3, 2, 0, 1),
+                                       dtype=np.float32)
 
 
 def _check(name: str, shape: tuple, size, channels: int, expected) -> None:
