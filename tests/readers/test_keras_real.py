@@ -24,8 +24,11 @@ import numpy as np
 import pytest
 
 import filterdb
+from filterdb.errors import ModelReadError
 from filterdb.extraction import ordered_layers
 from filterdb.readers import open_model
+
+from .refusals import one_line
 
 #: Keras on torch converts variables with ``__array__`` in a way numpy 2 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -502,6 +505,30 @@ def test_real_convs_inside_custom_layers(keras, tmp_path, suffix):
         assert all(g.depth == depths[host] and g.depth_is_approximate for g in got)
     assert ordered_layers(record)[0].name == "stem"
     assert ordered_layers(record)[-1].name == "out"
+
+
+# damaged real files --------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_truncated_real_files_are_refused_in_one_line(saved, tmp_path, suffix):
+    whole = saved("hand")[1][suffix].read_bytes()
+    for cut in range(1, 10):
+        path = tmp_path / f"cut{cut}{suffix}"
+        path.write_bytes(whole[: len(whole) * cut // 10])
+        with pytest.raises(ModelReadError) as caught:
+            open_model(path)
+        assert one_line(caught.value).startswith(f"{path}: ")
+
+
+def test_undecodable_weight_name_is_refused_in_one_line(saved, tmp_path):
+    """A damaged byte in a legacy file's weight name: h5py's UnicodeEncodeError."""
+    data = bytearray(saved("hand")[1][".h5"].read_bytes())
+    data[data.index(b"plain/kernel") + 2] = 0xB7
+    path = tmp_path / "damaged.h5"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    assert "damaged HDF5 file (UnicodeEncodeError" in one_line(caught.value)
 
 
 # a zoo through the CLI ----------------------------------------------------------------

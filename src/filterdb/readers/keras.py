@@ -155,11 +155,12 @@ def read(path: Path, limits) -> ModelRecord:
 @contextmanager
 def _hdf5_errors(path: Path):
     """Report a damaged HDF5 structure as a ModelReadError: h5py raises OSError,
-    KeyError (an object that cannot be opened) or RuntimeError (a group that cannot
-    be iterated) for damaged files."""
+    KeyError (an object that cannot be opened), RuntimeError (a group that cannot
+    be iterated), UnicodeError (a damaged name, undecodable) or TypeError (a string
+    attribute of a damaged encoding) for damaged files."""
     try:
         yield
-    except (OSError, KeyError, RuntimeError) as error:
+    except (OSError, KeyError, RuntimeError, UnicodeError, TypeError) as error:
         raise ModelReadError(path, f"damaged HDF5 file ({type(error).__name__}: "
                                    f"{_first_line(error)})") from None
 
