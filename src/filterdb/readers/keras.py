@@ -537,8 +537,8 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         except _Unresolved:
             graph = None
     if graph is None:  # no usable config: every kernel the file holds, by path
-        found = [(p, _guess_class((p.rsplit("/", 1)[-1], name), arrays), {}, arrays)
-                 for p, name, arrays in _scan_vars(handle)]
+        found = [(p, _guess_class((p.rsplit("/", 1)[-1],), arrays), {}, arrays)
+                 for p, arrays in _scan_vars(handle)]
         return _record_without_graph(path, found, producer, limits)
 
     memo: dict = {}
@@ -548,11 +548,11 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         if group is not None:
             yield _vars(group)
 
-    def inner(layer: _KLayer) -> list[tuple[str, str, list]]:
+    def inner(layer: _KLayer) -> list[tuple[str, list]]:
         group = _v3_group(handle, layer.lineage, memo, own_vars=False)
         if group is None or set(group) <= {"vars"}:  # most layers hold none
             return []
-        return [item for item in _scan_vars(group) if item[0]]
+        return [(sub, arrays) for sub, arrays in _scan_vars(group) if sub]
 
     return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
@@ -605,11 +605,12 @@ def _vars(group) -> list[tuple[str, object]]:
     return [("" if k.isdigit() else k, group[k]) for k in keys]
 
 
-def _scan_vars(handle) -> list[tuple[str, str, list]]:
-    """(layer path, layer name, variables) of every ``.../vars`` group holding a 4-D
-    dataset, by numeric-aware path order; the optimizer's state (momenta shaped like
-    kernels) is not a layer. Keras 3 writes the layer's name as the ``name`` attribute of
-    ``vars``; the path names the attribute that held the layer in a subclassed model."""
+def _scan_vars(handle) -> list[tuple[str, list]]:
+    """(layer path, variables) of every ``.../vars`` group holding a 4-D dataset, by
+    numeric-aware path order; the optimizer's state (momenta shaped like kernels) is not
+    a layer. In a subclassed model the path may name the attribute that held the layer.
+    (Keras 3 also writes the layer's name as an attribute of ``vars``; it is not read: on
+    a damaged file reading it can hang inside HDF5.)"""
     import h5py
 
     found = []
@@ -620,8 +621,7 @@ def _scan_vars(handle) -> list[tuple[str, str, list]]:
         if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars":
             arrays = _vars(obj)
             if any(ds.ndim == 4 for _, ds in arrays):
-                found.append((name.rsplit("/", 1)[0] if "/" in name else "",
-                              _text(obj.attrs.get("name")) or "", arrays))
+                found.append((name.rsplit("/", 1)[0] if "/" in name else "", arrays))
 
     handle.visititems(visit)
     return sorted(found, key=lambda item: _natural_key(item[0]))
@@ -700,7 +700,7 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
                 arrays = own
             yield [(_hint(n), ds) for n, ds in arrays]
 
-    def inner(layer: _KLayer) -> list[tuple[str, str, list]]:
+    def inner(layer: _KLayer) -> list[tuple[str, list]]:
         group = root.get(layer.legacy_group)
         if not isinstance(group, h5py.Group):
             return []
@@ -710,7 +710,7 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
             if layer.name in parts[:-2]:
                 sub = "/".join(parts[parts.index(layer.name) + 1:-1])
                 owners.setdefault(sub, []).append((_hint(weight_name), ds))
-        return [(sub, sub.rsplit("/", 1)[-1], arrays) for sub, arrays in owners.items()
+        return [(sub, arrays) for sub, arrays in owners.items()
                 if any(ds.ndim == 4 for _, ds in arrays)]
 
     return _record_with_graph(path, graph, lookup, producer, limits, inner)
@@ -767,7 +767,7 @@ def _hint(weight_name: str) -> str:
 def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
                        inner) -> ModelRecord:
     """The conv layers of the config's layers, with the weights ``lookup(layer)`` yields;
-    ``inner(layer)`` gives (sub-path, name, variables) of the layers held inside a layer
+    ``inner(layer)`` gives (sub-path, variables) of the layers held inside a layer
     that is not a conv itself."""
     try:
         depths, total = graph.depths()
@@ -823,8 +823,8 @@ def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[C
     their variables below the block's, but the config holds the block alone, so their
     classes are guessed from the weights as without a config."""
     convs: list[ConvLayer] = []
-    for sub, name, arrays in inner(layer):
-        class_name = _guess_class((sub.rsplit("/", 1)[-1], name), arrays)
+    for sub, arrays in inner(layer):
+        class_name = _guess_class((sub.rsplit("/", 1)[-1],), arrays)
         try:
             convs += _convert(path, f"{label}/{sub}", _KINDS[class_name], {}, arrays, limits)
         except _Mismatch as error:
