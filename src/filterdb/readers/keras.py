@@ -23,14 +23,22 @@ Layouts (Keras kernels become ONNX layout)
     channel c*m + k as in Keras; SeparableConv2D gives two layers, ``<name>/depthwise``
     and ``<name>/pointwise`` (a 1x1 conv), one graph step apart; Conv2DTranspose
     (kh, kw, c_out, c_in) -> ConvTranspose (c_in, c_out, kh, kw). 1-D and 3-D
-    convolutions hold no 2-D filters and are skipped.
+    convolutions hold no 2-D filters and are skipped. Without a config (weights-only
+    files, subclassed models, convs held inside a custom layer) a layer's class comes
+    from its variable names, from a name Keras derived from the class, or from the
+    shapes of kernel and bias; the groups of a grouped Conv2D are then unknown (1).
+    bfloat16 kernels are 2-byte opaque HDF5 values, marked by a ``dtype`` attribute in
+    Keras 3 weights files and unmarked in legacy files.
 
 Depth
     From the config's layer graph: every layer call (``inbound_nodes``, in the Keras 3
     form with ``keras_history`` as well as the Keras 2 nested lists) becomes a graph node
     and InputLayers are the inputs; a Sequential model is a chain; nested models are
-    flattened into the outer graph. When the graph cannot be resolved, or the file has
-    no config (weights-only files, subclassed models), the depth is the layer's position
+    flattened into the outer graph. A layer object used at two places of the hierarchy
+    (a submodel at the top and inside another submodel) is one layer at its smallest
+    depth. Convs held inside a custom layer take that layer's depth, marked
+    ``depth_is_approximate``. When the graph cannot be resolved, or the file has no
+    config (weights-only files, subclassed models), the depth is the layer's position
     in the file's layer order and ``depth_is_approximate`` is set.
 """
 
@@ -147,11 +155,12 @@ def read(path: Path, limits) -> ModelRecord:
 @contextmanager
 def _hdf5_errors(path: Path):
     """Report a damaged HDF5 structure as a ModelReadError: h5py raises OSError,
-    KeyError (an object that cannot be opened) or RuntimeError (a group that cannot
-    be iterated) for damaged files."""
+    KeyError (an object that cannot be opened), RuntimeError (a group that cannot
+    be iterated), UnicodeError (a damaged name, undecodable) or TypeError (a string
+    attribute of a damaged encoding) for damaged files."""
     try:
         yield
-    except (OSError, KeyError, RuntimeError) as error:
+    except (OSError, KeyError, RuntimeError, UnicodeError, TypeError) as error:
         raise ModelReadError(path, f"damaged HDF5 file ({type(error).__name__}: "
                                    f"{_first_line(error)})") from None
 
@@ -528,22 +537,34 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         except _Unresolved:
             graph = None
     if graph is None:  # no usable config: every kernel the file holds, by path
-        found = [(p, _class_from_group(p), {}, arrays) for p, arrays in _scan_vars(handle)]
+        found = [(p, _guess_class((p.rsplit("/", 1)[-1],), arrays), {}, arrays)
+                 for p, arrays in _scan_vars(handle)]
         return _record_without_graph(path, found, producer, limits)
 
+    memo: dict = {}
+
     def lookup(layer: _KLayer) -> Iterator[list]:
-        group = _v3_group(handle, layer.lineage)
+        group = _v3_group(handle, layer.lineage, memo)
         if group is not None:
             yield _vars(group)
 
-    return _record_with_graph(path, graph, lookup, producer, limits)
+    def inner(layer: _KLayer) -> list[tuple[str, list]]:
+        group = _v3_group(handle, layer.lineage, memo, own_vars=False)
+        if group is None or set(group) <= {"vars"}:  # most layers hold none
+            return []
+        return [(sub, arrays) for sub, arrays in _scan_vars(group) if sub]
+
+    return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
 
-def _v3_group(handle, lineage: tuple):
-    """Follow the lineage down the containers. The k-th layer of a class is the k-th
-    group named ``<snake>`` or ``<snake>_<n>`` (by n) when the file holds one group per
-    layer of the class (Keras 3 numbers them 0, 1, 2, ...; tf.keras skipped every
-    second number); otherwise the group of exactly its number, or of its layer name."""
+def _v3_group(handle, lineage: tuple, memo: dict, own_vars: bool = True):
+    """The layer's ``vars`` group (or with ``own_vars`` false its own group, which also
+    holds the groups of layers inside it); follow the lineage down the containers.
+    The k-th layer of a class is the k-th group named ``<snake>`` or ``<snake>_<n>``
+    (by n) when the file holds one group per layer of the class (Keras 3 numbers them
+    0, 1, 2, ...; tf.keras skipped every second number); otherwise the group of exactly
+    its number, or of its layer name. ``memo`` keeps each container's matches, which
+    would otherwise be listed again for every layer."""
     import h5py
 
     group = handle
@@ -553,9 +574,11 @@ def _v3_group(handle, lineage: tuple):
             parent = group.get(container)
             if not isinstance(parent, h5py.Group):
                 continue
-            pattern = re.compile(rf"{re.escape(snake)}(?:_(\d+))?")
-            matches = sorted((int(m.group(1) or 0), key) for key in parent
-                             if (m := pattern.fullmatch(key)))
+            if (parent.name, snake) not in memo:
+                pattern = re.compile(rf"{re.escape(snake)}(?:_(\d+))?")
+                memo[parent.name, snake] = sorted((int(m.group(1) or 0), key) for key in parent
+                                                  if (m := pattern.fullmatch(key)))
+            matches = memo[parent.name, snake]
             exact = snake if ordinal == 0 else f"{snake}_{ordinal}"
             if len(matches) == total:
                 found = parent[matches[ordinal][1]]
@@ -568,6 +591,8 @@ def _v3_group(handle, lineage: tuple):
         if found is None:
             return None
         group = found
+    if not own_vars:
+        return group
     return group.get("vars") if isinstance(group.get("vars"), h5py.Group) else None
 
 
@@ -581,8 +606,11 @@ def _vars(group) -> list[tuple[str, object]]:
 
 
 def _scan_vars(handle) -> list[tuple[str, list]]:
-    """Every ``.../vars`` group holding a 4-D dataset, by numeric-aware path order; the
-    optimizer's state (momenta shaped like kernels) is not a layer."""
+    """(layer path, variables) of every ``.../vars`` group holding a 4-D dataset, by
+    numeric-aware path order; the optimizer's state (momenta shaped like kernels) is not
+    a layer. In a subclassed model the path may name the attribute that held the layer.
+    (Keras 3 also writes the layer's name as an attribute of ``vars``; it is not read: on
+    a damaged file reading it can hang inside HDF5.)"""
     import h5py
 
     found = []
@@ -599,12 +627,50 @@ def _scan_vars(handle) -> list[tuple[str, list]]:
     return sorted(found, key=lambda item: _natural_key(item[0]))
 
 
-def _class_from_group(group_path: str) -> str:
-    segment = re.sub(r"_\d+$", "", group_path.rsplit("/", 1)[-1])
-    for class_name in _KINDS:
-        if _snake(class_name) == segment:
-            return class_name
-    return "Conv2DTranspose" if _TRANSPOSED_NAME.search(segment) else "Conv2D"
+def _guess_class(names: tuple[str, ...], arrays: list) -> str:
+    """The conv class of a layer known only by its weights (no config): by its variable
+    names (legacy files), by a group or layer name that Keras derived from the class
+    (``depthwise_conv2d_3``), by the shapes where they decide it, else a Conv2D (or a
+    Conv2DTranspose by a name saying so)."""
+    hints = {hint for hint, _ in arrays}
+    if "pointwise_kernel" in hints:
+        return "SeparableConv2D"
+    if "depthwise_kernel" in hints:
+        return "DepthwiseConv2D"
+    for name in names:
+        segment = re.sub(r"_\d+$", "", name)
+        for class_name in _KINDS:
+            if _snake(class_name) == segment:
+                return class_name
+    by_shape = _class_from_shapes(arrays)
+    if by_shape is not None:
+        return by_shape
+    return "Conv2DTranspose" if any(_TRANSPOSED_NAME.search(n) for n in names) else "Conv2D"
+
+
+def _class_from_shapes(arrays: list) -> str | None:
+    """The class the variables' shapes leave no doubt about, or None. A subclassed model's
+    groups are named after its attributes and Keras 3 numbers the variables, so a
+    DepthwiseConv2D or Conv2DTranspose would otherwise read as a Conv2D with its channels
+    misplaced, and a SeparableConv2D as a Conv2D missing its pointwise half. With a bias
+    of n values, a kernel (kh, kw, a, b) is a Conv2D when n = b, a DepthwiseConv2D (a
+    channels, multiplier b) when n = a * b and a Conv2DTranspose (b -> a channels) when
+    n = a; two kernels, the second 1x1 over the first's a * b channels, are separable.
+    n = a = a * b (b = 1) is taken for the common depthwise conv of multiplier 1 rather
+    than a transposed conv of one input channel: the filters are the same either way."""
+    kernels = [ds.shape for _, ds in arrays if ds.ndim == 4]
+    biases = [ds.shape[0] for _, ds in arrays if ds.ndim == 1]
+    if len(kernels) == 2 and kernels[1][:2] == (1, 1) and \
+            kernels[1][2] == kernels[0][2] * kernels[0][3]:
+        return "SeparableConv2D"
+    if len(kernels) != 1 or len(biases) != 1:
+        return None
+    n, (a, b) = biases[0], kernels[0][2:]
+    if n == b:
+        return None  # a Conv2D, or undecided (a == b; a == 1: the same filters either way)
+    if n == a * b:
+        return "DepthwiseConv2D"
+    return "Conv2DTranspose" if n == a else None
 
 
 def _read_legacy(path: Path, handle, limits) -> ModelRecord:
@@ -629,11 +695,25 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
         group = root.get(layer.legacy_group)
         if isinstance(group, h5py.Group):
             arrays = _legacy_weights(group)
-            if layer.nested:
-                arrays = [(n, ds) for n, ds in arrays if _owner(n) == layer.name]
+            own = [(n, ds) for n, ds in arrays if _owner(n) == layer.name]
+            if own or layer.nested:  # Keras 1 names ('conv1_W') name no owner
+                arrays = own
             yield [(_hint(n), ds) for n, ds in arrays]
 
-    return _record_with_graph(path, graph, lookup, producer, limits)
+    def inner(layer: _KLayer) -> list[tuple[str, list]]:
+        group = root.get(layer.legacy_group)
+        if not isinstance(group, h5py.Group):
+            return []
+        owners: dict[str, list] = {}
+        for weight_name, ds in _legacy_weights(group):
+            parts = weight_name.split("/")  # '<layer>/<sublayer>/kernel': a sublayer's
+            if layer.name in parts[:-2]:
+                sub = "/".join(parts[parts.index(layer.name) + 1:-1])
+                owners.setdefault(sub, []).append((_hint(weight_name), ds))
+        return [(sub, arrays) for sub, arrays in owners.items()
+                if any(ds.ndim == 4 for _, ds in arrays)]
+
+    return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
 
 def _legacy_weights(group) -> list[tuple[str, object]]:
@@ -669,14 +749,7 @@ def _legacy_layers(root) -> list[tuple[str, str, dict, list]]:
         for owner, arrays in owners.items():
             if not any(ds.ndim == 4 for _, ds in arrays):
                 continue
-            hints = {h for h, _ in arrays}
-            if "pointwise_kernel" in hints:
-                class_name = "SeparableConv2D"
-            elif "depthwise_kernel" in hints:
-                class_name = "DepthwiseConv2D"
-            else:
-                class_name = "Conv2DTranspose" if _TRANSPOSED_NAME.search(owner) else "Conv2D"
-            found.append((owner, class_name, {}, arrays))
+            found.append((owner, _guess_class((owner,), arrays), {}, arrays))
     return found
 
 
@@ -691,45 +764,124 @@ def _hint(weight_name: str) -> str:
 
 # layers and records --------------------------------------------------------
 
-def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str,
-                       limits) -> ModelRecord:
+def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
+                       inner) -> ModelRecord:
+    """The conv layers of the config's layers, with the weights ``lookup(layer)`` yields;
+    ``inner(layer)`` gives (sub-path, variables) of the layers held inside a layer
+    that is not a conv itself."""
     try:
         depths, total = graph.depths()
     except _Unresolved:
         depths, total = {}, 0
     layers: list[ConvLayer] = []
     keys: list[tuple[int, int]] = []
+    held: list[bool] = []  # inside another layer: its depth is that layer's
+    firsts: dict[tuple, tuple[_KLayer, list[ConvLayer]]] = {}
+    repeats: list[_KLayer] = []
     for layer in graph.layers.values():
         kind = _kind(layer.class_name, layer.config)
-        if kind is None:
-            continue
         label = "/".join(step[2] for step in layer.lineage)  # nested: model/layer
-        converted, problem = None, f"no weights found for conv layer {label!r}"
-        for arrays in lookup(layer):
-            try:
-                converted = _convert(path, label, kind, layer.config, arrays, limits)
-                break
-            except _Mismatch as error:
-                problem = str(error)
+        converted, problem = None, ""
+        if kind is not None:
+            converted, problem = _converted(path, label, kind, layer, lookup, limits)
+        if converted is None and kind in (None, "conv-like"):
+            for conv in _held_convs(path, label, layer, inner, limits):
+                conv.order = layer.slot
+                keys.append((layer.slot, 0))
+                held.append(True)
+                layers.append(conv)
+            continue
+        first = firsts.get(_identity(layer))
+        if first is not None and _same_weights(converted, first[1]):
+            _merge_depths(depths, layer, first[0])
+            repeats.append(layer)
+            continue
         if converted is None:
-            if kind == "conv-like":
-                continue  # a guess that the weights did not confirm
             raise ModelReadError(path, problem)
+        firsts.setdefault(_identity(layer), (layer, converted))
         for part, conv in enumerate(converted):
             conv.order = layer.slot + part
             keys.append((layer.slot, part))
+            held.append(False)
             layers.append(conv)
     # Any conv layer the graph does not reach: fall back to layer order for all.
     approximate = any(key not in depths for key in keys)
-    for conv, key in zip(layers, keys, strict=True):
+    for conv, key, inside in zip(layers, keys, held, strict=True):
         conv.depth = conv.order if approximate else depths[key]
-        conv.depth_is_approximate = approximate
+        conv.depth_is_approximate = approximate or inside
     if approximate:
         total = graph.slots
     counts = Counter(layer.class_name for layer in graph.layers.values())
+    counts.subtract(layer.class_name for layer in repeats)
     return ModelRecord(name=path.stem, path=os.fspath(path), framework="keras",
-                       producer=producer, operator_counts=dict(counts),
+                       producer=producer, operator_counts=dict(+counts),
                        total_depth=total, layers=layers)
+
+
+def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[ConvLayer]:
+    """Conv layers held inside a layer of another class (a custom block): Keras saves
+    their variables below the block's, but the config holds the block alone, so their
+    classes are guessed from the weights as without a config."""
+    convs: list[ConvLayer] = []
+    for sub, arrays in inner(layer):
+        class_name = _guess_class((sub.rsplit("/", 1)[-1],), arrays)
+        try:
+            convs += _convert(path, f"{label}/{sub}", _KINDS[class_name], {}, arrays, limits)
+        except _Mismatch as error:
+            raise ModelReadError(path, str(error)) from None
+    return convs
+
+
+def _converted(path: Path, label: str, kind: str, layer: _KLayer, lookup,
+               limits) -> tuple[list[ConvLayer] | None, str]:
+    """The layer's conv layers from the first weights that fit its config, or None and
+    why not."""
+    problem = f"no weights found for conv layer {label!r}"
+    for arrays in lookup(layer):
+        try:
+            return _convert(path, label, kind, layer.config, arrays, limits), problem
+        except _Mismatch as error:
+            problem = str(error)
+    return None, problem
+
+
+def _identity(layer: _KLayer) -> tuple[str, str, str]:
+    """What two config entries of one layer object share: a layer (or a nested model
+    holding it) used in two places of the model hierarchy, e.g. at the top and inside a
+    Sequential submodel, is serialized in full at each place, under each lineage."""
+    return layer.name, layer.class_name, json.dumps(_without_ids(layer.config),
+                                                    sort_keys=True, default=str)
+
+
+def _without_ids(value):
+    """A config without the ``shared_object_id`` marks that Keras 3 adds to objects
+    (initializers, dtype policies) serialized more than once in one file: they differ
+    between the two places of one layer."""
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
+
+
+def _same_weights(converted: list[ConvLayer] | None, first: list[ConvLayer]) -> bool:
+    """Whether a layer whose config entry repeats an earlier one's is that layer again:
+    Keras 3 saves an object once, at its first place in the ``.keras`` weights, so the
+    later places have no weights; a legacy HDF5 file stores them again in the group of
+    each top-level layer that holds them, the same values."""
+    if converted is None:
+        return True
+    return len(converted) == len(first) and all(
+        a.weight.shape == b.weight.shape and np.array_equal(a.weight, b.weight)
+        for a, b in zip(converted, first, strict=True))
+
+
+def _merge_depths(depths: dict, layer: _KLayer, first: _KLayer) -> None:
+    """A layer reached at two places takes its smallest depth, as a shared layer does."""
+    for part in range(layer.parts):
+        here, there = (layer.slot, part), (first.slot, part)
+        if here in depths:
+            depths[there] = min(depths.get(there, depths[here]), depths[here])
 
 
 def _record_without_graph(path: Path, found: list, producer: str, limits) -> ModelRecord:
@@ -800,7 +952,31 @@ def _convert(path: Path, name: str, kind: str, config: dict, arrays: list,
     kernel = named.get("kernel", kernels[0][1])
     if kind == "transpose":
         return [_transposed(path, name, kernel, config, size, strides, dilations, limits)]
-    return [_plain(path, name, kernel, config, size, strides, dilations, limits)]
+    conv = _plain(path, name, kernel, config, size, strides, dilations, limits)
+    _add_lora(path, name, conv, arrays, config, limits)
+    return [conv]
+
+
+def _add_lora(path: Path, name: str, conv: ConvLayer, arrays: list, config: dict,
+              limits) -> None:
+    """Add a LoRA adapter's update to the kernel, as the layer's forward pass does:
+    ``kernel + alpha / rank * lora_kernel_a @ lora_kernel_b``. A Keras 3 weights file
+    holds the merged kernel, but the legacy HDF5 writer saves the variables as they
+    are: the frozen base kernel and the two factors."""
+    named = {hint: ds for hint, ds in arrays if hint}
+    if "lora_kernel_a" not in named or "lora_kernel_b" not in named:
+        return
+    a, _ = _array(path, f"{name}/lora_kernel_a", named["lora_kernel_a"], limits)
+    b, _ = _array(path, f"{name}/lora_kernel_b", named["lora_kernel_b"], limits)
+    c_out, c_in, kh, kw = conv.weight.shape
+    if a.ndim != 4 or a.shape[:3] != (kh, kw, c_in) or b.shape != (a.shape[3], c_out):
+        raise _Mismatch(f"conv layer {name!r}: LoRA factors of shapes {a.shape} and "
+                        f"{b.shape} do not fit its kernel")
+    rank = a.shape[3]
+    alpha = config.get("lora_alpha") or config.get("lora_rank") or rank
+    update = (alpha / rank) * np.matmul(a, b, dtype=np.float32)  # (kh, kw, c_in, c_out)
+    conv.weight = np.ascontiguousarray(conv.weight + update.transpose(3, 2, 0, 1),
+                                       dtype=np.float32)
 
 
 def _check(name: str, shape: tuple, size, channels: int, expected) -> None:
@@ -851,7 +1027,7 @@ def _array(path: Path, name: str, dataset, limits) -> tuple[np.ndarray, str]:
     if dataset.size > limits.max_tensor_elements:
         raise ModelReadError(path, f"kernel of layer {name!r} declares shape "
                                    f"{list(dataset.shape)}, beyond the element limit")
-    bfloat16 = _text(dataset.attrs.get("dtype")) == "bfloat16"
+    bfloat16 = _is_bfloat16(dataset)
     if not bfloat16 and dataset.dtype.kind != "f":
         raise ModelReadError(path, f"kernel of layer {name!r} holds {dataset.dtype} values; "
                                    "quantized Keras kernels are not supported")
@@ -864,6 +1040,17 @@ def _array(path: Path, name: str, dataset, limits) -> tuple[np.ndarray, str]:
         bits = np.ascontiguousarray(raw).view("<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(dataset.shape), "bfloat16"
     return np.asarray(raw, dtype=np.float32), dataset.dtype.name
+
+
+def _is_bfloat16(dataset) -> bool:
+    """HDF5 has no bfloat16, so Keras stores it as 2-byte opaque values: the Keras 3
+    weights file marks them with a ``dtype`` attribute, the legacy HDF5 writer
+    (``model.save("x.h5")`` in Keras 3) leaves them unmarked. No other dtype Keras
+    saves is 2-byte opaque (float16 is an HDF5 float, quantized kernels are integers)."""
+    if _text(dataset.attrs.get("dtype")) == "bfloat16":
+        return True
+    return dataset.dtype.kind == "V" and dataset.dtype.itemsize == 2 and \
+        dataset.dtype.names is None
 
 
 def _pair(value, default) -> tuple[int, int] | None:
