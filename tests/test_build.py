@@ -144,6 +144,38 @@ def test_files_no_reader_recognises_are_reported_not_built(tmp_path, cli):
     np.testing.assert_array_equal(opened.select().read(), weight.numpy().reshape(-1, 3, 3))
 
 
+class _Aborts:
+    """Unpickling this object aborts the process, as a crash in a native library would."""
+
+    def __reduce__(self):
+        import os
+
+        return os.abort, ()
+
+
+def test_a_model_that_kills_its_worker_fails_alone(tmp_path, cli):
+    """With workers, a crash while reading one model (SIGABRT here) fails that model
+    with one line; the models in flight with it and after it are built."""
+    torch = pytest.importorskip("torch")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for number in range(5):
+        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=10 + number)
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "boom": _Aborts()},
+               zoo / "m1_crash.pt")
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
+                 "--allow-unsafe-pickle")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "5 added, 0 already present, 0 skipped, 1 failed" in result.stdout
+    assert (f"failed: {zoo / 'm1_crash.pt'}: reading it killed the worker process (a crash "
+            "in a native library, e.g. on a damaged file)") in result.stderr.splitlines()
+    opened = filterdb.open(db)
+    assert list(opened.models["model"]) == [f"m{number}" for number in range(5)]
+    assert len(h5py.File(db)["filters"]) == 5 * (4 * 3 + 8 * 4)
+
+
 def _nan_model(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     make_cnn(path, [4, 8], seed=4)
     model = onnx.load(path)

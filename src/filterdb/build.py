@@ -19,6 +19,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -258,21 +259,64 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
                 results[number] = process_model(job)
                 settle(final=False)
         else:
-            with pool or start_workers(options.workers) as pool:
-                pending = {pool.submit(process_model, job): number
-                           for number, job in enumerate(jobs)}
-                try:
-                    while pending:
-                        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            results[pending.pop(future)] = future.result()
-                        settle(final=False)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            _run_pooled(jobs, options.workers, pool, results, settle)
     finally:
         settle(final=True)
         committer.close()
+
+
+def _run_pooled(jobs: list[Job], workers: int, pool: ProcessPoolExecutor | None,
+                results: dict, settle: Callable[[bool], None]) -> None:
+    """Process jobs in worker processes; a model whose reading kills its worker (a fault
+    in a native library on a damaged file) fails alone and the build goes on.
+
+    A dead worker breaks the whole pool, and every unfinished job with it. Jobs reach the
+    workers in order, so the crash was one of the first ``workers + 1`` unfinished ones
+    (those in flight): each of them is run again alone in a fresh process; the rest go
+    on in a new pool.
+    """
+    remaining = list(range(len(jobs)))
+    while remaining:
+        with pool or start_workers(workers) as pool:
+            unfinished = _drain(pool, jobs, remaining, results, settle)
+        pool = None
+        suspects, remaining = unfinished[:workers + 1], unfinished[workers + 1:]
+        for number in suspects:
+            results[number] = _alone(jobs[number])
+            settle(False)
+
+
+def _drain(pool: ProcessPoolExecutor, jobs: list[Job], numbers: list[int], results: dict,
+           settle: Callable[[bool], None]) -> list[int]:
+    """Run the jobs ``numbers`` in ``pool`` until done or the pool breaks; returns the
+    unfinished ones, in order."""
+    pending = {pool.submit(process_model, jobs[number]): number for number in numbers}
+    unfinished = []
+    try:
+        while pending:
+            done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                number = pending.pop(future)
+                try:
+                    results[number] = future.result()
+                except BrokenProcessPool:
+                    unfinished.append(number)
+            settle(False)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    return sorted(unfinished)
+
+
+def _alone(job: Job) -> ModelEntry | ModelOutcome:
+    """``process_model(job)`` in a process of its own: a failed model if it dies."""
+    with start_workers(1) as solo:
+        try:
+            return solo.submit(process_model, job).result()
+        except BrokenProcessPool:
+            return ModelOutcome(job.name, str(job.path), FAILED,
+                                "reading it killed the worker process (a crash in a native "
+                                "library, e.g. on a damaged file)")
 
 
 def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:
