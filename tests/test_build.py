@@ -176,6 +176,41 @@ def test_a_model_that_kills_its_worker_fails_alone(tmp_path, cli):
     assert len(h5py.File(db)["filters"]) == 5 * (4 * 3 + 8 * 4)
 
 
+class _Sleeps:
+    """Unpickling this object blocks for ten minutes, as a hang in a native library would."""
+
+    def __reduce__(self):
+        import time
+
+        return time.sleep, (600,)
+
+
+def test_a_model_past_the_timeout_fails_alone(tmp_path, cli):
+    torch = pytest.importorskip("torch")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for number in range(3):
+        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=20 + number)
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "stuck": _Sleeps()},
+               zoo / "m0_stuck.pt")
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
+                 "--allow-unsafe-pickle", "--model-timeout", "3")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Thread" not in result.stderr
+    assert "3 added, 0 already present, 0 skipped, 1 failed" in result.stdout
+    assert (f"failed: {zoo / 'm0_stuck.pt'}: still being read after 3 s (stopped)"
+            in result.stderr.splitlines())
+    assert list(filterdb.open(db).models["model"]) == ["m0", "m1", "m2"]
+
+
+def test_model_timeout_must_not_be_negative(tmp_path, cli):
+    result = cli("build", tmp_path, "-o", tmp_path / "db.h5", "--model-timeout", "-1")
+    assert result.returncode == 2
+    assert result.stderr == ("filterdb: error: --model-timeout must be 0 (no limit) or "
+                             "more\n")
+
+
 def _nan_model(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     make_cnn(path, [4, 8], seed=4)
     model = onnx.load(path)

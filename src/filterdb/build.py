@@ -64,6 +64,9 @@ class BuildOptions:
     require_run: bool = False  # a model that fails to run is not added
     #: fsync shards and master at every commit (power-failure safe; waits for the disk)
     durable: bool = False
+    #: With workers: a model still being read after this many seconds fails (its worker
+    #: is ended); None: no limit. A hang inside a native library cannot be stopped else.
+    model_timeout: float | None = 3600.0
 
 
 @dataclass
@@ -195,7 +198,8 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
                     max(1, layer_quality.default_threads() // options.workers),
-                    options.run, options.require_run, options.durable)
+                    options.run, options.require_run, options.durable,
+                    options.model_timeout if options.workers > 1 else None)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify, pool)
@@ -311,12 +315,16 @@ def _drain(pool: ProcessPoolExecutor, jobs: list[Job], numbers: list[int], resul
 def _alone(job: Job) -> ModelEntry | ModelOutcome:
     """``process_model(job)`` in a process of its own: a failed model if it dies."""
     with start_workers(1) as solo:
+        started = time.monotonic()
         try:
             return solo.submit(process_model, job).result()
         except BrokenProcessPool:
-            return ModelOutcome(job.name, str(job.path), FAILED,
-                                "reading it killed the worker process (a crash in a native "
-                                "library, e.g. on a damaged file)")
+            if job.timeout and time.monotonic() - started >= job.timeout:
+                reason = f"still being read after {job.timeout:g} s (stopped)"
+            else:
+                reason = ("reading it killed the worker process (a crash in a native "
+                          "library, e.g. on a damaged file)")
+            return ModelOutcome(job.name, str(job.path), FAILED, reason)
 
 
 def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:

@@ -7,9 +7,11 @@ processes start small and fast.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import hashlib
 import json
 import multiprocessing
+import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -80,6 +82,8 @@ class Job:
     run: RunLimits | None = None  # None: models are not run
     require_run: bool = False
     durable: bool = False  # the writer fsyncs shards before committing them
+    #: In a worker process: end the process when the model takes longer (seconds).
+    timeout: float | None = None
 
 
 def start_workers(count: int) -> ProcessPoolExecutor:
@@ -134,6 +138,7 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     models and shards a killed build left behind are recognised by the hash before
     the model is read.
     """
+    _arm(job.timeout)
     try:
         hasher = _hashing_threads()  # the file and the weights, side by side
         # Its own read of the file: hashing the bytes the reader read would keep them
@@ -190,6 +195,23 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     except Exception as error:  # a reader bug must not end the build; report it per model
         return ModelOutcome(job.name, str(job.path), FAILED,
                             f"unexpected {type(error).__name__}: {error}")
+    finally:
+        if job.timeout:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _arm(seconds: float | None) -> None:
+    """End this worker process if the model takes longer than ``seconds``. faulthandler's
+    watchdog is a C thread: it fires even while a native library (HDF5 on a damaged
+    file) holds the GIL and never returns. The build then fails the model alone."""
+    if seconds:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=_devnull())
+
+
+@lru_cache(maxsize=1)
+def _devnull():
+    """Where the watchdog writes its traceback: the build reports the model in one line."""
+    return open(os.devnull, "w")  # noqa: SIM115 - open for the life of the worker
 
 
 def _known(job: Job, sha256: str) -> ModelOutcome | ModelEntry | None:

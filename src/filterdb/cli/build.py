@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
                         help="fsync every shard and the master at each commit, so committed "
                              "models also survive a power failure or OS crash (waits for the "
                              "disk; without it a killed build still loses nothing committed)")
+    parser.add_argument("--model-timeout", type=float, default=3600.0, metavar="SECONDS",
+                        help="with --workers 2 or more: a model still being read after this "
+                             "long fails and the build goes on (default 3600; 0: no limit)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
     add_run_arguments(parser, "--verify-run", "verify_run",
@@ -56,6 +59,10 @@ def run(args) -> int:
     if args.workers < 1:
         print("filterdb: error: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.model_timeout < 0:
+        print("filterdb: error: --model-timeout must be 0 (no limit) or more",
+              file=sys.stderr)
+        return 2
     # The workers start first: they import their modules while this process imports
     # the rest (pandas and PyTables for the tables) and plans the zoo.
     pool = start_workers(args.workers) if args.workers > 1 else None
@@ -69,7 +76,8 @@ def run(args) -> int:
                            quality=args.quality, only_selected=args.only_selected,
                            count_duplicates=args.count_duplicates,
                            limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
-                           run=limits, require_run=args.require_run, durable=args.durable)
+                           run=limits, require_run=args.require_run, durable=args.durable,
+                           model_timeout=args.model_timeout or None)
     with BuildProgress() as progress:
         report = build(args.zoo, args.output, args.index, options, on_outcome=progress.update,
                        pool=pool)
