@@ -10,6 +10,8 @@ from .running import add_run_arguments, run_limits, run_lines
 
 NAME = "build"
 HELP = "Build or extend a filter database from a folder of models."
+#: Default --model-timeout in seconds: long enough for any real model on a slow machine.
+MODEL_TIMEOUT = 3600.0
 #: Names of ignored zoo files listed on the summary line (all are in the build report).
 IGNORED_SHOWN = 5
 
@@ -35,9 +37,11 @@ def add_arguments(parser) -> None:
                         help="fsync every shard and the master at each commit, so committed "
                              "models also survive a power failure or OS crash (waits for the "
                              "disk; without it a killed build still loses nothing committed)")
-    parser.add_argument("--model-timeout", type=float, default=3600.0, metavar="SECONDS",
+    parser.add_argument("--model-timeout", type=float, default=MODEL_TIMEOUT,
+                        metavar="SECONDS",
                         help="with --workers 2 or more: a model still being read after this "
-                             "long fails and the build goes on (default 3600; 0: no limit)")
+                             f"long fails and the build goes on (default {MODEL_TIMEOUT:g}; "
+                             "0: no limit)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on index problems and on any model that cannot be read")
     add_run_arguments(parser, "--verify-run", "verify_run",

@@ -75,6 +75,7 @@ def run(args) -> int:
                                          only_selected=False, count_duplicates=True,
                                          verify_run=True,
                                          require_run=False, durable=False,
+                                         model_timeout=build_command.MODEL_TIMEOUT,
                                          run_timeout=DEFAULT_SECONDS,
                                          run_memory=DEFAULT_MEMORY_GIB))
     if status:
