@@ -144,6 +144,18 @@ def test_files_no_reader_recognises_are_reported_not_built(tmp_path, cli):
     np.testing.assert_array_equal(opened.select().read(), weight.numpy().reshape(-1, 3, 3))
 
 
+def _zoo_with_a_pickle(tmp_path: Path, models: int, name: str, payload) -> Path:
+    """``models`` generated ONNX models m0, m1, ... and a torch.save file ``name`` whose
+    pickle holds a conv weight and ``payload``."""
+    torch = pytest.importorskip("torch")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for number in range(models):
+        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=10 + number)
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "payload": payload}, zoo / name)
+    return zoo
+
+
 class _Aborts:
     """Unpickling this object aborts the process, as a crash in a native library would."""
 
@@ -156,13 +168,7 @@ class _Aborts:
 def test_a_model_that_kills_its_worker_fails_alone(tmp_path, cli):
     """With workers, a crash while reading one model (SIGABRT here) fails that model
     with one line; the models in flight with it and after it are built."""
-    torch = pytest.importorskip("torch")
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    for number in range(5):
-        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=10 + number)
-    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "boom": _Aborts()},
-               zoo / "m1_crash.pt")
+    zoo = _zoo_with_a_pickle(tmp_path, 5, "m1_crash.pt", _Aborts())
     db = tmp_path / "db.h5"
     result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
                  "--allow-unsafe-pickle")
@@ -186,13 +192,7 @@ class _Sleeps:
 
 
 def test_a_model_past_the_timeout_fails_alone(tmp_path, cli):
-    torch = pytest.importorskip("torch")
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    for number in range(3):
-        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=20 + number)
-    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "stuck": _Sleeps()},
-               zoo / "m0_stuck.pt")
+    zoo = _zoo_with_a_pickle(tmp_path, 3, "m0_stuck.pt", _Sleeps())
     db = tmp_path / "db.h5"
     result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
                  "--allow-unsafe-pickle", "--model-timeout", "3")
