@@ -110,13 +110,10 @@ def _yaml_row(path: Path, row: dict) -> dict:
     return out
 
 
-def scan_zoo(zoo: str | Path, is_model: Callable[[Path], bool]) -> list[Path]:
-    """Model files under ``zoo`` (recursively, hidden folders skipped), sorted."""
-    return _scan(zoo, is_model)[0]
-
-
-def _scan(zoo: str | Path, is_model: Callable[[Path], bool]) -> tuple[list[Path], list[Path]]:
-    """Model files and the other files under ``zoo`` (hidden ones skipped), sorted."""
+def scan_zoo(zoo: str | Path,
+             is_model: Callable[[Path], bool]) -> tuple[list[Path], list[Path]]:
+    """Model files and the other files under ``zoo`` (recursively, hidden files and
+    folders skipped), each sorted."""
     zoo = Path(zoo)
     if zoo.is_file():
         return [zoo], []
@@ -139,7 +136,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
     duplicate names are findings.
     """
     zoo = Path(zoo)
-    files, others = _scan(zoo, is_model)
+    files, others = scan_zoo(zoo, is_model)
     root = zoo if zoo.is_dir() else zoo.parent
     findings: list[str] = []
     rows = pd.DataFrame() if index is None else read_index(index)
@@ -197,7 +194,8 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
         if model.name not in seen:
             seen.add(model.name)
             unique.append(model)
-    built = {m.path.resolve() for m in unique}
-    skip = {Path(index).resolve()} if index is not None else set()
-    ignored = [p for p in others if p.resolve() not in built | skip]
+    listed = {m.path.resolve() for m in unique}  # built, or the index file itself
+    if index is not None:
+        listed.add(Path(index).resolve())
+    ignored = [p for p in others if p.resolve() not in listed]
     return ZooPlan(models=unique, findings=findings, ignored=ignored)
