@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..worker import NOT_ASSESSED, start_workers
+    # numpy's BLAS starts a thread per core, which spins when it starts; the build
+    # never uses them (the quality metrics run BLAS in threads of their own), and a
+    # process of one thread can fork its workers (see start_workers).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from ..worker import NOT_ASSESSED, start_workers, tune_malloc
 
     shapes = None
     if args.shapes:
@@ -70,6 +75,8 @@ def run(args) -> int:
     # The workers start first: they import their modules while this process imports
     # the rest (pandas and PyTables for the tables) and plans the zoo.
     pool = start_workers(args.workers) if args.workers > 1 else None
+    if pool is None:  # this process reads the models
+        tune_malloc()
     from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
     from ..errors import one_line
     from ..readers import Limits
