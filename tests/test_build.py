@@ -204,6 +204,42 @@ def test_a_model_past_the_timeout_fails_alone(tmp_path, cli):
     assert list(filterdb.open(db).models["model"]) == ["m0", "m1", "m2"]
 
 
+SCRIPT_WITHOUT_MAIN_GUARD = """
+import sys, threading, time
+from filterdb.build import BuildOptions, build
+from filterdb.errors import WorkerStartError
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # workers spawn
+try:
+    build(sys.argv[1], sys.argv[2], options=BuildOptions(workers=2, quality=False))
+except WorkerStartError as error:
+    print(error)
+"""
+
+
+def test_workers_that_cannot_start_fail_the_build_not_the_models(tmp_path):
+    """A script without the main guard: spawned workers re-run it and die as they start.
+    The build says so in one line; no model is blamed for it."""
+    import subprocess
+    import sys
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for number in range(3):
+        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=number)
+    script = tmp_path / "build_zoo.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    db = tmp_path / "db.h5"
+    result = subprocess.run([sys.executable, script, zoo, db], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.stdout.splitlines() == [
+        "worker processes exit as they start, before reading any model; from a Python "
+        'script, call build() with workers > 1 under `if __name__ == "__main__":` (or use '
+        "workers=1)"]
+    report = json.loads((tmp_path / "db.h5.build.json").read_text())
+    assert [o for o in report["outcomes"] if o["status"] == "failed"] == []
+    assert not db.exists()
+
+
 def test_model_timeout_must_not_be_negative(tmp_path, cli):
     result = cli("build", tmp_path, "-o", tmp_path / "db.h5", "--model-timeout", "-1")
     assert result.returncode == 2

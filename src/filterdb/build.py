@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
-    ProcessPoolExecutor,
     ThreadPoolExecutor,
     wait,
 )
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import layer_quality, redundancy
-from .errors import BuildInterrupted, IndexFileError
+from .errors import BuildInterrupted, IndexFileError, WorkerStartError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, RunLimits, is_model_file
 from .runs import summarize_runs
@@ -39,6 +38,7 @@ from .worker import (
     SKIPPED,
     Job,
     ModelOutcome,
+    WorkerPool,
     present,
     process_model,
     start_workers,
@@ -123,7 +123,7 @@ class BuildReport:
 
 def build(zoo, database, index=None, options: BuildOptions | None = None,
           on_outcome: Callable[[ModelOutcome, BuildReport], None] | None = None,
-          pool: ProcessPoolExecutor | None = None) -> BuildReport:
+          pool: WorkerPool | None = None) -> BuildReport:
     """Build or extend a filter database from a folder of models.
 
     Parameters
@@ -139,7 +139,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     options : BuildOptions, optional
     on_outcome : callable, optional
         Called with each model's outcome as it is decided (for progress display).
-    pool : ProcessPoolExecutor, optional
+    pool : WorkerPool, optional
         The ``options.workers`` worker processes from
         :func:`~filterdb.worker.start_workers`, started by the caller before its own
         imports; the build shuts it down. By default the build starts them.
@@ -170,7 +170,7 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
 
 
 def _build(zoo, database, index, options: BuildOptions, on_outcome,
-           pool: ProcessPoolExecutor | None) -> BuildReport:
+           pool: WorkerPool | None) -> BuildReport:
     started = time.perf_counter()
     database = Path(database)
     plan = plan_zoo(zoo, is_model_file, index)
@@ -219,7 +219,7 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
 
 
 def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
-         report: BuildReport, notify, pool: ProcessPoolExecutor | None) -> None:
+         report: BuildReport, notify, pool: WorkerPool | None) -> None:
     """Process jobs, committing finished models in job order."""
     results: dict[int, ModelEntry | ModelOutcome] = {}
     next_commit = 0
@@ -269,7 +269,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
         committer.close()
 
 
-def _run_pooled(jobs: list[Job], workers: int, pool: ProcessPoolExecutor | None,
+def _run_pooled(jobs: list[Job], workers: int, pool: WorkerPool | None,
                 results: dict, settle: Callable[[bool], None]) -> None:
     """Process jobs in worker processes; a model whose reading kills its worker (a fault
     in a native library on a damaged file) fails alone and the build goes on.
@@ -283,6 +283,8 @@ def _run_pooled(jobs: list[Job], workers: int, pool: ProcessPoolExecutor | None,
     while remaining:
         with pool or start_workers(workers) as pool:
             unfinished = _drain(pool, jobs, remaining, results, settle)
+        if unfinished and not pool.came_up():
+            raise WorkerStartError(_NO_START)
         pool = None
         suspects, remaining = unfinished[:workers + 1], unfinished[workers + 1:]
         for number in suspects:
@@ -290,7 +292,7 @@ def _run_pooled(jobs: list[Job], workers: int, pool: ProcessPoolExecutor | None,
             settle(False)
 
 
-def _drain(pool: ProcessPoolExecutor, jobs: list[Job], numbers: list[int], results: dict,
+def _drain(pool: WorkerPool, jobs: list[Job], numbers: list[int], results: dict,
            settle: Callable[[bool], None]) -> list[int]:
     """Run the jobs ``numbers`` in ``pool`` until done or the pool breaks; returns the
     unfinished ones, in order."""
@@ -312,6 +314,11 @@ def _drain(pool: ProcessPoolExecutor, jobs: list[Job], numbers: list[int], resul
     return sorted(unfinished)
 
 
+_NO_START = ("worker processes exit as they start, before reading any model; from a "
+             "Python script, call build() with workers > 1 under "
+             "`if __name__ == \"__main__\":` (or use workers=1)")
+
+
 def _alone(job: Job) -> ModelEntry | ModelOutcome:
     """``process_model(job)`` in a process of its own: a failed model if it dies."""
     with start_workers(1) as solo:
@@ -319,6 +326,8 @@ def _alone(job: Job) -> ModelEntry | ModelOutcome:
         try:
             return solo.submit(process_model, job).result()
         except BrokenProcessPool:
+            if not solo.came_up():
+                raise WorkerStartError(_NO_START) from None
             if job.timeout and time.monotonic() - started >= job.timeout:
                 reason = f"still being read after {job.timeout:g} s (stopped)"
             else:

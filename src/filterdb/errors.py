@@ -40,3 +40,7 @@ class BuildInterrupted(FilterDBError):
     """A writing command stopped by Ctrl-C, leaving a committed state (a build: what
     was ready; ``release``/``remove``: before or after their one commit); the CLI
     exits 130."""
+
+
+class WorkerStartError(FilterDBError):
+    """Worker processes that die before they start (no model is to blame)."""

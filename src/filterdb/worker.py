@@ -87,7 +87,24 @@ class Job:
     timeout: float | None = None
 
 
-def start_workers(count: int) -> ProcessPoolExecutor:
+class WorkerPool(ProcessPoolExecutor):
+    """Worker processes for :func:`process_model`, started at once (see
+    :func:`start_workers`); each reports when it is up."""
+
+    def __init__(self, count: int, method: str):
+        super().__init__(count, mp_context=multiprocessing.get_context(method),
+                         initializer=init_worker)
+        # the pool starts a process per task while none is idle
+        self.started = [self.submit(_started) for _ in range(count)]
+
+    def came_up(self) -> bool:
+        """Whether any worker started. False when the pool broke before: its processes
+        die as they start, which is no model's fault."""
+        return any(future.done() and not future.cancelled() and future.exception() is None
+                   for future in self.started)
+
+
+def start_workers(count: int) -> WorkerPool:
     """``count`` worker processes for :func:`process_model`, started now.
 
     Each new process imports this module (numpy, h5py, ...) while the caller goes on:
@@ -98,12 +115,7 @@ def start_workers(count: int) -> ProcessPoolExecutor:
     notebook, a thread pool, a BLAS library's threads) spawns fresh interpreters,
     since a forked child could inherit a lock that another thread held.
     """
-    method = "fork" if _single_threaded() else "spawn"
-    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method),
-                               initializer=init_worker)
-    for _ in range(count):  # the pool starts a process per task while none is idle
-        pool.submit(_started)
-    return pool
+    return WorkerPool(count, "fork" if _single_threaded() else "spawn")
 
 
 def _single_threaded() -> bool:
