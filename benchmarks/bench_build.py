@@ -355,7 +355,15 @@ and shared-layer hashes and the shard checksums that `verify` recomputes). Both 
 threads beside the reading and writing, so one worker already keeps two cores busy and a
 second worker adds less than it would to a single-threaded pipeline. The main process
 imports pandas and PyTables and rewrites the master at each commit (about 0.2 s of CPU
-in all). The default build does not fsync: its renames keep a killed build whole;
+in all). Three process-level settings took the 2-worker build from about 1.9x to
+about 1.5x the baseline (measured alternately on this zoo: system time 2.5 s -> 1.1 s):
+workers keep freed heap memory between models (glibc `mallopt`: blocks up to 32 MB from
+the heap, 256 MB of free heap kept), where each model's buffers were otherwise new pages
+that the kernel faulted in and zeroed again; a single-threaded `filterdb build` forks its
+workers instead of spawning fresh interpreters; and it starts no BLAS threads, which
+spin for a while after numpy's import and are never used by a build. The ONNX file is
+also parsed, and the sha256 taken, from a read-only mapping of the file instead of a
+copy in memory. The default build does not fsync: its renames keep a killed build whole;
 `--durable` also fsyncs every shard and the master at each commit (the `durable` row;
 this disk writes about 240 MB/s with fdatasync, so the row depends on how much of the
 write-back the build overlaps). Unless `--no-quality`, the quality metrics add the
