@@ -140,7 +140,7 @@ def test_files_no_reader_recognises_are_reported_not_built(tmp_path, cli):
     assert report["ignored"] == [str(zoo / name) for name in ("README.md", "labels.pkl",
                                                               "logs.tar")]
     opened = filterdb.open(db)
-    assert list(opened.models["model"]) == ["model_best.pth"]
+    assert list(opened.models["model"]) == ["model_best"]  # named without the type suffixes
     np.testing.assert_array_equal(opened.select().read(), weight.numpy().reshape(-1, 3, 3))
 
 

@@ -10,7 +10,7 @@ import pytest
 import filterdb
 from filterdb.build import BuildOptions, build
 from filterdb.errors import IndexFileError
-from filterdb.index import plan_zoo, read_index
+from filterdb.index import default_name, plan_zoo, read_index
 from filterdb.readers import is_model_file
 from filterdb.synthetic import make_cnn
 
@@ -183,23 +183,48 @@ def test_match_by_name_column_when_no_model_column(zoo, tmp_path):
                                      "Visual Category": "natural"}
 
 
-def test_duplicate_names(tmp_path):
+def test_same_file_names_in_different_folders_are_named_by_their_folders(tmp_path):
+    """A zoo of one folder per model with generic file names builds every model."""
     zoo = tmp_path / "zoo"
-    make_cnn(zoo / "a" / "net.onnx", [4, 8], seed=1)
-    make_cnn(zoo / "b" / "net.onnx", [4, 8], seed=2)
+    for folder in ("a", "b", "c/a"):
+        make_cnn(zoo / folder / "net.onnx", [4, 8], seed=len(folder))
+    make_cnn(zoo / "other.onnx", [4, 8], seed=9)
     plan = plan_zoo(zoo, IS_MODEL)
-    assert [m.path for m in plan.models] == [zoo / "a" / "net.onnx"]
-    assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
+    assert {m.name: m.path.relative_to(zoo).as_posix() for m in plan.models} == {
+        "a/net": "a/net.onnx", "b/net": "b/net.onnx", "c/a/net": "c/a/net.onnx",
+        "other": "other.onnx"}
+    assert plan.findings == []
 
-    index = _write(tmp_path / "index.csv", "model,Task,Visual Category\nnet,Classification,x\n")
+    index = _write(tmp_path / "index.csv", "model,Task,Visual Category\nnet,Classification,x\n"
+                   "b/net,Segmentation,y\n")
     plan = plan_zoo(zoo, IS_MODEL, index)
     assert plan.findings[0] == "row 2 (net): several files named net; add a path column"
+    assert {m.name: m.meta.get("Task") for m in plan.models} == {
+        "a/net": None, "b/net": "Segmentation", "c/a/net": None, "other": None}
 
     by_path = _write(tmp_path / "paths.csv", "model,path,Task,Visual Category\n"
                      "net,a/net.onnx,Classification,x\nnet,b/net.onnx,Classification,y\n")
     plan = plan_zoo(zoo, IS_MODEL, by_path)
-    assert len(plan.models) == 1 and plan.models[0].meta["Visual Category"] == "x"
-    assert plan.findings == ["model name 'net' given to 2 files; only the first is built"]
+    assert [(m.name, m.meta["Visual Category"]) for m in plan.models
+            if m.name == "net"] == [("net", "x")]
+    assert plan.findings[-1] == "model name 'net' given to 2 files; only the first is built"
+
+
+def test_one_name_in_one_folder_keeps_the_file_names(tmp_path):
+    """The same network in two formats side by side: both built, told apart by suffix."""
+    zoo = tmp_path / "zoo"
+    make_cnn(zoo / "net.onnx", [4, 8], seed=1)
+    (zoo / "net.pt").write_bytes((zoo / "net.onnx").read_bytes())  # read by content
+    plan = plan_zoo(zoo, IS_MODEL)
+    assert sorted(m.name for m in plan.models) == ["net.onnx", "net.pt"]
+    assert plan.findings == []
+
+
+def test_type_suffixes_are_not_part_of_the_name():
+    assert default_name(Path("resnet50.weights.h5")) == "resnet50"
+    assert default_name(Path("model_best.pth.tar")) == "model_best"
+    assert default_name(Path("yolo.v5.pt")) == "yolo.v5"
+    assert default_name(Path(".pth.tar")) == ".pth"
 
 
 def test_extra_columns_kept_in_models_and_meta(zoo, tmp_path):

@@ -126,14 +126,58 @@ def scan_zoo(zoo: str | Path,
     return models, others
 
 
+#: Second suffixes that belong to a model file's type, not to its name: Keras 3 names
+#: weights files ``<name>.weights.h5``; PyTorch's ImageNet example saves
+#: ``model_best.pth.tar``.
+TYPE_SUFFIXES = (".weights", ".pth", ".pt", ".ckpt")
+
+
+def default_name(path: Path) -> str:
+    """A model's name from its file: the stem, without a second suffix of the file type.
+
+    Examples
+    --------
+    >>> default_name(Path("resnet50.weights.h5")), default_name(Path("model_best.pth.tar"))
+    ('resnet50', 'model_best')
+    """
+    stem = path.stem
+    inner = Path(stem).suffix
+    return stem[:-len(inner)] if inner.lower() in TYPE_SUFFIXES and stem != inner else stem
+
+
+def default_names(files: list[Path], root: Path) -> dict[Path, str]:
+    """Names of model files: :func:`default_name`, made unique by the fewest parent
+    folders (relative to ``root``) that tell same-named files apart. A zoo of one folder
+    per model with generic file names (``resnet50/model.onnx``, ``vit/model.onnx``)
+    gives ``resnet50/model`` and ``vit/model``; files of one name in one folder (the same
+    network in two formats) keep their file names."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(default_name(path), []).append(path)
+    names: dict[Path, str] = {}
+    for name, group in groups.items():
+        if len(group) == 1:
+            names[group[0]] = name
+            continue
+        folders = {path: path.relative_to(root).parent.parts for path in group}
+        for depth in range(1, max(len(f) for f in folders.values()) + 1):
+            candidates = {path: "/".join([*folders[path][-depth:], name]) for path in group}
+            if len(set(candidates.values())) == len(group):
+                break
+        else:
+            candidates = {path: path.relative_to(root).as_posix() for path in group}
+        names.update(candidates)
+    return names
+
+
 def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
              index: str | Path | None = None) -> ZooPlan:
     """Match zoo files to index rows and report inconsistencies.
 
     A row names its file by a ``path`` column (relative to the zoo) or by its
-    ``model`` (else ``Name``) equal to the file's stem. Files without a row are
-    built with empty fields; rows without a file, empty required fields and
-    duplicate names are findings.
+    ``model`` (else ``Name``) equal to the file's name (:func:`default_names`) or stem.
+    Files without a row are built with empty fields, under their names; rows without a
+    file, empty required fields and duplicate names are findings.
     """
     zoo = Path(zoo)
     files, others = scan_zoo(zoo, is_model)
@@ -141,13 +185,15 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
     findings: list[str] = []
     rows = pd.DataFrame() if index is None else read_index(index)
     by_path = {p.resolve(): p for p in files}
+    names = default_names(files, root)
     by_stem: dict[str, list[Path]] = {}
     for p in files:
-        by_stem.setdefault(p.stem, []).append(p)
+        for key in {names[p], default_name(p), p.stem}:
+            by_stem.setdefault(key, []).append(p)
 
     matched: dict[Path, tuple[str, dict]] = {}
     for number, row in enumerate(rows.to_dict("records"), start=2):
-        name = row.get("model") or row.get("Name") or Path(row.get("path", "")).stem
+        name = row.get("model") or row.get("Name") or default_name(Path(row.get("path", "")))
         if row.get("path"):
             candidate = (root / row["path"]).resolve()
             target = candidate if candidate in by_path or candidate.is_file() else None
@@ -176,7 +222,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
         if p.resolve() in matched:
             name, fields = matched[p.resolve()]
         else:
-            name, fields = p.stem, {}
+            name, fields = names[p], {}
             if index is not None:
                 findings.append(f"{p}: no row in the index")
         models.append(PlannedModel(name=name, path=p, meta=fields))
