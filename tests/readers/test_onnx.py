@@ -584,3 +584,72 @@ def test_deform_conv_weight(tmp_path):
     np.testing.assert_array_equal(layer.weight, weight)
     assert (layer.op_type, layer.c_out, layer.c_in_per_group, layer.groups) == ("conv", 6, 2, 2)
     assert layer.strides == (2, 2)
+
+
+def test_convs_inside_if_branches_are_read_with_outer_and_local_weights(tmp_path):
+    """Convs in an If node's branches: weights from the main graph, from the branch's
+    own initializers and from a Constant inside it; named under their holder, their
+    depth counted from it."""
+    w_then, w_else = ob.random_weight((4, 3, 3, 3), seed=1), ob.random_weight((4, 3, 3, 3),
+                                                                               seed=2)
+    w_inner, w_after = ob.random_weight((4, 4, 3, 3), seed=3), ob.random_weight((2, 4, 1, 1),
+                                                                                seed=4)
+    then_branch = helper.make_graph(
+        [ob.conv("then_conv", "r", "w_then", "t", pads=[1, 1, 1, 1])], "then", [],
+        [ob.output("t")])
+    else_branch = helper.make_graph(
+        [ob.conv("else_conv", "r", "w_else", "e1", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["e1"], ["e2"], name="else_relu"),
+         ob.constant("inner_weight", "w_inner", w_inner),
+         ob.conv("else_conv2", "e2", "w_inner", "e3", pads=[1, 1, 1, 1])],
+        "else", [], [ob.output("e3")], initializer=[ob.tensor("w_else", w_else)])
+    model = ob.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("If", ["cond"], ["branch"], name="choose",
+                          then_branch=then_branch, else_branch=else_branch),
+         ob.conv("after", "branch", "w_after", "y")],
+        [ob.image_input("x", 3), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [ob.output("y")], [ob.tensor("w_then", w_then), ob.tensor("w_after", w_after)])
+    record = open_model(ob.save(model, tmp_path / "if.onnx"))
+
+    layers = {layer.name: layer for layer in record.layers}
+    # graph order: a holder's subgraphs in the order of its attributes (as stored)
+    assert list(layers) == ["choose/else_branch/else_conv", "choose/else_branch/else_conv2",
+                            "choose/then_branch/then_conv", "after"]
+    for name, weight in [("choose/then_branch/then_conv", w_then), ("after", w_after),
+                         ("choose/else_branch/else_conv", w_else),
+                         ("choose/else_branch/else_conv2", w_inner)]:
+        np.testing.assert_array_equal(layers[name].weight, weight)
+    # relu 0, choose 1 (its branches start there), after 2
+    assert {name: layer.depth for name, layer in layers.items()} == {
+        "choose/then_branch/then_conv": 1, "choose/else_branch/else_conv": 1,
+        "choose/else_branch/else_conv2": 3, "after": 2}
+    assert record.operator_counts == {"Relu": 2, "If": 1, "Conv": 4, "Constant": 1}
+    assert [layer.name for layer in ordered_layers(record)] == [
+        "choose/else_branch/else_conv", "choose/then_branch/then_conv", "after",
+        "choose/else_branch/else_conv2"]
+
+
+def test_weight_of_a_loop_body_conv_from_a_body_input_raises_naming_node(tmp_path):
+    """A conv whose weight is a loop-carried value is not a constant: one line naming it."""
+    body = helper.make_graph(
+        [ob.conv("body_conv", "r", "w_carried", "out", pads=[1, 1, 1, 1]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep"),
+         helper.make_node("Identity", ["w_carried"], ["w_next"], name="carry")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("w_carried", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("w_next", TensorProto.FLOAT, None),
+         ob.output("out")])
+    model = ob.make_model(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("Loop", ["trips", "", "w0"], ["w_final", "scan"], name="loop",
+                          body=body)],
+        [ob.image_input("x", 3), helper.make_tensor_value_info("trips", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("scan", TensorProto.FLOAT, None)],
+        [ob.tensor("w0", ob.random_weight((4, 3, 3, 3)))], check=False)
+    with pytest.raises(ModelReadError) as error:
+        open_model(ob.save(model, tmp_path / "loop.onnx"))
+    assert "loop/body/body_conv" in str(error.value)
+    assert "w_carried" in str(error.value)

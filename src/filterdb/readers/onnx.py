@@ -58,26 +58,10 @@ def read(path: Path, limits) -> ModelRecord:
     graph = model.graph
     if not graph.node:
         raise ModelReadError(path, "ONNX model has no graph nodes")
-    tensors = _TensorSource(path, graph, limits, model.opset_import)
-    nodes = [Node(n.name or f"{n.op_type}_{i}", list(n.input), list(n.output))
-             for i, n in enumerate(graph.node)]
+    walk = _Walk(path)
     initializer_names = {t.name for t in graph.initializer}
-    try:
-        depths = node_depths(nodes, [i.name for i in graph.input
-                                     if i.name not in initializer_names])
-    except GraphCycleError as error:
-        raise ModelReadError(path, str(error)) from None
-
-    layers = []
-    for index, node in enumerate(graph.node):
-        if node.op_type not in _CONV_OPS:
-            continue
-        layer = _conv_layer(node, nodes[index].name, tensors)
-        if layer is None:
-            continue
-        layer.depth = depths[index] if depths[index] is not None else 0
-        layer.order = index
-        layers.append(layer)
+    walk.graph(graph, _TensorSource(path, graph, limits, model.opset_import),
+               [i.name for i in graph.input if i.name not in initializer_names], "", 0)
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
@@ -87,10 +71,76 @@ def read(path: Path, limits) -> ModelRecord:
         framework="onnx",
         producer=producer,
         opset=opset,
-        operator_counts=dict(Counter(n.op_type for n in graph.node)),
-        total_depth=total_depth(depths),
-        layers=layers,
+        operator_counts=dict(walk.operators),
+        total_depth=total_depth(walk.depths),
+        layers=walk.layers,
     )
+
+
+class _Walk:
+    """The conv layers of a graph and of the subgraphs its If, Loop and Scan nodes hold
+    (nested to any level), with their depths, graph order and operator counts.
+
+    A subgraph's nodes run as part of the node that holds it: a node inside reading
+    the subgraph's inputs, or values of the enclosing graphs that are not constants,
+    has that node's depth, and the depths grow inside from there. Layers inside are
+    named ``<holder>/<attribute>/<node>`` (``<attribute>[i]`` for a list of graphs);
+    their weights may come from the subgraph or from any enclosing graph.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.layers: list[ConvLayer] = []
+        self.depths: list[int | None] = []
+        self.operators: Counter = Counter()
+        self.position = 0  # graph order over all graphs, a subgraph after its holder
+
+    def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
+              base: int) -> None:
+        # a node holding subgraphs also reads what they read from the enclosing graphs
+        nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}"),
+                      [*n.input, *_implicit_inputs(n)], list(n.output))
+                 for i, n in enumerate(graph.node)]
+        try:
+            depths = node_depths(nodes, [*inputs, *tensors.outer_values(nodes)])
+        except GraphCycleError as error:
+            raise ModelReadError(self.path, str(error)) from None
+        for index, node in enumerate(graph.node):
+            depth = None if depths[index] is None else base + depths[index]
+            self.depths.append(depth)
+            self.operators[node.op_type] += 1
+            position, self.position = self.position, self.position + 1
+            if node.op_type in _CONV_OPS:
+                layer = _conv_layer(node, nodes[index].name, tensors)
+                if layer is not None:
+                    layer.depth = depth or 0
+                    layer.order = position
+                    self.layers.append(layer)
+            for label, subgraph in _subgraphs(node):
+                self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
+                           f"{nodes[index].name}/{label}/", depth or 0)
+
+
+def _subgraphs(node) -> list[tuple[str, object]]:
+    """(label, graph) of each graph attribute of ``node`` (If, Loop, Scan bodies)."""
+    found = []
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            found.append((attribute.name, attribute.g))
+        found += [(f"{attribute.name}[{k}]", g) for k, g in enumerate(attribute.graphs)]
+    return found
+
+
+def _implicit_inputs(node) -> list[str]:
+    """Values of the enclosing graphs that the subgraphs of ``node`` read, at any level."""
+    names = []
+    for _, graph in _subgraphs(node):
+        defined = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
+                   | {out for inner in graph.node for out in inner.output})
+        names += [name for inner in graph.node
+                  for name in (*inner.input, *_implicit_inputs(inner))
+                  if name and name not in defined]
+    return names
 
 
 def _parse(onnx, path: Path):
@@ -201,19 +251,48 @@ class _TensorSource:
     """Finds the constant tensor behind a name: initializer, Constant, Cast/Identity chain
     or DequantizeLinear, reading external data only from inside the model's folder."""
 
-    def __init__(self, path: Path, graph, limits, opsets=()):
+    def __init__(self, path: Path, graph, limits, opsets=(), parent=None):
         self.path = path
         self.opsets = list(opsets)
         self.folder = path.resolve().parent
         self.limits = limits
+        self.parent = parent  # the enclosing graph's, for a subgraph
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.order = {id(node): index for index, node in enumerate(graph.node)}
+
+    def scope(self, subgraph) -> _TensorSource:
+        """The source of a subgraph, which also sees this graph's values."""
+        return _TensorSource(self.path, subgraph, self.limits, self.opsets, parent=self)
+
+    def _outer(self, name: str) -> _TensorSource | None:
+        """The enclosing graph that has ``name``, if this one does not."""
+        if name in self.initializers or name in self.producers:
+            return None
+        scope = self.parent
+        while scope is not None and not (name in scope.initializers
+                                         or name in scope.producers):
+            scope = scope.parent
+        return scope
+
+    def outer_values(self, nodes: list[Node]) -> list[str]:
+        """The values ``nodes`` (of this graph) read from enclosing graphs that are not
+        constants: where a subgraph's depth counts from, besides its inputs."""
+        names = []
+        for node in nodes:
+            for name in node.inputs:
+                scope = self._outer(name) if name else None
+                if scope is not None and name not in scope.initializers and getattr(
+                        scope.producers.get(name), "op_type", "") != "Constant":
+                    names.append(name)
+        return names
 
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""
         if name in self.initializers:
             return self._array(self.initializers[name])
+        if (outer := self._outer(name)) is not None:
+            return outer.resolve(name, consumer, hops)
         node = self.producers.get(name)
         if node is None or hops > 64:
             raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
@@ -255,7 +334,10 @@ class _TensorSource:
                 continue
             seen.add(tensor)
             if tensor in self.initializers:
-                leaves[tensor] = self.initializers[tensor]
+                leaves[tensor] = self._array(self.initializers[tensor])
+                continue
+            if (outer := self._outer(tensor)) is not None:
+                leaves[tensor] = outer.resolve(tensor, consumer)
                 continue
             node = self.producers.get(tensor)
             if node is None or len(nodes) >= _MAX_FOLDED_NODES or node.op_type in _NO_FOLD:
@@ -267,8 +349,7 @@ class _TensorSource:
             pending.extend(node.input)
         source_dtype = "float32"
         initializers = []
-        for leaf, tensor in leaves.items():
-            values, dtype = self._array(tensor)
+        for leaf, (values, dtype) in leaves.items():
             source_dtype = dtype if values.ndim == 4 else source_dtype
             initializers.append(numpy_helper_from_array(values, leaf))
         nodes.sort(key=lambda node: self.order[id(node)])  # graph order is topological
