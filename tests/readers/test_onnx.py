@@ -653,3 +653,20 @@ def test_weight_of_a_loop_body_conv_from_a_body_input_raises_naming_node(tmp_pat
         open_model(ob.save(model, tmp_path / "loop.onnx"))
     assert "loop/body/body_conv" in str(error.value)
     assert "w_carried" in str(error.value)
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    """The parser maps the file; where mapping fails (some filesystems) it reads it."""
+    import mmap
+
+    weight = ob.random_weight((6, 3, 3, 3), seed=1)
+    path = ob.single_conv(tmp_path / "plain.onnx", weight)
+    mapped = open_model(path)
+
+    def refuse(*args, **kwargs):
+        raise OSError("no mmap here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    read = open_model(path)
+    np.testing.assert_array_equal(read.layers[0].weight, mapped.layers[0].weight)
+    np.testing.assert_array_equal(read.layers[0].weight, weight)
