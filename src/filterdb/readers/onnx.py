@@ -31,6 +31,8 @@ _CONV_OPS = {
     "QLinearConv": (QUANTIZED_CONV, 3),
 }
 _PASS_THROUGH = {"Identity", "Cast"}
+# Operators of the standard domain with graph attributes (other domains are looked at).
+_HOLDERS = {"If", "Loop", "Scan", "SequenceMap"}
 # Weights computed from constants are evaluated when the computation is this small and
 # free of operators that are not pure functions of their inputs.
 _MAX_FOLDED_NODES = 32
@@ -123,6 +125,8 @@ class _Walk:
 
 def _subgraphs(node) -> list[tuple[str, object]]:
     """(label, graph) of each graph attribute of ``node`` (If, Loop, Scan bodies)."""
+    if node.domain in ("", "ai.onnx") and node.op_type not in _HOLDERS:
+        return []  # looking through every node's attributes costs more than the rest
     found = []
     for attribute in node.attribute:
         if attribute.HasField("g"):
@@ -279,6 +283,8 @@ class _TensorSource:
         """The values ``nodes`` (of this graph) read from enclosing graphs that are not
         constants: where a subgraph's depth counts from, besides its inputs."""
         names = []
+        if self.parent is None:
+            return names
         for node in nodes:
             for name in node.inputs:
                 scope = self._outer(name) if name else None
