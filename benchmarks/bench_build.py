@@ -356,7 +356,7 @@ threads beside the reading and writing, so one worker already keeps two cores bu
 second worker adds less than it would to a single-threaded pipeline. The main process
 imports pandas and PyTables and rewrites the master at each commit (about 0.2 s of CPU
 in all). Three process-level settings took the 2-worker build from about 1.9x to
-about 1.5x the baseline (measured alternately on this zoo: system time 2.5 s -> 1.1 s):
+1.5-1.7x the baseline (measured alternately on this zoo: system time 2.5 s -> 1.1 s):
 workers keep freed heap memory between models (glibc `mallopt`: blocks up to 32 MB from
 the heap, 256 MB of free heap kept), where each model's buffers were otherwise new pages
 that the kernel faulted in and zeroed again; a single-threaded `filterdb build` forks its
