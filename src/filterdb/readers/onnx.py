@@ -99,10 +99,11 @@ class _Walk:
 
     def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
               base: int) -> None:
+        held = [_subgraphs(n) for n in graph.node]
         # a node holding subgraphs also reads what they read from the enclosing graphs
         nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}"),
-                      [*n.input, *_implicit_inputs(n)], list(n.output))
-                 for i, n in enumerate(graph.node)]
+                      [*n.input, *_implicit_inputs(subgraphs)], list(n.output))
+                 for i, (n, subgraphs) in enumerate(zip(graph.node, held, strict=True))]
         try:
             depths = node_depths(nodes, [*inputs, *tensors.outer_values(nodes)])
         except GraphCycleError as error:
@@ -118,7 +119,7 @@ class _Walk:
                     layer.depth = depth or 0
                     layer.order = position
                     self.layers.append(layer)
-            for label, subgraph in _subgraphs(node):
+            for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
                            f"{nodes[index].name}/{label}/", depth or 0)
 
@@ -135,14 +136,15 @@ def _subgraphs(node) -> list[tuple[str, object]]:
     return found
 
 
-def _implicit_inputs(node) -> list[str]:
-    """Values of the enclosing graphs that the subgraphs of ``node`` read, at any level."""
+def _implicit_inputs(subgraphs: list[tuple[str, object]]) -> list[str]:
+    """Values of the enclosing graphs that ``subgraphs`` (a node's :func:`_subgraphs`)
+    read, at any level."""
     names = []
-    for _, graph in _subgraphs(node):
+    for _, graph in subgraphs:
         defined = ({i.name for i in graph.input} | {t.name for t in graph.initializer}
                    | {out for inner in graph.node for out in inner.output})
         names += [name for inner in graph.node
-                  for name in (*inner.input, *_implicit_inputs(inner))
+                  for name in (*inner.input, *_implicit_inputs(_subgraphs(inner)))
                   if name and name not in defined]
     return names
 
