@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
+from .onnx_wire import Span, cut_initializers
 from .running import require_runtime
 
 NAME = "onnx"
@@ -52,7 +53,9 @@ def read(path: Path, limits) -> ModelRecord:
     from google.protobuf.message import DecodeError
 
     try:
-        model = _parse(onnx, path)
+        model, spans = _parse(onnx, path)
+        if model.functions and spans:  # the inliner gets the whole model
+            model, spans = _parse(onnx, path, cut=False)
     except (DecodeError, ValueError, RuntimeError) as error:
         raise ModelReadError(path, f"not a valid ONNX model ({_first_line(error)})") from None
     if model.functions:  # modules exported as local functions: their convs are inside
@@ -62,7 +65,7 @@ def read(path: Path, limits) -> ModelRecord:
         raise ModelReadError(path, "ONNX model has no graph nodes")
     walk = _Walk(path)
     initializer_names = {t.name for t in graph.initializer}
-    walk.graph(graph, _TensorSource(path, graph, limits, model.opset_import),
+    walk.graph(graph, _TensorSource(path, graph, limits, model.opset_import, spans=spans),
                [i.name for i in graph.input if i.name not in initializer_names], "", 0)
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -149,28 +152,36 @@ def _implicit_inputs(subgraphs: list[tuple[str, object]]) -> list[str]:
     return names
 
 
-def _parse(onnx, path: Path):
-    """The ModelProto of ``path``, parsed from a read-only mapping of the file: the same as
-    ``onnx.load(path, load_external_data=False)`` without first copying the whole file
-    into memory (a third less CPU per model here). Files that cannot be mapped (empty,
-    special) are read."""
+def _parse(onnx, path: Path, cut: bool = True) -> tuple[object, dict[str, Span]]:
+    """The ModelProto of ``path`` and where its large top-level initializers' data lies.
+
+    The file is mapped read-only, not copied into memory first, and with ``cut`` the
+    raw data of its large initializers is left out of what the parser gets
+    (:func:`~.onnx_wire.cut_initializers`): :meth:`_TensorSource.resolve` reads that
+    data from the file once, where parsing would copy it twice. Otherwise the same as
+    ``onnx.load(path, load_external_data=False)``. Files that cannot be mapped (empty,
+    special) are read whole.
+    """
     from google.protobuf.message import DecodeError
 
-    model = onnx.ModelProto()
+    model, spans = onnx.ModelProto(), {}
     with open(path, "rb") as handle:
         try:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):
             data = handle.read()
-            decoded = model.ParseFromString(data)
-            size = len(data)
+            decoded, size = model.ParseFromString(data), len(data)
         else:
             with mapped, memoryview(mapped) as view:
-                decoded = model.ParseFromString(view)
-                size = len(view)
+                found = cut_initializers(view) if cut else None
+                if found is not None:
+                    data, spans = found
+                    decoded, size = model.ParseFromString(data), len(data)
+                else:
+                    decoded, size = model.ParseFromString(view), len(view)
     if decoded is not None and decoded != size:
         raise DecodeError(f"decoding consumed {decoded} of {size} bytes")
-    return model
+    return model, spans
 
 
 def _inline_functions(model, path: Path):
@@ -257,8 +268,10 @@ class _TensorSource:
     """Finds the constant tensor behind a name: initializer, Constant, Cast/Identity chain
     or DequantizeLinear, reading external data only from inside the model's folder."""
 
-    def __init__(self, path: Path, graph, limits, opsets=(), parent=None):
+    def __init__(self, path: Path, graph, limits, opsets=(), parent=None,
+                 spans: dict[str, Span] | None = None):
         self.path = path
+        self.spans = spans or {}  # initializers whose raw data is still in the file
         self.opsets = list(opsets)
         self.folder = path.resolve().parent
         self.limits = limits
@@ -298,7 +311,7 @@ class _TensorSource:
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""
         if name in self.initializers:
-            return self._array(self.initializers[name])
+            return self._array(self.initializers[name], self.spans.get(name))
         if (outer := self._outer(name)) is not None:
             return outer.resolve(name, consumer, hops)
         node = self.producers.get(name)
@@ -342,7 +355,8 @@ class _TensorSource:
                 continue
             seen.add(tensor)
             if tensor in self.initializers:
-                leaves[tensor] = self._array(self.initializers[tensor])
+                leaves[tensor] = self._array(self.initializers[tensor],
+                                             self.spans.get(tensor))
                 continue
             if (outer := self._outer(tensor)) is not None:
                 leaves[tensor] = outer.resolve(tensor, consumer)
@@ -371,7 +385,9 @@ class _TensorSource:
                                             f"{consumer!r}: {_first_line(error)}") from None
         return np.asarray(value), source_dtype
 
-    def _array(self, tensor) -> tuple[np.ndarray, str]:
+    def _array(self, tensor, span: Span | None = None) -> tuple[np.ndarray, str]:
+        """The tensor's values; ``span``: where its raw data lies in the model file, cut
+        from the parsed tensor (:func:`_parse`)."""
         import onnx
         from onnx import numpy_helper
 
@@ -390,19 +406,34 @@ class _TensorSource:
                   else elements * np_dtype.itemsize)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             tensor = self._with_external_data(tensor, nbytes)
-        elif tensor.HasField("raw_data"):
-            raw = tensor.raw_data  # each access of the field copies it: once only
+        elif span is not None or tensor.HasField("raw_data"):
+            # each access of the field copies it: once only
+            raw = tensor.raw_data if span is None else self._read_span(span)
             if len(raw) != nbytes:
                 raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but "
                                                 f"holds {len(raw)} bytes")
             if tensor.data_type not in _PACKED_4BIT and sys.byteorder == "little":
                 # what numpy_helper.to_array does for raw data, without a second copy
                 return np.frombuffer(raw, dtype=np_dtype).reshape(dims), np_dtype.name
+            if span is not None:
+                tensor.raw_data = raw.tobytes()
         try:
             return numpy_helper.to_array(tensor).reshape(dims), np_dtype.name
         except (ValueError, TypeError) as error:
             raise ModelReadError(self.path, f"tensor {tensor.name!r}: "
                                             f"{_first_line(error)}") from None
+
+    def _read_span(self, span: Span) -> np.ndarray:
+        """The bytes at ``span`` of the model file, read once into a new array."""
+        raw = np.empty(span.length, dtype=np.uint8)
+        done = 0
+        with open(self.path, "rb", buffering=0) as handle:
+            while done < span.length:  # one read returns at most ~2 GB
+                count = os.preadv(handle.fileno(), [raw[done:]], span.offset + done)
+                if count <= 0:
+                    raise ModelReadError(self.path, "the file changed while it was read")
+                done += count
+        return raw
 
     def _with_external_data(self, tensor, nbytes: int):
         import onnx
