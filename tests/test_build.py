@@ -240,6 +240,22 @@ def test_workers_that_cannot_start_fail_the_build_not_the_models(tmp_path):
     assert not db.exists()
 
 
+@pytest.mark.parametrize("quality", [True, False])
+def test_workers_of_a_quality_build_load_the_metrics_kernel_as_they_start(quality):
+    """In a fresh interpreter: a quality build's worker has compiled the metrics kernel
+    before its first model; any other has not even imported numba."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from filterdb import layer_quality, worker; "
+            f"worker.init_worker({quality}); "
+            "print('numba' in sys.modules, layer_quality._stats_kernel.cache_info().currsize, "
+            "len(layer_quality._stats_kernel().overloads) if 'numba' in sys.modules else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == (["True", "1", "1"] if quality else ["False", "0", "0"])
+
+
 def test_model_timeout_must_not_be_negative(tmp_path, cli):
     result = cli("build", tmp_path, "-o", tmp_path / "db.h5", "--model-timeout", "-1")
     assert result.returncode == 2

@@ -281,7 +281,8 @@ def _run_pooled(jobs: list[Job], workers: int, pool: WorkerPool | None,
     """
     remaining = list(range(len(jobs)))
     while remaining:
-        with pool or start_workers(workers) as pool:
+        quality = any(jobs[number].thresholds is not None for number in remaining)
+        with pool or start_workers(workers, quality) as pool:
             unfinished = _drain(pool, jobs, remaining, results, settle)
         if unfinished and not pool.came_up():
             raise WorkerStartError(_NO_START)

@@ -425,6 +425,12 @@ def _assess_batch(weights: list[np.ndarray], eps: float,
     return outcomes
 
 
+def warm() -> None:
+    """Load what the first :func:`layer_metrics` call would: numba, the compiled kernel
+    (from its disk cache) and the inspection of the BLAS libraries."""
+    layer_metrics([np.ones((2, 2, 3, 3), np.float32)])
+
+
 @lru_cache(maxsize=1)
 def _stats_kernel():
     """:func:`_layer_stats` compiled (numba, imported on first use; machine code cached

@@ -74,7 +74,7 @@ def run(args) -> int:
         return 2
     # The workers start first: they import their modules while this process imports
     # the rest (pandas and PyTables for the tables) and plans the zoo.
-    pool = start_workers(args.workers) if args.workers > 1 else None
+    pool = start_workers(args.workers, args.quality) if args.workers > 1 else None
     if pool is None:  # this process reads the models
         tune_malloc()
     from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
