@@ -39,6 +39,7 @@ import compileall
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -269,6 +270,7 @@ def measure(name: str, command: list[str], log: Path, src: Path | None = None) -
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     os.sync()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as handle:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
@@ -279,9 +281,12 @@ def measure(name: str, command: list[str], log: Path, src: Path | None = None) -
         seconds = time.perf_counter() - started
         sampler.done.set()
         sampler.join()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the tree: workers are waited
+    cpu = (children.ru_utime + children.ru_stime
+           - children_before.ru_utime - children_before.ru_stime)
     if code != 0:
         raise SystemExit(f"{name}: exit status {code}; see {log}:\n{log.read_text()[-3000:]}")
-    return {"run": name, "command": command, "seconds": seconds,
+    return {"run": name, "command": command, "seconds": seconds, "cpu_seconds": cpu,
             "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
             "sum_process_hwm": sum(sampler.hwm.values()),
             "processes": sampler.peak_processes, "samples": sampler.samples,
@@ -381,9 +386,11 @@ def run_name(workers: int, quality: bool, durable: bool) -> str:
 
 
 def table(results: list[dict], base: dict, bound: int) -> str:
-    header = ("| run | models | seconds | x baseline | filters/s | weights MB/s | file MB/s "
+    header = ("| run | models | seconds | x baseline | median x baseline | CPU s "
+              "| filters/s | weights MB/s | file MB/s "
               "| peak RSS tree MB | peak PSS tree MB | bound MB | time target | memory target |")
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 14]
+    base_median = float(np.median(base["rounds"]))
     for r in results:
         ratio = r["seconds"] / base["seconds"]
         is_build = r["run"] != "baseline"
@@ -396,6 +403,7 @@ def table(results: list[dict], base: dict, bound: int) -> str:
                 for kind, key in (("RSS", "peak_rss"), ("PSS", "peak_pss")))
         lines.append(
             f"| {r['run']} | {r['models']} | {r['seconds']:.1f} | {ratio:.2f} "
+            f"| {float(np.median(r['rounds'])) / base_median:.2f} | {r['cpu_seconds']:.1f} "
             f"| {r['filters'] / r['seconds']:,.0f} "
             f"| {r['weight_bytes'] / MB / r['seconds']:.1f} "
             f"| {r['file_bytes'] / MB / r['seconds']:.1f} "
@@ -539,7 +547,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
         f"{np.mean([m['weight_bytes'] for m in models]) / MB:.1f} MB. "
         "Seconds are the wall time of the whole subprocess (interpreter start included)"
         + (f", best of {args.repeat} rounds" if args.repeat > 1 else "")
-        + "; the zoo is in the page cache for every run. Weights MB/s counts 3x3 float32 "
+        + "; median x baseline: the median round against the baseline's median round. "
+        "CPU s: user + system time of the whole process tree in the best round, a "
+        "measure of the work done that other jobs on the machine disturb less than the "
+        "wall time. The zoo is in the page cache for every run. Weights MB/s counts 3x3 "
+        "float32 "
         "weights, file MB/s the model files read. Peaks are the sums over the process tree "
         "sampled every 50 ms (MB = 2^20 bytes). Each run starts after a sync. "
         + ("Seconds per round: " + "; ".join(
