@@ -229,6 +229,22 @@ def test_missing_zoo(tmp_path, cli):
                                        "no such model file or folder")
 
 
+def test_zoo_without_models_says_so_and_leaves_no_database(tmp_path, cli):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "readme.txt").write_text("notes")
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "zoo: 1 file(s) that no reader recognises, not built: readme.txt",
+        f"filterdb: error: {zoo}: no model files found (ONNX, PyTorch, safetensors, Keras "
+        "or TFLite)"]
+    assert not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "db.h5.build.json", "db.h5.lock", "zoo"]
+
+
 def test_the_parser_imports_no_heavy_package():
     """``filterdb --help`` and every command start light: building the parser imports
     none of numpy, pandas, h5py or numba (a build's peak memory counts what the CLI

@@ -117,6 +117,9 @@ def run(args) -> int:
                    if added else "no filters added")
     not_selected = (f", {report.count(NOT_SELECTED)} not selected" if args.only_selected
                     else "")
+    if not report.planned and not report.outcomes:
+        print(f"filterdb: error: {one_line(str(args.zoo))}: no model files found (ONNX, "
+              "PyTorch, safetensors, Keras or TFLite)", file=sys.stderr)
     print(f"{report.database}: {report.count(ADDED)} added, {report.count(PRESENT)} already "
           f"present, {report.count(SKIPPED)} skipped, {report.count(FAILED)} failed"
           f"{not_selected}; {shapes_text} in {report.seconds:.1f} s")

@@ -8,6 +8,7 @@ so a shard left by a killed build is reused when the same model is built again.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -349,11 +350,15 @@ class DatabaseWriter:
         _create_virtual_dataset(handle, name, virtual)
 
     def remove_orphan_shards(self) -> int:
-        """Delete shards no committed model references; returns how many."""
+        """Delete shards no committed model references; returns how many. The shard
+        folder of a database that was never created goes too, once empty."""
         used = set() if self.models.empty else set(self.models["shard"])
         orphans = [p for p in self.shards.glob("*.h5") if p.name not in used]
         for orphan in orphans:
             orphan.unlink(missing_ok=True)
+        if not self.path.exists():
+            with contextlib.suppress(OSError):  # not empty: files of someone else's
+                self.shards.rmdir()
         return len(orphans)
 
 
