@@ -133,6 +133,8 @@ def open_model(path: str | os.PathLike, limits: Limits | None = None) -> ModelRe
     path = Path(path)
     limits = limits or Limits()
     size = path.stat().st_size if path.exists() else 0
+    if size == 0 and path.is_file():
+        raise ModelReadError(path, "empty file (0 bytes)")
     if size > limits.max_file_bytes:
         raise ModelReadError(path, f"file of {size} bytes exceeds the limit of "
                                    f"{limits.max_file_bytes} bytes")
