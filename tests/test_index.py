@@ -282,3 +282,58 @@ def test_unreadable_index_is_one_error_line(zoo, tmp_path, cli):
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         f"filterdb: error: {nameless}: needs a 'model', 'Name' or 'path' column to match files"]
+
+
+# CSV read with the csv module (a build plans its zoo before importing pandas) ---------
+
+def test_csv_quoting_bom_blank_lines_and_short_rows(tmp_path):
+    text = ('\ufeffmodel,Task,Notes\n'
+            'alpha,Classification,"one, two\nthree"\n'
+            '\n'
+            'beta,Detection\n')
+    frame = read_index(_write(tmp_path / "index.csv", text))
+    assert list(frame.columns) == ["model", "Task", "Notes"]
+    assert frame.to_dict("records") == [
+        {"model": "alpha", "Task": "Classification", "Notes": "one, two\nthree"},
+        {"model": "beta", "Task": "Detection", "Notes": ""}]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model,Task\nalpha,Classification,extra\n",
+     "cannot read the meta index (row 2 has 3 fields, the header 2)"),
+    ("model,Task,task\nalpha,Classification,Detection\n", "columns given twice: Task"),
+    ("model,Task,\nalpha,Classification,stray\n",
+     "row 2 has a value ('stray') in a column without a name"),
+    ("model,Task\nalpha,\xe9\n".encode("latin-1"), "cannot read the meta index ("),
+])
+def test_csv_problems_are_one_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "index.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(IndexFileError) as error:
+        read_index(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_empty_trailing_column_is_dropped(tmp_path):
+    frame = read_index(_write(tmp_path / "index.csv", "model,Task,\nalpha,Classification,\n"))
+    assert list(frame.columns) == ["model", "Task"]
+
+
+def test_planning_a_build_with_an_index_imports_no_pandas(zoo, tmp_path):
+    """The workers get their first models before the main process imports pandas (a
+    fifth of a second here), which its first commit does."""
+    import subprocess
+    import sys
+
+    index = _write(tmp_path / "index.csv", CSV_INDEX)
+    code = ("import sys\n"
+            "from filterdb.build import plan_zoo, is_model_file\n"
+            "from filterdb.store.writer import DatabaseWriter\n"
+            f"plan = plan_zoo({str(zoo)!r}, is_model_file, {str(index)!r})\n"
+            f"with DatabaseWriter({str(tmp_path / 'db.h5')!r}) as writer:\n"
+            "    known = writer.known_hashes, writer.known_names, writer.known_weights\n"
+            "print(len(plan.models), known, 'pandas' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split("\n")[0] == "4 ({}, set(), {}) False"

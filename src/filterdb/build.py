@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import layer_quality, redundancy
+from . import layer_quality
 from .errors import BuildInterrupted, IndexFileError, WorkerStartError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, RunLimits, is_model_file
@@ -341,6 +341,8 @@ def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:
     """What the tables show without reading filters: empty meta fields, shared layers;
     with ``count_duplicates``, exact duplicate filters per stored shape, which takes a
     pass over every filter of the database (as ``filterdb verify`` does)."""
+    from . import redundancy  # pandas: imported once the models run
+
     if writer.models.empty:
         return {}
     completeness = {

@@ -5,17 +5,21 @@ Knows nothing of model formats or HDF5; the caller says which files are models.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import yaml
 
 from .errors import IndexFileError
 from .store.layout import INDEX_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Columns a complete row must fill.
 REQUIRED_COLUMNS = ("Task", "Visual Category")
@@ -64,6 +68,16 @@ def read_index(path: str | Path) -> pd.DataFrame:
     >>> read_index("zoo/index.csv").columns[:3].tolist()   # doctest: +SKIP
     ['model', 'Name', 'Task']
     """
+    import pandas as pd
+
+    columns, rows = index_rows(path)
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def index_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns (published names) and rows (every column, text stripped) of a CSV or
+    YAML meta index: what :func:`read_index` holds, without pandas, so that a build can
+    plan its zoo before that import."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -72,20 +86,42 @@ def read_index(path: str | Path) -> pd.DataFrame:
                 data = [{"model": name, **(fields or {})} for name, fields in data.items()]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise IndexFileError(f"{path}: expected a list of rows or a mapping of models")
-            frame = pd.DataFrame([_yaml_row(path, row) for row in data], dtype=object)
-            frame = frame.where(frame.notna(), "")
+            rows = [_yaml_row(path, row) for row in data]
+            columns = list(dict.fromkeys(column for row in rows for column in row))
         else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            columns, rows = _csv_rows(path)
+    except (OSError, yaml.YAMLError, csv.Error, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise IndexFileError(f"{path}: cannot read the meta index ({reason})") from None
-    frame = frame.rename(columns=lambda c: _CANONICAL.get(_key(str(c)), str(c).strip()))
-    if frame.columns.duplicated().any():
-        twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if len(set(columns)) < len(columns):
+        twice = sorted({c for c in columns if columns.count(c) > 1})
         raise IndexFileError(f"{path}: columns given twice: {', '.join(twice)}")
-    if not {"model", "Name", "path"} & set(frame.columns):
+    if not {"model", "Name", "path"} & set(columns):
         raise IndexFileError(f"{path}: needs a 'model', 'Name' or 'path' column to match files")
-    return frame.astype(str).apply(lambda col: col.str.strip())
+    return columns, [{c: row.get(c, "").strip() for c in columns} for row in rows]
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (published names) and rows of a CSV index; blank lines are skipped, a row
+    with more fields than the header is an error, a shorter one is filled with ''."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        records = [record for record in csv.reader(handle) if record]
+    if not records:
+        return [], []
+    header = [_CANONICAL.get(_key(c), c.strip()) for c in records[0]]
+    rows = []
+    for number, record in enumerate(records[1:], start=2):
+        if len(record) > len(header):
+            raise IndexFileError(f"{path}: cannot read the meta index (row {number} has "
+                                 f"{len(record)} fields, the header {len(header)})")
+        unnamed = [value for name, value in zip(header, record, strict=False)
+                   if not name and value.strip()]
+        if unnamed:
+            raise IndexFileError(f"{path}: row {number} has a value ({unnamed[0].strip()!r}) "
+                                 "in a column without a name")
+        rows.append({name: value for name, value in zip(header, record, strict=False)
+                     if name})
+    return [name for name in header if name], rows
 
 
 def is_selected(meta: dict[str, str]) -> bool:
@@ -183,7 +219,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
     files, others = scan_zoo(zoo, is_model)
     root = zoo if zoo.is_dir() else zoo.parent
     findings: list[str] = []
-    rows = pd.DataFrame() if index is None else read_index(index)
+    rows = [] if index is None else index_rows(index)[1]
     by_path = {p.resolve(): p for p in files}
     names = default_names(files, root)
     by_stem: dict[str, list[Path]] = {}
@@ -192,7 +228,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
             by_stem.setdefault(key, []).append(p)
 
     matched: dict[Path, tuple[str, dict]] = {}
-    for number, row in enumerate(rows.to_dict("records"), start=2):
+    for number, row in enumerate(rows, start=2):
         name = row.get("model") or row.get("Name") or default_name(Path(row.get("path", "")))
         if row.get("path"):
             candidate = (root / row["path"]).resolve()

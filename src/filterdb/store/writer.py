@@ -13,10 +13,10 @@ import fcntl
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from .._version import __version__
 from ..errors import DatabaseError
@@ -24,7 +24,9 @@ from ..runs import RUN_COLUMNS, RUN_TEXT_COLUMNS, run_columns
 from . import dataset, layout
 from .entry import ModelEntry
 from .layout import Shape
-from .meta import published_meta
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DatabaseLock:
@@ -106,10 +108,9 @@ class DatabaseWriter:
         # /filters (3x3) is what the published recipe reads: always stored.
         requested = (tuple(sorted({(3, 3), *(tuple(s) for s in shapes)}, key=_shape_order))
                      if shapes else None)
-        if not self.path.exists():
+        if not self.path.exists():  # pandas is imported by the first commit, not here
             self.shapes = requested or layout.DEFAULT_SHAPES
-            self.models = pd.DataFrame()
-            self.layers = pd.DataFrame()
+            self._models = self._layers = None
             self.index_columns: list[str] = []
             self.dataset = dataset.defaults()
             self.answers: dict = {}
@@ -119,8 +120,10 @@ class DatabaseWriter:
                 attrs = dict(handle.attrs)
                 self.dataset = dataset.merged(dataset.read_json(handle, dataset.INFO_DATASET))
                 self.answers = dataset.read_json(handle, dataset.ANSWERS_DATASET)
-            self.models = pd.read_hdf(self.path, layout.MODELS)
-            self.layers = pd.read_hdf(self.path, layout.LAYERS)
+            import pandas as pd
+
+            self._models = pd.read_hdf(self.path, layout.MODELS)
+            self._layers = pd.read_hdf(self.path, layout.LAYERS)
         except (OSError, KeyError, ValueError) as error:
             raise DatabaseError(f"{self.path}: not a readable filterdb database "
                                 f"({error})") from None
@@ -146,9 +149,30 @@ class DatabaseWriter:
         self.lock.release()
 
     @property
+    def models(self) -> pd.DataFrame:
+        """The models table as committed (empty before the first commit)."""
+        return self._table("_models")
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """The layers table as committed (empty before the first commit)."""
+        return self._table("_layers")
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if getattr(self, name) is None:
+            import pandas as pd
+
+            setattr(self, name, pd.DataFrame())
+        return getattr(self, name)
+
+    def _committed(self) -> bool:
+        """Whether the database holds a model (without importing pandas when not)."""
+        return self._models is not None and not self._models.empty
+
+    @property
     def known_hashes(self) -> dict[str, str]:
         """sha256 -> model name of every committed model."""
-        if self.models.empty:
+        if not self._committed():
             return {}
         return dict(zip(self.models["sha256"], self.models["model"], strict=True))
 
@@ -156,18 +180,18 @@ class DatabaseWriter:
     def known_weights(self) -> dict[str, str]:
         """Conv-weights hash -> model name of every committed model (duplicates in
         another file or format have the same weights hash)."""
-        if self.models.empty or "weights_blake3" not in self.models:
+        if not self._committed() or "weights_blake3" not in self.models:
             return {}
         return {h: m for h, m in zip(self.models["weights_blake3"], self.models["model"],
                                      strict=True) if h}
 
     @property
     def known_names(self) -> set[str]:
-        return set() if self.models.empty else set(self.models["model"])
+        return set(self.models["model"]) if self._committed() else set()
 
     def filter_count(self, shape: Shape) -> int:
         column = layout.shape_column(shape)
-        if self.models.empty or column not in self.models:
+        if not self._committed() or column not in self.models:
             return 0
         return int(self.models[column].sum())
 
@@ -199,6 +223,8 @@ class DatabaseWriter:
             for entry in entries:
                 _fsync(self.shards / entry.shard)
             _fsync_dir(self.shards)
+        import pandas as pd
+
         models = _concat(self.models, pd.DataFrame(model_rows))
         layers = _concat(self.layers, pd.DataFrame(layer_rows))
         if "weights_blake3" in layers:  # layers of databases written before it: unknown
@@ -301,6 +327,10 @@ class DatabaseWriter:
         return row
 
     def _write_master(self, models: pd.DataFrame, layers: pd.DataFrame) -> None:
+        import pandas as pd
+
+        from .meta import published_meta
+
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             with pd.HDFStore(tmp, mode="w") as store:
@@ -329,7 +359,7 @@ class DatabaseWriter:
                 _fsync_dir(self.path.parent)
         finally:
             tmp.unlink(missing_ok=True)
-        self.models, self.layers = models, layers
+        self._models, self._layers = models, layers
 
     def _virtual_filters(self, handle: h5py.File, models: pd.DataFrame, shape: Shape) -> None:
         name = layout.filters_dataset(shape)
@@ -382,6 +412,8 @@ def _shape_order(shape: Shape) -> tuple:
 
 
 def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     return new if old.empty else pd.concat([old, new], ignore_index=True)
 
 
@@ -392,6 +424,8 @@ def _canonical_blocks(frame: pd.DataFrame) -> pd.DataFrame:
     by ``pd.concat`` orders its blocks differently from one built in one go, so
     without this an appended database would differ in bytes from a fresh build.
     """
+    import pandas as pd
+
     return pd.DataFrame(dict(frame.items()), index=frame.index)
 
 
