@@ -336,6 +336,37 @@ def test_legacy_attribute_lists_split_in_chunks(tmp_path, network):
     assert [layer.name for layer in record.layers] == NAMES
 
 
+def test_weights_only_file_of_one_nested_model_keeps_same_named_layers_apart(tmp_path):
+    """The layout of transformers' TF checkpoints (``tf_model.h5``): one group for the
+    whole model, weight names with the full layer path, many layers called
+    ``convolution``. Each is its own layer, named by its path inside the group."""
+    rng = np.random.default_rng(0)
+    stem = rng.standard_normal((3, 3, 3, 16)).astype(np.float32)      # HWIO
+    block = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
+    depthwise = rng.standard_normal((3, 3, 32, 1)).astype(np.float32)
+    weights = {"tf_res_net_model/resnet/embedder/convolution/kernel:0": stem,
+               "tf_res_net_model/resnet/embedder/normalization/gamma:0": np.ones(16),
+               "tf_res_net_model/resnet/stages.0/layers.0/convolution/kernel:0": block,
+               "tf_res_net_model/resnet/stages.0/dw/depthwise_kernel:0": depthwise}
+    path = tmp_path / "tf_model.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["backend"], handle.attrs["keras_version"] = "tensorflow", "2.15.0"
+        handle.attrs["layer_names"] = np.array([b"tf_res_net_model"])
+        group = handle.create_group("tf_res_net_model")
+        group.attrs["weight_names"] = np.array([name.encode() for name in weights])
+        for name, values in weights.items():
+            group.create_dataset(name, data=values)
+
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == [
+        "resnet/embedder/convolution", "resnet/stages.0/layers.0/convolution",
+        "resnet/stages.0/dw"]
+    np.testing.assert_array_equal(record.layers[0].weight, stem.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(record.layers[1].weight, block.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(record.layers[2].weight, depthwise.transpose(2, 3, 0, 1))
+    assert [layer.groups for layer in record.layers] == [1, 1, 32]
+
+
 # broken, hostile and foreign files -------------------------------------------------
 
 def test_kernel_not_matching_the_config_is_a_read_error(tmp_path, network):

@@ -744,13 +744,25 @@ def _legacy_layers(root) -> list[tuple[str, str, dict, list]]:
             continue
         owners: dict[str, list] = {}
         for weight_name, ds in _legacy_weights(group):
-            owner = _owner(weight_name) or group_name
-            owners.setdefault(owner, []).append((_hint(weight_name), ds))
+            owners.setdefault(_owner_path(weight_name, group_name), []).append(
+                (_hint(weight_name), ds))
         for owner, arrays in owners.items():
             if not any(ds.ndim == 4 for _, ds in arrays):
                 continue
-            found.append((owner, _guess_class((owner,), arrays), {}, arrays))
+            found.append((owner, _guess_class((owner.rsplit("/", 1)[-1],), arrays), {},
+                          arrays))
     return found
+
+
+def _owner_path(weight_name: str, group_name: str) -> str:
+    """The layer a weight of a weights-only file belongs to: its name's path without
+    the variable and the group's own name (``model/block1/conv/kernel:0`` in group
+    ``model`` -> ``block1/conv``). The whole path, because nested models (transformers'
+    TF checkpoints) have many layers called ``convolution``; the group for a bare name."""
+    parts = weight_name.split("/")[:-1]
+    if parts and parts[0] == group_name:
+        parts = parts[1:]
+    return "/".join(parts) or group_name
 
 
 def _owner(weight_name: str) -> str:
