@@ -119,6 +119,57 @@ def test_only_4d_float_weights_are_layers(tmp_path):
     np.testing.assert_array_equal(record.layers[1].weight, conv * 2)
 
 
+def test_tensorflow_kernels_are_transposed_to_the_onnx_layout(tmp_path):
+    """TF names and (kh, kw, c_in, c_out) kernels; expected filters built by indexing."""
+    rng = np.random.default_rng(7)
+    stem = rng.standard_normal((3, 3, 3, 16)).astype(np.float32)
+    depthwise = rng.standard_normal((3, 3, 16, 2)).astype(np.float32)   # multiplier 2
+    up = rng.standard_normal((3, 3, 8, 32)).astype(np.float32)          # 32 -> 8 channels
+    path = write_raw(tmp_path / "tf.safetensors", [
+        ("model/conv1/kernel:0", stem), ("model/conv1/bias:0", np.zeros(16, np.float32)),
+        ("model/dw/depthwise_kernel:0", depthwise),
+        ("model/up/conv2d_transpose/kernel:0", up)], metadata={"format": "tf"})
+    layers = {layer.name: layer for layer in open_model(path).layers}
+    assert sorted(layers) == ["model/conv1", "model/dw", "model/up/conv2d_transpose"]
+
+    conv = layers["model/conv1"]
+    assert (conv.op_type, conv.c_out, conv.c_in_per_group, conv.groups) == ("conv", 16, 3, 1)
+    for o in range(16):
+        for i in range(3):
+            np.testing.assert_array_equal(conv.weight[o, i], stem[:, :, i, o])
+    dw = layers["model/dw"]
+    assert (dw.c_out, dw.c_in_per_group, dw.groups, dw.depthwise) == (32, 1, 16, True)
+    for c in range(16):
+        for m in range(2):
+            np.testing.assert_array_equal(dw.weight[c * 2 + m, 0], depthwise[:, :, c, m])
+    transposed = layers["model/up/conv2d_transpose"]
+    assert (transposed.op_type, transposed.c_out, transposed.c_in_per_group) == (
+        "conv_transpose", 8, 32)
+    for i in range(32):
+        for o in range(8):
+            np.testing.assert_array_equal(transposed.weight[i, o], up[:, :, o, i])
+
+
+def test_kernel_named_parameters_of_pytorch_files_keep_their_layout(tmp_path):
+    """A Flax kernel is transposed; a PyTorch parameter called ``kernel`` is not, where
+    the metadata says PyTorch or only its last two axes can be a kernel's."""
+    rng = np.random.default_rng(8)
+    flax = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+    torch_kernel = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    wide = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    layer = open_model(write_raw(tmp_path / "flax.safetensors",
+                                 [("params.Conv_0.kernel", flax)])).layers[0]
+    assert layer.name == "params.Conv_0"
+    np.testing.assert_array_equal(layer.weight, flax.transpose(3, 2, 0, 1))
+    layer = open_model(write_raw(tmp_path / "pt.safetensors", [("mix.kernel", torch_kernel)],
+                                 metadata={"format": "pt"})).layers[0]
+    np.testing.assert_array_equal(layer.weight, torch_kernel)
+    layer = open_model(write_raw(tmp_path / "bare.safetensors",
+                                 [("blocks.0.kernel", wide)])).layers[0]
+    assert (layer.name, layer.c_out, layer.c_in_per_group) == ("blocks.0", 64, 32)
+    np.testing.assert_array_equal(layer.weight, wide)
+
+
 def test_model_without_conv_weights_has_no_layers(tmp_path):
     path = write_raw(tmp_path / "mlp.safetensors",
                      [("fc.weight", np.ones((3, 2), np.float32))])

@@ -1,4 +1,12 @@
-"""safetensors reader: the 4-D floating-point ``*weight`` tensors of a state dict.
+"""safetensors reader: the 4-D floating-point conv kernels of a state dict.
+
+PyTorch's ``*.weight`` tensors are (c_out, c_in, kh, kw), as in ONNX. TensorFlow and
+Flax name theirs ``kernel`` (``conv1/kernel:0``, ``params.Conv_0.kernel``) and store
+them (kh, kw, c_in, c_out); a ``depthwise_kernel`` is (kh, kw, c_in, multiplier). Those
+are transposed to the ONNX layout, unless the file's metadata says it was written from
+PyTorch (``format: pt``) or the shape only fits (c_out, c_in, kh, kw) (its first two
+axes wider than any kernel, its last two not): then a parameter called ``kernel`` is
+laid out as any other.
 
 A safetensors file holds named tensors and no graph, so three things are
 approximations, and every layer is marked ``depth_is_approximate=True``:
@@ -59,6 +67,10 @@ _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0":
              "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
              "I64": 8, "U64": 8, "F64": 8, "C64": 8}
 _TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
+#: PyTorch's weight names, and TensorFlow's and Flax's kernel names (a TF variable name
+#: may end in ``:0``).
+_TORCH_NAME = re.compile(r"(^|\.)weight$")
+_KERNEL_NAME = re.compile(r"(^|[./])(?P<depthwise>depthwise_)?kernel(:\d+)?$")
 
 
 def sniff(head: bytes, path: Path) -> bool:
@@ -76,6 +88,7 @@ def sniff(head: bytes, path: Path) -> bool:
 def read(path: Path, limits) -> ModelRecord:
     safetensors = require("safetensors", path, "safetensors")
     entries, metadata, data_start = _header(path, limits)
+    torch_layout = isinstance(metadata, dict) and metadata.get("format") == "pt"
     candidates = [(name, info) for name, info in entries
                   if _is_conv_weight(name, info)]
     for name, info in candidates:
@@ -99,7 +112,8 @@ def read(path: Path, limits) -> ModelRecord:
                                                f"({_first_line(error)})") from None
             else:
                 weight = _decode(handle, path, name, info, data_start)
-            layers.append(_layer(name, weight, _FLOAT_DTYPES[info["dtype"]][1], layers))
+            layers.append(_layer(name, weight, _FLOAT_DTYPES[info["dtype"]][1], layers,
+                                 torch_layout))
     for index, layer in enumerate(layers):
         layer.depth = layer.order = index
         layer.depth_is_approximate = True
@@ -174,7 +188,7 @@ def _valid_entry(info) -> bool:
 
 def _is_conv_weight(name: str, info: dict) -> bool:
     return (len(info["shape"]) == 4 and info["dtype"] in _FLOAT_DTYPES
-            and (name == "weight" or name.endswith(".weight")))
+            and bool(_TORCH_NAME.search(name) or _KERNEL_NAME.search(name)))
 
 
 def _natural_key(name: str) -> list:
@@ -210,9 +224,22 @@ def _decode(handle, path: Path, name: str, info: dict, data_start: int) -> np.nd
     return values.astype(np.float32).reshape(info["shape"])
 
 
-def _layer(name: str, weight: np.ndarray, source_dtype: str,
-           previous: list[ConvLayer]) -> ConvLayer:
-    layer_name = name[: -len(".weight")] if name.endswith(".weight") else name
+def _layer(name: str, weight: np.ndarray, source_dtype: str, previous: list[ConvLayer],
+           torch_layout: bool = False) -> ConvLayer:
+    kernel = _KERNEL_NAME.search(name)
+    layer_name = name[:kernel.start()] if kernel else _TORCH_NAME.sub("", name)
+    layer_name = layer_name or name
+    if kernel and not torch_layout and not _spatial_last(weight.shape):
+        if kernel.group("depthwise"):  # (kh, kw, c_in, multiplier) -> (c_in * m, 1, kh, kw)
+            kh, kw, channels, multiplier = weight.shape
+            weight = np.ascontiguousarray(weight.reshape(kh, kw, 1, channels * multiplier)
+                                          .transpose(3, 2, 0, 1))
+            return ConvLayer(name=layer_name, op_type=CONV, weight=weight,
+                             c_out=channels * multiplier, c_in_per_group=1, groups=channels,
+                             source_dtype=source_dtype)
+        # (kh, kw, c_in, c_out) -> (c_out, c_in, kh, kw); a transposed conv's
+        # (kh, kw, c_out, c_in) -> (c_in, c_out, kh, kw), its ONNX layout
+        weight = np.ascontiguousarray(weight.transpose(3, 2, 0, 1))
     a, b, kh, kw = (int(d) for d in weight.shape)
     groups = 1
     if _TRANSPOSED_NAME.search(layer_name):
@@ -226,6 +253,16 @@ def _layer(name: str, weight: np.ndarray, source_dtype: str,
             groups = before // b
     return ConvLayer(name=layer_name, op_type=CONV, weight=weight, c_out=a,
                      c_in_per_group=b, groups=groups, source_dtype=source_dtype)
+
+
+def _spatial_last(shape) -> bool:
+    """Whether only the last two axes can be a kernel's (at most 11 wide, as every conv
+    kernel in practice): a ``kernel`` that is laid out as PyTorch's in a file without
+    metadata saying so."""
+    return max(shape[2:]) <= _MAX_KERNEL < max(shape[:2])
+
+
+_MAX_KERNEL = 11
 
 
 def _first_line(error: BaseException) -> str:
