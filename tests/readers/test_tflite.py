@@ -233,6 +233,68 @@ def test_conv_dilation_and_asymmetric_stride(tmp_path):
     np.testing.assert_array_equal(layer.weight, tfl.transpose(0, 3, 1, 2))
 
 
+def _branch(name: str, code: int, weight: np.ndarray, in_channels: int, out_channels: int,
+            **options) -> wt.ModelDef:
+    """A subgraph of one conv: (1, 8, 8, in_channels) -> (1, 8, 8, out_channels)."""
+    graph = wt.ModelDef(name=name)
+    x = graph.tensor(f"{name}_in", [1, 8, 8, in_channels])
+    w = graph.tensor(f"{name}_w", weight.shape, data=weight)
+    y = graph.tensor(f"{name}_out", [1, 8, 8, out_channels])
+    graph.op(code, [x, w, -1], [y], **options)
+    graph.inputs, graph.outputs = [x], [y]
+    return graph
+
+
+def test_convs_of_called_subgraphs_are_read_and_entry_points_are_not(tmp_path):
+    """IF branches (subgraphs 1 and 2) run as part of subgraph 0: their convs are read,
+    named under the subgraph, their depth counted from the IF operator. Subgraph 3 is
+    another entry point (nothing calls it), subgraph 4 a CALL_ONCE initialiser."""
+    rng = np.random.default_rng(5)
+    w_main = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w_then = rng.standard_normal((6, 3, 3, 4)).astype(np.float32)
+    w_else = rng.standard_normal((1, 3, 3, 4)).astype(np.float32)
+    w_train = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    m = wt.ModelDef()
+    x = m.tensor("x", [1, 8, 8, 3])
+    condition = m.tensor("condition", [], type=TensorType.BOOL)
+    w = m.tensor("w", w_main.shape, data=w_main)
+    a = m.tensor("stem", [1, 8, 8, 4])
+    y = m.tensor("branch", [1, 8, 8, 6])
+    m.op(BuiltinOperator.CALL_ONCE, [], [], init_subgraph=4)
+    m.op(BuiltinOperator.CONV_2D, [x, w, -1], [a])
+    m.op(BuiltinOperator.IF, [condition, a], [y], then_subgraph=1, else_subgraph=2)
+    m.inputs, m.outputs = [x, condition], [y]
+    m.subgraphs = [
+        _branch("then", BuiltinOperator.CONV_2D, w_then, 4, 6),
+        _branch("else", BuiltinOperator.DEPTHWISE_CONV_2D, w_else, 4, 4, depth_multiplier=1),
+        _branch("train", BuiltinOperator.CONV_2D, w_train, 3, 2),
+        wt.ModelDef(name="init")]
+    record = open_model(m.save(tmp_path / "branches.tflite"))
+
+    layers = {layer.name: layer for layer in record.layers}
+    assert list(layers) == ["stem", "then/then_out", "else/else_out"]
+    np.testing.assert_array_equal(layers["stem"].weight, w_main.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(layers["then/then_out"].weight, w_then.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(layers["else/else_out"].weight, w_else.transpose(3, 0, 1, 2))
+    assert layers["else/else_out"].groups == 4
+    assert {name: layer.depth for name, layer in layers.items()} == {
+        "stem": 0, "then/then_out": 1, "else/else_out": 1}
+    assert record.operator_counts == {"CALL_ONCE": 1, "CONV_2D": 2, "IF": 1,
+                                      "DEPTHWISE_CONV_2D": 1}
+
+
+def test_a_call_of_a_subgraph_that_does_not_exist_is_one_line(tmp_path):
+    m = wt.ModelDef()
+    x, y = m.tensor("x", [1, 8, 8, 3]), m.tensor("y", [1, 8, 8, 3])
+    m.op(BuiltinOperator.IF, [x], [y], then_subgraph=1, else_subgraph=7)
+    m.inputs, m.outputs = [x], [y]
+    m.subgraphs = [wt.ModelDef(name="then")]
+    path = m.save(tmp_path / "dangling.tflite")
+    with pytest.raises(ModelReadError) as error:
+        open_model(path)
+    assert str(error.value) == f"{path}: an operator calls subgraph 7, the model has 2"
+
+
 # ---------------------------------------------------------------------------
 # quantized weights
 

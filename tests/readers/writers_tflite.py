@@ -99,6 +99,9 @@ class ModelDef:
     #: which OperatorCode fields carry the code: "both" (the TFLite converter), "builtin"
     #: (ai-edge-quantizer's added operators), "deprecated" (files from before schema v3a)
     opcode_fields: str = "both"
+    name: str = "main"
+    #: Subgraphs 1, 2, ... (their own tensors, operators, inputs, outputs and name).
+    subgraphs: list[ModelDef] = field(default_factory=list)
 
     def tensor(self, name, shape, type=TensorType.FLOAT32, data=None, quant=None,
                sparsity=None) -> int:
@@ -115,7 +118,8 @@ class ModelDef:
     def serialize(self, external_buffers: bool = False) -> bytes:
         if not external_buffers:
             return _serialize(self, None)
-        blobs = [t.data for t in self.tensors if t.data is not None]
+        blobs = [t.data for graph in (self, *self.subgraphs) for t in graph.tensors
+                 if t.data is not None]
         draft = _serialize(self, [2] * len(blobs))  # offsets are fixed-size: same length
         offsets, position = [], _align(len(draft))
         for blob in blobs:
@@ -147,43 +151,47 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
     b = flatbuffers.Builder(1024)
 
     # buffers: 0 is the empty sentinel, then one per constant, then the metadata
-    buffer_of: dict[int, int] = {}
+    graphs = [model, *model.subgraphs]
+    buffer_of: dict[tuple[int, int], int] = {}
     buffer_tables = [_buffer(b)]
     blob = 0
-    for index, tensor in enumerate(model.tensors):
-        if tensor.data is None:
-            continue
-        if external_offsets is None:
-            buffer_tables.append(_buffer(b, data=tensor.data))
-        else:
-            buffer_tables.append(_buffer(b, offset=external_offsets[blob],
-                                         size=len(tensor.data)))
-            blob += 1
-        buffer_of[index] = len(buffer_tables) - 1
+    for number, graph in enumerate(graphs):
+        for index, tensor in enumerate(graph.tensors):
+            if tensor.data is None:
+                continue
+            if external_offsets is None:
+                buffer_tables.append(_buffer(b, data=tensor.data))
+            else:
+                buffer_tables.append(_buffer(b, offset=external_offsets[blob],
+                                             size=len(tensor.data)))
+                blob += 1
+            buffer_of[number, index] = len(buffer_tables) - 1
     runtime = MIN_RUNTIME.encode().ljust(16, b"\0")
     buffer_tables.append(_buffer(b, data=runtime))
     runtime_buffer = len(buffer_tables) - 1
 
-    tensor_tables = [_tensor(b, t, buffer_of.get(i, 0)) for i, t in enumerate(model.tensors)]
-
     codes: list[int] = []
-    for op in model.operators:
-        if op.code not in codes:
-            codes.append(op.code)
-    operator_tables = [_operator(b, op, codes.index(op.code)) for op in model.operators]
-
-    name = b.CreateString("main")
-    tensors = _table_vector(b, tflite.SubGraphStartTensorsVector, tensor_tables)
-    inputs = _int32_vector(b, model.inputs)
-    outputs = _int32_vector(b, model.outputs)
-    operators = _table_vector(b, tflite.SubGraphStartOperatorsVector, operator_tables)
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensors)
-    tflite.SubGraphAddInputs(b, inputs)
-    tflite.SubGraphAddOutputs(b, outputs)
-    tflite.SubGraphAddOperators(b, operators)
-    tflite.SubGraphAddName(b, name)
-    subgraph = tflite.SubGraphEnd(b)
+    for graph in graphs:
+        for op in graph.operators:
+            if op.code not in codes:
+                codes.append(op.code)
+    subgraph_tables = []
+    for number, graph in enumerate(graphs):
+        tensor_tables = [_tensor(b, t, buffer_of.get((number, i), 0))
+                         for i, t in enumerate(graph.tensors)]
+        operator_tables = [_operator(b, op, codes.index(op.code)) for op in graph.operators]
+        name = b.CreateString(graph.name)
+        tensors = _table_vector(b, tflite.SubGraphStartTensorsVector, tensor_tables)
+        inputs = _int32_vector(b, graph.inputs)
+        outputs = _int32_vector(b, graph.outputs)
+        operators = _table_vector(b, tflite.SubGraphStartOperatorsVector, operator_tables)
+        tflite.SubGraphStart(b)
+        tflite.SubGraphAddTensors(b, tensors)
+        tflite.SubGraphAddInputs(b, inputs)
+        tflite.SubGraphAddOutputs(b, outputs)
+        tflite.SubGraphAddOperators(b, operators)
+        tflite.SubGraphAddName(b, name)
+        subgraph_tables.append(tflite.SubGraphEnd(b))
 
     code_tables = []
     for code in codes:
@@ -203,7 +211,7 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
 
     description = b.CreateString(model.description)
     operator_codes = _table_vector(b, tflite.ModelStartOperatorCodesVector, code_tables)
-    subgraphs = _table_vector(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    subgraphs = _table_vector(b, tflite.ModelStartSubgraphsVector, subgraph_tables)
     buffers = _table_vector(b, tflite.ModelStartBuffersVector, buffer_tables)
     metadata_vector = _table_vector(b, tflite.ModelStartMetadataVector, [metadata])
     tflite.ModelStart(b)
@@ -337,6 +345,15 @@ def _options(b, op: OpDef) -> tuple[int, int | None]:
         tflite.TransposeConvOptionsAddStrideH(b, o.get("stride_h", stride))
         tflite.TransposeConvOptionsAddFusedActivationFunction(b, activation)
         return BuiltinOptions.TransposeConvOptions, tflite.TransposeConvOptionsEnd(b)
+    if op.code == BuiltinOperator.IF:
+        tflite.IfOptionsStart(b)
+        tflite.IfOptionsAddThenSubgraphIndex(b, o["then_subgraph"])
+        tflite.IfOptionsAddElseSubgraphIndex(b, o["else_subgraph"])
+        return BuiltinOptions.IfOptions, tflite.IfOptionsEnd(b)
+    if op.code == BuiltinOperator.CALL_ONCE:
+        tflite.CallOnceOptionsStart(b)
+        tflite.CallOnceOptionsAddInitSubgraphIndex(b, o["init_subgraph"])
+        return BuiltinOptions.CallOnceOptions, tflite.CallOnceOptionsEnd(b)
     empty = {BuiltinOperator.DEQUANTIZE: "DequantizeOptions",
              BuiltinOperator.DENSIFY: "DensifyOptions",
              BuiltinOperator.QUANTIZE: "QuantizeOptions"}

@@ -48,6 +48,10 @@ _TRANSPOSE_CONV, _DENSIFY = 67, 124
 _CONV_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _TRANSPOSE_CONV}
 # BuiltinOptions union members of the conv operators.
 _OPTIONS = {_CONV_2D: 1, _DEPTHWISE_CONV_2D: 2, _TRANSPOSE_CONV: 49}
+# BuiltinOptions union members that call subgraphs: (options class, its index getters).
+_CALLS = {92: ("IfOptions", "ThenSubgraphIndex", "ElseSubgraphIndex"),
+          93: ("WhileOptions", "CondSubgraphIndex", "BodySubgraphIndex"),
+          103: ("CallOnceOptions", "InitSubgraphIndex")}
 # MediaPipe's transposed convolution (its segmentation models decode with it): inputs
 # (input, filter (c_out, kh, kw, c_in), bias), its custom options the raw C struct
 # TfLiteTransposeConvParams that starts with int32 padding, stride_width, stride_height.
@@ -119,7 +123,14 @@ class _Quantization:
 
 
 class _Reader:
-    """One pass over subgraph 0: operators to graph nodes, conv operators to layers."""
+    """Subgraph 0 and the subgraphs its operators call (IF branches, WHILE condition and
+    body, CALL_ONCE initialiser, to any depth), one after the other: operators to graph
+    nodes, conv operators to layers.
+
+    A called subgraph runs as part of its caller: its layers are named
+    ``<subgraph name>/<layer>`` and their depths count on from the calling operator's.
+    Subgraphs that nothing calls are other entry points (signatures) and are not read.
+    """
 
     def __init__(self, path: Path, data: mmap.mmap, limits, tfl):
         self.path = path
@@ -129,25 +140,33 @@ class _Reader:
         self.tfl = tfl
         self.model = tfl.Model.GetRootAs(data, 0)
         self.n_buffers = self._length(self.model.BuffersLength(), 4, "buffers")
-        n_subgraphs = self._length(self.model.SubgraphsLength(), 4, "subgraphs")
-        if n_subgraphs == 0:
+        self.n_subgraphs = self._length(self.model.SubgraphsLength(), 4, "subgraphs")
+        if self.n_subgraphs == 0:
             raise ModelReadError(path, "TFLite model has no subgraph")
-        self.graph = self.model.Subgraphs(0)
-        self.n_tensors = self._length(self.graph.TensorsLength(), 4, "tensors")
         self.op_names = self._operator_names()
+        self.builtin_names = {value: key for key, value in vars(tfl.BuiltinOperator).items()
+                              if not key.startswith("_") and isinstance(value, int)}
+        self._use(0)
+
+    def _use(self, subgraph: int) -> None:
+        """Read subgraph ``subgraph`` from now on: its tensors and operators."""
+        self.graph = self.model.Subgraphs(subgraph)
+        self.n_tensors = self._length(self.graph.TensorsLength(), 4, "tensors")
         self.operators = []  # (builtin code, name, inputs, outputs, raw operator)
-        names = {value: key for key, value in vars(tfl.BuiltinOperator).items()
-                 if not key.startswith("_") and isinstance(value, int)}
+        where = f" of subgraph {subgraph}" if subgraph else ""
         for index in range(self._length(self.graph.OperatorsLength(), 4, "operators")):
             op = self.graph.Operators(index)
             opcode = op.OpcodeIndex()
             if not 0 <= opcode < len(self.op_names):
-                raise ModelReadError(path, f"operator {index} uses operator code {opcode}, "
-                                           f"the model defines {len(self.op_names)}")
+                raise ModelReadError(self.path, f"operator {index}{where} uses operator code "
+                                                f"{opcode}, the model defines "
+                                                f"{len(self.op_names)}")
             code, custom = self.op_names[opcode]
-            name = custom if code == _CUSTOM and custom else names.get(code, f"BUILTIN_{code}")
-            inputs = self._tensor_list(op.InputsLength(), op.Inputs, f"operator {index}")
-            outputs = self._tensor_list(op.OutputsLength(), op.Outputs, f"operator {index}")
+            name = (custom if code == _CUSTOM and custom
+                    else self.builtin_names.get(code, f"BUILTIN_{code}"))
+            inputs = self._tensor_list(op.InputsLength(), op.Inputs, f"operator {index}{where}")
+            outputs = self._tensor_list(op.OutputsLength(), op.Outputs,
+                                        f"operator {index}{where}")
             self.operators.append((code, name, inputs, outputs, op))
         self.producers = {out: i for i, (*_, outputs, _op) in enumerate(self.operators)
                           for out in outputs}
@@ -156,33 +175,69 @@ class _Reader:
     # -- the record ------------------------------------------------------------------
 
     def record(self) -> ModelRecord:
-        constants = {t for t in range(self.n_tensors) if self._has_data(t)}
-        nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
-                      [str(t) for t in outputs if t >= 0])
-                 for i, (_code, _name, inputs, outputs, _op) in enumerate(self.operators)]
-        graph_inputs = self._tensor_list(self.graph.InputsLength(), self.graph.Inputs,
-                                         "subgraph 0")
-        depths = node_depths(nodes, [str(t) for t in graph_inputs])
-        layers = []
-        for index, (code, name, *_rest) in enumerate(self.operators):
-            if not _is_conv(code, name):
-                continue
-            layer = self._conv_layer(index)
-            if layer is None:
-                continue
-            layer.depth = depths[index] if depths[index] is not None else 0
-            layer.order = index
-            layers.append(layer)
+        layers: list[ConvLayer] = []
+        depths_of_all: list[int | None] = []
+        counts: Counter = Counter()
+        pending, queued, position = [(0, "", 0)], {0}, 0
+        while pending:  # a subgraph after the one that calls it
+            subgraph, prefix, base = pending.pop(0)
+            self._use(subgraph)
+            constants = {t for t in range(self.n_tensors) if self._has_data(t)}
+            nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
+                          [str(t) for t in outputs if t >= 0])
+                     for i, (_code, _name, inputs, outputs, _op) in enumerate(self.operators)]
+            graph_inputs = self._tensor_list(self.graph.InputsLength(), self.graph.Inputs,
+                                             f"subgraph {subgraph}")
+            depths = [None if d is None else base + d
+                      for d in node_depths(nodes, [str(t) for t in graph_inputs])]
+            depths_of_all += depths
+            for index, (code, name, _inputs, _outputs, op) in enumerate(self.operators):
+                counts[name] += 1
+                depth = depths[index] if depths[index] is not None else base
+                for called in self._called(op):
+                    if called not in queued:
+                        queued.add(called)
+                        pending.append((called, f"{prefix}{self._subgraph_name(called)}/",
+                                        depth))
+                if not _is_conv(code, name):
+                    continue
+                layer = self._conv_layer(index)
+                if layer is None:
+                    continue
+                layer.name = prefix + layer.name
+                layer.depth = depth
+                layer.order = position + index
+                layers.append(layer)
+            position += len(self.operators)
         return ModelRecord(
             name=self.path.stem,
             path=os.fspath(self.path),
             framework=NAME,
             producer=self._producer(),
             opset=None,
-            operator_counts=dict(Counter(name for _c, name, *_r in self.operators)),
-            total_depth=total_depth(depths),
+            operator_counts=dict(counts),
+            total_depth=total_depth(depths_of_all),
             layers=layers,
         )
+
+    def _called(self, op) -> list[int]:
+        """The subgraphs an operator calls (IF, WHILE, CALL_ONCE), in range."""
+        methods = _CALLS.get(op.BuiltinOptionsType())
+        table = op.BuiltinOptions() if methods else None
+        if table is None:
+            return []
+        options = getattr(self.tfl, methods[0])()
+        options.Init(table.Bytes, table.Pos)
+        called = [int(getattr(options, method)()) for method in methods[1:]]
+        for index in called:
+            if not 0 <= index < self.n_subgraphs:
+                raise ModelReadError(self.path, f"an operator calls subgraph {index}, the "
+                                                f"model has {self.n_subgraphs}")
+        return called
+
+    def _subgraph_name(self, index: int) -> str:
+        name = self.model.Subgraphs(index).Name()
+        return name.decode("utf-8", "replace") if name else f"subgraph{index}"
 
     def _conv_layer(self, index: int) -> ConvLayer | None:
         code, op_name, inputs, outputs, op = self.operators[index]
