@@ -283,6 +283,42 @@ def test_convs_of_called_subgraphs_are_read_and_entry_points_are_not(tmp_path):
                                       "DEPTHWISE_CONV_2D": 1}
 
 
+def test_weights_a_caller_passes_into_a_branch_are_read_from_the_caller(tmp_path):
+    """TF's functional If passes captured constants as operands: the branch's weight is
+    one of its inputs, a float constant or an int8 one whose scale only the caller's
+    tensor declares."""
+    rng = np.random.default_rng(6)
+    w_float = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    w_int8 = rng.integers(-127, 128, size=(2, 3, 3, 3)).astype(np.int8)
+    m = wt.ModelDef()
+    x = m.tensor("x", [1, 8, 8, 3])
+    condition = m.tensor("condition", [], type=TensorType.BOOL)
+    float_weight = m.tensor("wf", w_float.shape, data=w_float)
+    int_weight = m.tensor("wq", w_int8.shape, TensorType.INT8, data=w_int8,
+                          quant=wt.Quant([0.5], [0]))
+    y = m.tensor("y", [1, 8, 8, 7])
+    m.op(BuiltinOperator.IF, [condition, x, float_weight, int_weight], [y], then_subgraph=1,
+         else_subgraph=1)
+    m.inputs, m.outputs = [x, condition], [y]
+    branch = wt.ModelDef(name="body")
+    bx = branch.tensor("bx", [1, 8, 8, 3])
+    bf = branch.tensor("bf", w_float.shape)
+    bq = branch.tensor("bq", w_int8.shape, TensorType.INT8)  # no quantization of its own
+    out_f, out_q = branch.tensor("out_f", [1, 8, 8, 5]), branch.tensor("out_q", [1, 8, 8, 2])
+    branch.op(BuiltinOperator.CONV_2D, [bx, bf, -1], [out_f])
+    branch.op(BuiltinOperator.CONV_2D, [bx, bq, -1], [out_q])
+    branch.inputs, branch.outputs = [bx, bf, bq], [out_f, out_q]
+    m.subgraphs = [branch]
+    layers = {layer.name: layer for layer in open_model(m.save(tmp_path / "pass.tflite")).layers}
+
+    assert list(layers) == ["body/out_f", "body/out_q"]
+    np.testing.assert_array_equal(layers["body/out_f"].weight, w_float.transpose(0, 3, 1, 2))
+    quantized = layers["body/out_q"]
+    assert (quantized.op_type, quantized.source_dtype) == ("quantized_conv", "int8")
+    np.testing.assert_array_equal(quantized.weight,
+                                  w_int8.transpose(0, 3, 1, 2).astype(np.float32) * 0.5)
+
+
 def test_a_call_of_a_subgraph_that_does_not_exist_is_one_line(tmp_path):
     m = wt.ModelDef()
     x, y = m.tensor("x", [1, 8, 8, 3]), m.tensor("y", [1, 8, 8, 3])

@@ -46,6 +46,7 @@ _IDENTIFIER = b"TFL3"
 _CONV_2D, _DEPTHWISE_CONV_2D, _DEQUANTIZE, _CUSTOM = 3, 4, 6, 32
 _TRANSPOSE_CONV, _DENSIFY = 67, 124
 _CONV_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _TRANSPOSE_CONV}
+_IF = 118
 # BuiltinOptions union members of the conv operators.
 _OPTIONS = {_CONV_2D: 1, _DEPTHWISE_CONV_2D: 2, _TRANSPOSE_CONV: 49}
 # BuiltinOptions union members that call subgraphs: (options class, its index getters).
@@ -146,10 +147,13 @@ class _Reader:
         self.op_names = self._operator_names()
         self.builtin_names = {value: key for key, value in vars(tfl.BuiltinOperator).items()
                               if not key.startswith("_") and isinstance(value, int)}
+        #: called subgraph -> (calling subgraph, the tensor it passes to each input)
+        self.calls: dict[int, tuple[int, list[int]]] = {}
         self._use(0)
 
     def _use(self, subgraph: int) -> None:
         """Read subgraph ``subgraph`` from now on: its tensors and operators."""
+        self.subgraph = subgraph
         self.graph = self.model.Subgraphs(subgraph)
         self.n_tensors = self._length(self.graph.TensorsLength(), 4, "tensors")
         self.operators = []  # (builtin code, name, inputs, outputs, raw operator)
@@ -171,6 +175,24 @@ class _Reader:
         self.producers = {out: i for i, (*_, outputs, _op) in enumerate(self.operators)
                           for out in outputs}
         self._tensors: dict[int, object] = {}
+        self.inputs = self._tensor_list(self.graph.InputsLength(), self.graph.Inputs,
+                                        f"subgraph {subgraph}")
+
+    @contextlib.contextmanager
+    def _in_caller(self, index: int):
+        """Where a called subgraph's input ``index`` comes from: the calling subgraph is
+        read meanwhile, and the tensor it passes is yielded (None when there is none)."""
+        caller, passed = self.calls.get(self.subgraph, (None, []))
+        position = self.inputs.index(index) if index in self.inputs else len(passed)
+        if caller is None or position >= len(passed) or passed[position] < 0:
+            yield None
+            return
+        current = self.subgraph
+        self._use(caller)
+        try:
+            yield passed[position]
+        finally:
+            self._use(current)
 
     # -- the record ------------------------------------------------------------------
 
@@ -186,17 +208,16 @@ class _Reader:
             nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
                           [str(t) for t in outputs if t >= 0])
                      for i, (_code, _name, inputs, outputs, _op) in enumerate(self.operators)]
-            graph_inputs = self._tensor_list(self.graph.InputsLength(), self.graph.Inputs,
-                                             f"subgraph {subgraph}")
             depths = [None if d is None else base + d
-                      for d in node_depths(nodes, [str(t) for t in graph_inputs])]
+                      for d in node_depths(nodes, [str(t) for t in self.inputs])]
             depths_of_all += depths
             for index, (code, name, _inputs, _outputs, op) in enumerate(self.operators):
                 counts[name] += 1
                 depth = depths[index] if depths[index] is not None else base
-                for called in self._called(op):
+                for called, passed in self._called(op, code, _inputs):
                     if called not in queued:
                         queued.add(called)
+                        self.calls[called] = (subgraph, passed)
                         pending.append((called, f"{prefix}{self._subgraph_name(called)}/",
                                         depth))
                 if not _is_conv(code, name):
@@ -220,8 +241,9 @@ class _Reader:
             layers=layers,
         )
 
-    def _called(self, op) -> list[int]:
-        """The subgraphs an operator calls (IF, WHILE, CALL_ONCE), in range."""
+    def _called(self, op, code: int, inputs: list[int]) -> list[tuple[int, list[int]]]:
+        """The subgraphs an operator calls (IF, WHILE, CALL_ONCE), each with the tensors
+        it passes to that subgraph's inputs (IF passes its inputs after the condition)."""
         methods = _CALLS.get(op.BuiltinOptionsType())
         table = op.BuiltinOptions() if methods else None
         if table is None:
@@ -233,7 +255,8 @@ class _Reader:
             if not 0 <= index < self.n_subgraphs:
                 raise ModelReadError(self.path, f"an operator calls subgraph {index}, the "
                                                 f"model has {self.n_subgraphs}")
-        return called
+        passed = inputs[1:] if code == _IF else inputs
+        return [(index, passed) for index in called]
 
     def _subgraph_name(self, index: int) -> str:
         name = self.model.Subgraphs(index).Name()
@@ -313,6 +336,10 @@ class _Reader:
         if self._has_data(index):
             return self._constant(index)
         producer = self.producers.get(index)
+        if producer is None and hops <= _MAX_HOPS and index in self.inputs:
+            with self._in_caller(index) as passed:  # a constant the caller passes in
+                if passed is not None:
+                    return self._resolve(passed, consumer, hops + 1)
         if producer is None or hops > _MAX_HOPS:
             raise ModelReadError(self.path, f"cannot resolve the weight "
                                             f"{self._tensor_name(index)!r} of {consumer!r}: "
@@ -463,6 +490,10 @@ class _Reader:
             code, _name, inputs, _outputs, _op = self.operators[producer]
             if code == _DENSIFY and inputs and inputs[0] >= 0:
                 return self._quantization(inputs[0], hops + 1)
+        if producer is None and hops < _MAX_HOPS and index in self.inputs:
+            with self._in_caller(index) as passed:
+                if passed is not None:
+                    return self._quantization(passed, hops + 1)
         return None
 
     def _dequantize(self, values: np.ndarray, quant: _Quantization | None, index: int,
