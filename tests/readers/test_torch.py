@@ -121,6 +121,31 @@ def test_state_dicts_and_checkpoints(tmp_path, network, kind):
         assert record.producer == "pytorch-lightning 2.4.0"
 
 
+def test_weight_normalised_convs_give_the_weights_they_stand_for(tmp_path):
+    """State dicts of weight-normalised convs hold a magnitude and a direction, not the
+    weight: both APIs (weight_g/weight_v; parametrizations' original0/original1, here
+    over dim 1), read as g * v / |v|, computed here by hand."""
+    torch.manual_seed(3)
+    with warnings.catch_warnings():  # the older API is deprecated, its files remain
+        warnings.simplefilter("ignore", FutureWarning)
+        old_api = nn.utils.weight_norm(nn.Conv2d(3, 8, 3))
+    new_api = nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 4, 3), dim=1)
+    net = nn.Sequential(old_api, new_api, nn.Conv2d(4, 2, 3))
+    path = tmp_path / "weight_norm.pth"
+    torch.save(net.state_dict(), path)
+    state = {k: v.numpy().astype(np.float64) for k, v in net.state_dict().items()}
+
+    g, v = state["0.weight_g"], state["0.weight_v"]
+    first = g * v / np.sqrt((v ** 2).sum(axis=(1, 2, 3), keepdims=True))
+    g = state["1.parametrizations.weight.original0"]
+    v = state["1.parametrizations.weight.original1"]
+    second = g * v / np.sqrt((v ** 2).sum(axis=(0, 2, 3), keepdims=True))
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == ["0", "1", "2"]
+    for layer, want in zip(record.layers, [first, second, state["2.weight"]], strict=True):
+        np.testing.assert_allclose(layer.weight, want, rtol=1e-6, atol=1e-7)
+
+
 def test_checkpoint_prefers_main_weights_over_ema(tmp_path, network):
     path = writers_torch.write(tmp_path / "ckpt.pth", network, "model_checkpoint")
     checkpoint = torch.load(path, weights_only=True)

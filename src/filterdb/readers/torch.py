@@ -294,7 +294,8 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     ``attributes``: groups, stride, dilation and transposed of the conv modules of a
     pickled module, by weight name (:func:`torch_pickle.module_tensors`).
     """
-    items = [(str(k), v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+    items = _fold_weight_norm(torch, [(str(k), v) for k, v in state.items()
+                                      if isinstance(v, torch.Tensor)])
     names = _strip_prefixes([k for k, _ in items])
     layers = []
     for name, (key, tensor) in zip(names, items, strict=True):
@@ -312,6 +313,36 @@ def state_dict_layers(torch, state: Mapping, path, limits,
         _apply_conv_attributes(layer, (attributes or {}).get(key))
         layers.append(layer)
     return layers
+
+
+#: (magnitude, direction) names of a weight-normalised parameter: ``weight_norm``'s, and
+#: ``torch.nn.utils.parametrizations.weight_norm``'s.
+_WEIGHT_NORM = (("weight_g", "weight_v"),
+                ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+def _fold_weight_norm(torch, items: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """``(name, tensor)`` with each weight-normalised pair replaced, at the direction's
+    place, by the ``<module>.weight`` it stands for: g * v / |v| (torch's own
+    ``_weight_norm``, over every dimension but the one g keeps, in float32)."""
+    tensors = dict(items)
+    folded = []
+    for name, tensor in items:
+        for magnitude_name, direction_name in _WEIGHT_NORM:
+            module = name.removesuffix(direction_name)
+            magnitude = tensors.get(module + magnitude_name)
+            if (module != name and (module == "" or module.endswith("."))
+                    and magnitude is not None and magnitude.dim() == tensor.dim()
+                    and tensor.is_floating_point() and magnitude.is_floating_point()):
+                kept = [d for d, size in enumerate(magnitude.shape) if size != 1] or [0]
+                weight = torch._weight_norm(tensor.float(), magnitude.float(), kept[0])
+                folded.append((module + "weight", weight.to(tensor.dtype)))
+                break
+        else:
+            if not any(name.endswith(g) and tensors.get(name.removesuffix(g) + v) is not None
+                       for g, v in _WEIGHT_NORM):
+                folded.append((name, tensor))
+    return folded
 
 
 def _apply_conv_attributes(layer: ConvLayer, attributes: Mapping | None) -> None:
