@@ -146,6 +146,26 @@ def test_weight_normalised_convs_give_the_weights_they_stand_for(tmp_path):
         np.testing.assert_allclose(layer.weight, want, rtol=1e-6, atol=1e-7)
 
 
+def test_checkpoint_of_several_networks_under_names_of_its_own(tmp_path):
+    """A GAN checkpoint: both networks are read, named under their keys; the optimizer
+    states beside them (momentum buffers shaped like the weights) are not."""
+    torch.manual_seed(4)
+    generator = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 3, 3))
+    discriminator = nn.Sequential(nn.Conv2d(3, 16, 3))
+    optimizer = torch.optim.SGD(generator.parameters(), lr=0.1, momentum=0.9)
+    generator(torch.randn(1, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "gan.pth"
+    torch.save({"netG": generator.state_dict(), "netD": discriminator.state_dict(),
+                "optimizer_G": optimizer.state_dict(), "epoch": 3}, path)
+
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == ["netG.0", "netG.1", "netD.0"]
+    for layer, conv in zip(record.layers, [generator[0], generator[1], discriminator[0]],
+                           strict=True):
+        np.testing.assert_array_equal(layer.weight, conv.weight.detach().numpy())
+
+
 def test_checkpoint_prefers_main_weights_over_ema(tmp_path, network):
     path = writers_torch.write(tmp_path / "ckpt.pth", network, "model_checkpoint")
     checkpoint = torch.load(path, weights_only=True)

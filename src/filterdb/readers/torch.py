@@ -273,7 +273,32 @@ def _find_tensors(torch, obj, level: int = 0):
                     return found
     if any(isinstance(value, torch.Tensor) for value in obj.values()):
         return obj
+    if level == 0:
+        return _several_networks(torch, obj)
     return None
+
+
+#: Checkpoint entries that are training state, not networks (their tensors are moments
+#: and buffers of the same shapes as the weights).
+_TRAINING_STATE = re.compile(r"optim|sched|scaler|^amp$", re.IGNORECASE)
+
+
+def _several_networks(torch, obj: Mapping) -> dict | None:
+    """A checkpoint of several networks under names of its own (a GAN's
+    ``{"generator": ..., "discriminator": ...}``): their tensors as one mapping, each
+    name under its network's key; optimizer and scheduler states left out."""
+    if not isinstance(obj, dict) or isinstance(obj, torch_pickle.Opaque):
+        return None  # a stand-in's attributes are no networks
+    combined = {}
+    for key, value in obj.items():
+        if (not isinstance(value, dict) or "param_groups" in value
+                or _TRAINING_STATE.search(str(key))):
+            continue
+        found = _find_tensors(torch, value, 1)
+        found = found[0] if isinstance(found, tuple) else found  # a pickled module's
+        if isinstance(found, Mapping):
+            combined.update({f"{key}.{name}": tensor for name, tensor in found.items()})
+    return combined or None
 
 
 def _strip_prefixes(keys: list[str]) -> list[str]:
