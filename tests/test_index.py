@@ -10,11 +10,17 @@ import pytest
 import filterdb
 from filterdb.build import BuildOptions, build
 from filterdb.errors import IndexFileError
-from filterdb.index import default_name, plan_zoo, read_index
+from filterdb.index import default_name, index_rows, plan_zoo
 from filterdb.readers import is_model_file
 from filterdb.synthetic import make_cnn
 
 IS_MODEL = is_model_file
+
+
+def read_index(path) -> pd.DataFrame:
+    """The index as a DataFrame, to compare columns and cells."""
+    columns, rows = index_rows(path)
+    return pd.DataFrame(rows, columns=columns)
 
 CSV_INDEX = (
     "model,path,name,TASK,visual_category,training dataset,Pretraining Dataset,paper,"

@@ -11,15 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from .errors import IndexFileError
 from .store.layout import INDEX_COLUMNS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 #: Columns a complete row must fill.
 REQUIRED_COLUMNS = ("Task", "Visual Category")
@@ -58,26 +54,19 @@ _CANONICAL = {_key(c): c for c in (*INDEX_COLUMNS, *ID_COLUMNS, SELECTION)} | {
     _key(k): v for k, v in ALIASES.items()}
 
 
-def read_index(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or YAML meta index into a DataFrame of strings with published column names.
+def index_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns (published names) and rows (every column, text stripped) of a CSV or
+    YAML meta index. Read without pandas, so that a build plans its zoo and starts its
+    workers before that import.
 
     YAML may be a list of mappings or a mapping from model name to fields.
 
     Examples
     --------
-    >>> read_index("zoo/index.csv").columns[:3].tolist()   # doctest: +SKIP
-    ['model', 'Name', 'Task']
+    >>> columns, rows = index_rows("zoo/index.csv")   # doctest: +SKIP
+    >>> columns[:3], rows[0]["Task"]                    # doctest: +SKIP
+    (['model', 'Name', 'Task'], 'Classification')
     """
-    import pandas as pd
-
-    columns, rows = index_rows(path)
-    return pd.DataFrame(rows, columns=columns, dtype=object)
-
-
-def index_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The columns (published names) and rows (every column, text stripped) of a CSV or
-    YAML meta index: what :func:`read_index` holds, without pandas, so that a build can
-    plan its zoo before that import."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
