@@ -327,6 +327,29 @@ def test_identical_file_under_second_name_is_present(tmp_path, workers):
     assert data["summary"] == {"added": 2, "present": 1, "skipped": 0, "failed": 0}
 
 
+def test_same_network_listing_its_layers_in_another_order_is_a_duplicate(tmp_path):
+    """One network in two files that list its layers in different orders (a graph's
+    depth order and a state dict's parameter order differ for parallel branches): the
+    second is skipped as a duplicate, a third with one other weight is not."""
+    from tests.readers.writers_safetensors import write_raw
+
+    rng = np.random.default_rng(2)
+    stem, branch, skip = (rng.standard_normal(shape).astype(np.float32) for shape in
+                          [(8, 3, 3, 3), (8, 8, 3, 3), (8, 8, 1, 1)])
+    zoo = tmp_path / "zoo"
+    write_raw(zoo / "a-sorted.safetensors",
+              [("branch.weight", branch), ("skip.weight", skip), ("stem.weight", stem)])
+    write_raw(zoo / "b-graph-order.safetensors",  # not sorted: the header order is kept
+              [("stem.weight", stem), ("skip.weight", skip), ("branch.weight", branch)])
+    write_raw(zoo / "c-other.safetensors",
+              [("stem.weight", stem), ("skip.weight", skip), ("branch.weight", branch + 1)])
+    report = build(zoo, tmp_path / "db.h5")
+    assert {o.model: (o.status, o.reason) for o in report.outcomes} == {
+        "a-sorted": ("added", ""), "c-other": ("added", ""),
+        "b-graph-order": ("skipped", "duplicate: b-graph-order has the same conv weights as "
+                                     "a-sorted")}
+
+
 def test_same_name_new_content_is_skipped(tmp_path):
     zoo = tmp_path / "zoo"
     make_cnn(zoo / "net.onnx", [4, 8], seed=1)

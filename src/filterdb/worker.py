@@ -338,9 +338,10 @@ HASH_PIECE = 1 << 18
 def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str], list[dict]]:
     """One BLAKE3 pass over a model's conv weights, in storage order, gives four things.
 
-    - The model's weights hash (over its layers' hashes in order): two files holding
-      the same network, whatever their name or format, give the same one, where the
-      file hash cannot see it.
+    - The model's weights hash (over its layers' hashes, sorted): two files holding
+      the same network, whatever their name, format or the order in which they list
+      its layers (a graph's depth order, a state dict's parameter order), give the same
+      one, where the file hash cannot see it.
     - Each layer's hash (its shape and the digest of its float32 values): a layer
       shared between different models gets the same one.
     - The stored filters' checksum per shape (:func:`combine_digests` of the digests
@@ -364,7 +365,7 @@ def weight_digests(layers, shapes) -> tuple[str, list[str], dict[str, str], list
             by_shape[layer.kernel_shape].append(values)
         non_finite.append({"nan_count": 0, "inf_count": 0} if finite
                           else extraction.non_finite_counts(flat))
-    model_hash = blake3("".join(layer_hashes).encode()).hexdigest()
+    model_hash = blake3("".join(sorted(layer_hashes)).encode()).hexdigest()
     return model_hash, layer_hashes, {layout.shape_label(shape): combine_digests(digests)
                                       for shape, digests in by_shape.items()}, non_finite
 
