@@ -10,7 +10,7 @@ import pandas as pd
 import filterdb
 from filterdb.demo import make_zoo, zoo_specs
 from filterdb.demo.zoo import SUFFIXES, pick
-from filterdb.index import read_index
+from filterdb.index import index_rows
 
 INDEX_COLUMNS = ("Task", "Visual Category", "Training-Dataset", "Pretraining-Dataset",
                  "Optimizer", "Conv Weight Initializer", "Framework", "Precision")
@@ -21,7 +21,8 @@ def _digest(path) -> str:
 
 
 def test_zoo_contents(demo, models):
-    index = read_index(demo.zoo.index)
+    columns, rows = index_rows(demo.zoo.index)
+    index = pd.DataFrame(rows, columns=columns)
     assert len(index) == len(zoo_specs()) == 41
     for column in INDEX_COLUMNS:
         assert column in index.columns, column
