@@ -404,19 +404,24 @@ class _TensorSource:
         # 4-bit types pack two values per byte.
         nbytes = ((elements + 1) // 2 if tensor.data_type in _PACKED_4BIT
                   else elements * np_dtype.itemsize)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            tensor = self._with_external_data(tensor, nbytes)
-        elif span is not None or tensor.HasField("raw_data"):
-            # each access of the field copies it: once only
-            raw = tensor.raw_data if span is None else self._read_span(span)
+        external = tensor.data_location == onnx.TensorProto.EXTERNAL
+        if external:
+            raw = self._external_data(tensor, nbytes)
+        elif span is not None:
+            raw = self._read_span(span)
+        elif tensor.HasField("raw_data"):
+            raw = tensor.raw_data  # each access of the field copies it: once only
+        else:
+            raw = None
+        if raw is not None:
             if len(raw) != nbytes:
                 raise ModelReadError(self.path, f"tensor {tensor.name!r} declares {dims} but "
                                                 f"holds {len(raw)} bytes")
             if tensor.data_type not in _PACKED_4BIT and sys.byteorder == "little":
                 # what numpy_helper.to_array does for raw data, without a second copy
                 return np.frombuffer(raw, dtype=np_dtype).reshape(dims), np_dtype.name
-            if span is not None:
-                tensor.raw_data = raw.tobytes()
+            if external or span is not None:  # numpy_helper unpacks from the tensor
+                tensor = _inline(tensor, raw)
         try:
             return numpy_helper.to_array(tensor).reshape(dims), np_dtype.name
         except (ValueError, TypeError) as error:
@@ -424,20 +429,14 @@ class _TensorSource:
                                             f"{_first_line(error)}") from None
 
     def _read_span(self, span: Span) -> np.ndarray:
-        """The bytes at ``span`` of the model file, read once into a new array."""
-        raw = np.empty(span.length, dtype=np.uint8)
-        done = 0
-        with open(self.path, "rb", buffering=0) as handle:
-            while done < span.length:  # one read returns at most ~2 GB
-                count = os.preadv(handle.fileno(), [raw[done:]], span.offset + done)
-                if count <= 0:
-                    raise ModelReadError(self.path, "the file changed while it was read")
-                done += count
+        """The bytes at ``span`` of the model file."""
+        raw = _read_at(self.path, span.offset, span.length)
+        if len(raw) != span.length:
+            raise ModelReadError(self.path, "the file changed while it was read")
         return raw
 
-    def _with_external_data(self, tensor, nbytes: int):
-        import onnx
-
+    def _external_data(self, tensor, nbytes: int) -> np.ndarray:
+        """The ``nbytes`` of an external-data tensor, from a file in the model's folder."""
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         target = (self.folder / location).resolve()
@@ -450,21 +449,40 @@ class _TensorSource:
             raise ModelReadError(self.path, f"external data of tensor {tensor.name!r} has "
                                             f"{length} bytes, its dims need {nbytes}")
         try:
-            with open(target, "rb") as handle:
-                handle.seek(offset)
-                raw = handle.read(nbytes)
+            raw = _read_at(target, offset, nbytes)
         except OSError as error:
             raise ModelReadError(self.path, f"external data {location!r} of tensor "
                                             f"{tensor.name!r}: {error.strerror}") from None
         if len(raw) != nbytes:
             raise ModelReadError(self.path, f"external data {location!r} of tensor "
                                             f"{tensor.name!r} is truncated")
-        inline = onnx.TensorProto()
-        inline.CopyFrom(tensor)
-        del inline.external_data[:]
-        inline.data_location = onnx.TensorProto.DEFAULT
-        inline.raw_data = raw
-        return inline
+        return raw
+
+
+def _read_at(path: Path, offset: int, length: int) -> np.ndarray:
+    """``length`` bytes of a file from ``offset``, read once into a new array; fewer
+    where the file ends before."""
+    raw = np.empty(length, dtype=np.uint8)
+    done = 0
+    with open(path, "rb", buffering=0) as handle:
+        while done < length:  # one read returns at most ~2 GB
+            count = os.preadv(handle.fileno(), [raw[done:]], offset + done)
+            if count <= 0:
+                break
+            done += count
+    return raw[:done]
+
+
+def _inline(tensor, raw: np.ndarray):
+    """A copy of ``tensor`` holding ``raw`` as its own raw data."""
+    import onnx
+
+    inline = onnx.TensorProto()
+    inline.CopyFrom(tensor)
+    del inline.external_data[:]
+    inline.data_location = onnx.TensorProto.DEFAULT
+    inline.raw_data = raw.tobytes()
+    return inline
 
 
 def numpy_helper_from_array(values: np.ndarray, name: str):
