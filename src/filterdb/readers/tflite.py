@@ -149,7 +149,6 @@ class _Reader:
                               if not key.startswith("_") and isinstance(value, int)}
         #: called subgraph -> (calling subgraph, the tensor it passes to each input)
         self.calls: dict[int, tuple[int, list[int]]] = {}
-        self._use(0)
 
     def _use(self, subgraph: int) -> None:
         """Read subgraph ``subgraph`` from now on: its tensors and operators."""
@@ -180,10 +179,10 @@ class _Reader:
 
     @contextlib.contextmanager
     def _in_caller(self, index: int):
-        """Where a called subgraph's input ``index`` comes from: the calling subgraph is
-        read meanwhile, and the tensor it passes is yielded (None when there is none)."""
+        """Where input ``index`` of this subgraph comes from: the calling subgraph is read
+        meanwhile, and the tensor it passes is yielded (None when there is none)."""
         caller, passed = self.calls.get(self.subgraph, (None, []))
-        position = self.inputs.index(index) if index in self.inputs else len(passed)
+        position = self.inputs.index(index)
         if caller is None or position >= len(passed) or passed[position] < 0:
             yield None
             return
@@ -211,10 +210,10 @@ class _Reader:
             depths = [None if d is None else base + d
                       for d in node_depths(nodes, [str(t) for t in self.inputs])]
             depths_of_all += depths
-            for index, (code, name, _inputs, _outputs, op) in enumerate(self.operators):
+            for index, (code, name, inputs, _outputs, op) in enumerate(self.operators):
                 counts[name] += 1
                 depth = depths[index] if depths[index] is not None else base
-                for called, passed in self._called(op, code, _inputs):
+                for called, passed in self._called(op, code, inputs):
                     if called not in queued:
                         queued.add(called)
                         self.calls[called] = (subgraph, passed)
