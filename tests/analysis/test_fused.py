@@ -30,6 +30,9 @@ def adversarial_rows(n: int, seed: int) -> np.ndarray:
     x[::17, 5] = -0.0
     x[::19] = 0.0
     x[::23, :4] = np.float32(1e-45)  # the smallest subnormal
+    # rows of subnormals only: a peak whose float32 reciprocal overflows
+    x[::29] = (np.float32(1e-45) * rng.integers(-40, 41, size=(len(x[::29]), 9))
+               ).astype(np.float32)
     return x
 
 
@@ -113,31 +116,40 @@ def test_moments_and_range_kernels():
     projected = projected[:count]
     kept[:] = 0
     low, high = np.full(9, np.inf), np.full(9, -np.inf)
-    fused.coefficient_range(x, bounds, kept, *fused.as_tuples(mean, components), low, high)
+    run_range(x, bounds, kept, mean, components, low, high)
     np.testing.assert_array_equal(kept, expected_kept)
     np.testing.assert_array_equal(low, projected.min(axis=0))
     np.testing.assert_array_equal(high, projected.max(axis=0))
 
 
+def run_range(x, bounds, kept, mean, components, low, high):
+    fused.coefficient_range(x, bounds, kept, *fused.as_tuples(mean, components),
+                            *fused.as_tuples(mean, components, np.float32),
+                            fused.screen_slack(mean, components), low, high)
+
+
 def run_histograms(x, bounds, rows, n_rows, mean, components, edges, density_edges):
     scales, tolerances = fused.bin_scales(edges)
     density_scales, density_tolerances = fused.bin_scales(density_edges)
-    counts = np.zeros((n_rows, 9, edges.shape[1] - 1), np.int64)
+    counts = np.zeros((n_rows, *np.shape(edges)[:1], edges.shape[1] - 1), np.int64)
     density = np.zeros((density_edges.shape[1] - 1) ** 2, np.int64)
     kept = np.zeros(len(bounds) - 1, np.int64)
+    scales = np.concatenate([scales, density_scales])
+    tolerances = np.concatenate([tolerances, density_tolerances])
+    screen = fused.screen_bins(edges, density_edges, scales, tolerances,
+                               fused.screen_slack(mean, components))
     fused.histograms(x, bounds, rows, kept, *fused.as_tuples(mean, components), edges,
-                     np.concatenate([scales, density_scales]),
-                     np.concatenate([tolerances, density_tolerances]), counts,
-                     density_edges[:1], density_edges[1:], density)
+                     scales, tolerances, counts, density_edges[:1], density_edges[1:],
+                     density, *fused.as_tuples(mean, components, np.float32), screen)
     return counts, density.reshape(density_edges.shape[1] - 1, -1), kept
 
 
 def numpy_histograms(projected, segment, rows, n_rows, edges, density_edges):
-    expected = np.zeros((n_rows, 9, edges.shape[1] - 1), np.int64)
+    expected = np.zeros((n_rows, *edges.shape), np.int64)[..., :-1]
     for grouping in range(rows.shape[1]):
         row_of = rows[segment, grouping]
         for r in np.unique(row_of[row_of >= 0]):
-            for k in range(9):
+            for k in range(len(edges)):
                 expected[r, k] += np.histogram(projected[row_of == r, k], edges[k])[0]
     density = np.histogram2d(projected[:, 0], projected[:, 1], list(density_edges))[0]
     return expected, density
@@ -264,7 +276,7 @@ def test_non_finite_rows_are_skipped_by_every_pass():
     np.testing.assert_array_equal(density, expected_density)
     kept = np.zeros(len(bounds) - 1, np.int64)
     low, high = np.full(9, np.inf), np.full(9, -np.inf)
-    fused.coefficient_range(x, bounds, kept, *fused.as_tuples(mean, components), low, high)
+    run_range(x, bounds, kept, mean, components, low, high)
     np.testing.assert_array_equal(kept, expected_kept)
     np.testing.assert_array_equal(low, projected.min(axis=0))
     np.testing.assert_array_equal(high, projected.max(axis=0))
@@ -299,3 +311,60 @@ def test_other_kernel_sizes(d):
     fused.moments(x, bounds, kept, total, products, zeros)
     np.testing.assert_array_equal(kept, np.add.reduceat(finite.astype(np.int64), bounds[:-1]))
     np.testing.assert_allclose(total, scaled.sum(axis=0), rtol=1e-12, atol=1e-9)
+    exact = projected[:finite.sum()]
+    kept[:] = 0
+    low, high = np.full(d, np.inf), np.full(d, -np.inf)
+    run_range(x, bounds, kept, mean, components, low, high)
+    np.testing.assert_array_equal(low, exact.min(axis=0))
+    np.testing.assert_array_equal(high, exact.max(axis=0))
+    edges = np.repeat(bin_edges(exact.min(), exact.max(), 70), d, axis=0)
+    density_edges = bin_edges(exact.min(axis=0)[:2], exact.max(axis=0)[:2], 40)
+    rows = np.array([[0], [1], [0]], np.int64)
+    counts, density, kept = run_histograms(x, bounds, rows, 2, mean, components, edges,
+                                           density_edges)
+    segment = np.repeat(np.arange(3), np.diff(bounds))[finite]
+    expected, expected_density = numpy_histograms(exact, segment, rows, 2, edges,
+                                                  density_edges)
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(density, expected_density)
+
+
+@pytest.mark.parametrize("d", [9, 25])
+def test_screen_error_is_within_its_slack(d):
+    """The float32 screen's coefficients lie within ``screen_slack`` of the exact ones,
+    for adversarial rows and a centre and components with large entries."""
+    import numba
+
+    from filterdb.analysis.fused import BLOCK
+
+    @numba.njit
+    def screen_coefficients(x, mean32, components32):
+        raw = np.empty(d * BLOCK, np.float32)
+        t32, c32 = np.empty(d * BLOCK, np.float32), np.empty(d * BLOCK, np.float32)
+        top, y = np.empty(BLOCK, np.float32), np.empty(BLOCK, np.float32)
+        excess = np.empty(BLOCK, np.float32)
+        out = np.empty((x.shape[0], d), np.float32)
+        for a in range(0, x.shape[0], BLOCK):
+            m = fused._transpose(x, a, min(a + BLOCK, x.shape[0]), raw, d)
+            fused._scale_centre32(raw, m, top, y, mean32, t32, excess)
+            fused._project32(t32, m, components32, c32)
+            for k in range(d):
+                for r in range(m):
+                    out[a + r, k] = c32[k * BLOCK + r]
+        return out
+
+    rng = np.random.default_rng(d)
+    x = adversarial_rows(20_000, d)[:, :9] if d == 9 else \
+        (rng.normal(size=(20_000, d)) * np.exp2(rng.integers(-30, 30, (20_000, 1))))
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    peaks = np.abs(x.astype(np.float64)).max(axis=1)
+    x = x[(peaks == 0) | (peaks >= 2.0 ** -100)]  # smaller peaks take the exact path
+    mean = rng.uniform(-1, 1, d)
+    components = np.linalg.qr(rng.normal(size=(d, d)))[0] * rng.uniform(0.5, 2, (d, 1))
+    exact = np.empty(x.shape)
+    fused.scale_project(x, *fused.as_tuples(mean, components), exact)
+    screened = screen_coefficients(x, *fused.as_tuples(mean, components, np.float32))
+    error = np.abs(screened.astype(np.float64) - exact).max(axis=0)
+    slack = fused.screen_slack(mean, components)
+    assert np.all(error <= slack / 2), (error, slack)
+    assert np.all(error > 0)  # the screen is approximate: the bound is not vacuous

@@ -8,11 +8,17 @@ project, fold into the pass's statistic. Rows go through small transposed blocks
 loop over rows the compiler vectorises; the flat blocks are indexed at compile-time
 offsets (``j * BLOCK + r``), so those loops need no run-time alias checks.
 
-Non-finite rows are found without a test per value where possible: the moments pass
-tests a block's bit patterns in one vectorised sweep and checks rows one by one only
-in a block that holds a non-finite value; the range and histogram passes test nothing
-before the projection, because every coefficient of a row with a NaN or an infinity
-is NaN (see :func:`_project_fold`), and drop or skip those rows afterwards.
+Non-finite rows are found without a test per value: every pass tests a block's bit
+patterns in one vectorised sweep; only a block that holds a non-finite value is
+checked row by row (moments) or projected exactly, where every coefficient of such a
+row is NaN (see :func:`_drop_nan`), and those rows are dropped.
+
+The range and histogram passes screen a block in float32 first (:func:`_screen_range`,
+:func:`_screen_bins`): coefficients in float32, whose error :func:`screen_slack`
+bounds, decide every row whose result they settle (a coefficient well inside the
+running min and max; a bin position well away from an edge). Only the other rows (a
+fraction of a percent) are computed exactly, so the results stay those below, bit
+for bit, at about two thirds of the exact passes' cost.
 
 The results are exactly those of the step-by-step numpy formulation:
 
@@ -111,6 +117,8 @@ def _transpose8x9(typingctx, flat, offset, raw, column):
     return signature, codegen
 
 
+#: Smallest peak the float32 screen scales by: its reciprocal stays far from overflow.
+SMALLEST_PEAK = np.float32(2.0 ** -100)
 #: Largest finite float32: a value is finite exactly when its magnitude is at most this.
 FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -258,31 +266,123 @@ def _project(t, m, components, c):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _project_fold(t, m, components, low, high):  # pragma: no cover - compiled
-    """:func:`_project` folded straight into ``low``/``high`` (k, BLOCK) column by column
-    (an element-wise min and max, which vectorise where a running reduction would not;
-    :func:`_reduce` folds the columns at the end); returns how many columns gave NaN.
+def _scale_centre32(raw, m, top, y, mean32, t32, excess):  # pragma: no cover - compiled
+    """The screen's version of :func:`_scale_centre`, in float32: ``t32[j * BLOCK + r]``
+    = the value times the float32 reciprocal of the peak, minus ``mean32[j]``.
 
-    The columns may hold rows with a non-finite value: every coefficient of such a row
-    is NaN (its scaled values hold a NaN: an infinite peak makes ``y`` zero and
-    ``inf * 0`` NaN), which no comparison of the fold lets through.
+    ``excess[r]`` starts at -inf, or at 0 (an unsure column: the exact path) where the
+    peak is nonzero and below :data:`SMALLEST_PEAK`, whose reciprocal could overflow
+    float32. Finite columns only (see :func:`_finite_block`).
     """
-    nan = 0
-    for k in range(len(components)):
-        w = components[k]
+    d = len(mean32)
+    for r in range(m):
+        top[r] = np.float32(0.0)
+    for j in range(d):
         for r in range(m):
-            acc = _dot(t, r, w)
-            low[k, r] = acc if acc < low[k, r] else low[k, r]
-            high[k, r] = acc if acc > high[k, r] else high[k, r]
-            if k == 0:
-                nan += acc != acc
-    return nan
+            top[r] = max(top[r], abs(raw[j * BLOCK + r]))
+    for r in range(m):
+        p = top[r]
+        zero = p == np.float32(0.0)
+        y[r] = np.float32(1.0) if zero else np.float32(1.0) / p
+        excess[r] = np.float32(0.0) if (p < SMALLEST_PEAK) and not zero else -np.inf
+    for j in range(d):
+        centre = mean32[j]
+        for r in range(m):
+            t32[j * BLOCK + r] = raw[j * BLOCK + r] * y[r] - centre
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dot32(t32, r, w32):  # pragma: no cover - compiled
+    """:func:`_dot` in float32 (the screen's estimate of a coefficient)."""
+    acc = t32[r] * w32[0]
+    for j in range(1, len(w32)):
+        acc = t32[j * BLOCK + r] * w32[j] + acc
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _screen_range(t32, m, components32, below, above, excess):  # pragma: no cover
+    """How many columns of ``t32`` have a float32 coefficient at or beyond its
+    component's thresholds ``below``/``above`` (float32 (k,)), or were unsure already
+    (``excess``). Only float32 lanes: the loops vectorise at full width."""
+    for k in range(len(components32)):
+        w = components32[k]
+        low, high = below[k], above[k]
+        for r in range(m):
+            v = _dot32(t32, r, w)
+            excess[r] = max(excess[r], max(v - high, low - v))
+    hits = 0
+    for r in range(m):
+        hits += excess[r] >= np.float32(0.0)
+    return hits
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _project32(t32, m, components32, c32):  # pragma: no cover - compiled
+    """Float32 coefficients of the columns of ``t32`` into ``c32[k * BLOCK + r]``."""
+    for k in range(len(components32)):
+        w = components32[k]
+        for r in range(m):
+            c32[k * BLOCK + r] = _dot32(t32, r, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _estimate32(c, m, lo, sc, tol, last, index, excess):  # pragma: no cover - compiled
+    """Bin estimates of the float32 coefficients ``c[:m]`` into ``index`` (int32),
+    clamped to ``0 .. last``; ``excess[r]`` raised to 0 or above where a position lies
+    within ``tol`` of an integer. Its own function, on 1-D views: the loop vectorises
+    (inlined into the screen, it did not)."""
+    for r in range(m):
+        pos = (c[r] - lo) * sc
+        e = np.int32(pos)
+        frac = pos - np.float32(e)
+        index[r] = min(max(e, np.int32(0)), last)
+        excess[r] = max(excess[r], max(tol - frac, frac - (np.float32(1.0) - tol)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _screen_bins(t32, m, components32, origin, scale, tolerance, last, index, excess,
+                 c32):  # pragma: no cover - compiled
+    """Bins of the float32 coefficients of ``t32``'s columns into ``index`` (int32
+    (k + 2, BLOCK)): per component, then c0 and c1 for the density if ``origin`` has
+    k + 2 entries. ``origin``, ``scale``, ``tolerance`` (float32) as in
+    :func:`bin_scales`, the tolerance widened by the screen's error (see
+    :func:`screen_bins`); estimates are clamped to ``0 .. last`` (int32).
+    ``excess[r] >= 0`` marks a column whose position lies within the tolerance of an
+    integer, or that was unsure already: its bins are found exactly. Returns how many
+    are marked.
+    """
+    n_k = len(components32)
+    _project32(t32, m, components32, c32)
+    for k in range(origin.shape[0]):
+        source = (k if k < n_k else k - n_k) * BLOCK
+        _estimate32(c32[source:source + m], m, origin[k], scale[k], tolerance[k], last[k],
+                    index[k], excess)
+    marked = 0
+    for r in range(m):
+        marked += excess[r] >= np.float32(0.0)
+    return marked
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exact_row(raw, r, top, mean, components, t, c_row):  # pragma: no cover - compiled
+    """Coefficients of column ``r`` of ``raw`` into ``c_row``, bit for bit those of
+    :func:`_scale_centre` and :func:`_project` (``top[r]``: the column's peak; column 0
+    of ``t`` is scratch)."""
+    p = np.float64(top[r])
+    p = 1.0 if p == 0.0 else p
+    y = 1.0 / p
+    for j in range(len(mean)):
+        t[j * BLOCK] = _quotient(np.float64(raw[j * BLOCK + r]), p, y) - mean[j]
+    for k in range(len(components)):
+        c_row[k] = _dot(t, 0, components[k])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _drop_nan(c, n_k, m):  # pragma: no cover - compiled
     """Drop the columns of ``c`` (``c[k * BLOCK + r]``) whose first coefficient is NaN
-    (rows with a non-finite value, see :func:`_project_fold`); returns how many are
+    (rows with a non-finite value: their scaled values hold a NaN, as an infinite peak
+    makes the reciprocal zero and ``inf * 0`` NaN); returns how many are
     left. One vectorised test per block; compaction only when it finds one."""
     nan = 0
     for r in range(m):
@@ -310,15 +410,6 @@ def _bin(value, edges, k, estimate):  # pragma: no cover - compiled
     return e
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _reduce(low_columns, high_columns, low, high):  # pragma: no cover - compiled
-    """Fold the columns of ``low_columns``/``high_columns`` into ``low``/``high``."""
-    for k in range(low.shape[0]):
-        for r in range(low_columns.shape[1]):
-            low[k] = min(low[k], low_columns[k, r])
-            high[k] = max(high[k], high_columns[k, r])
-
-
 def bin_scales(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``edges`` (k, bins + 1): the estimate's scale and its tolerance.
 
@@ -339,10 +430,59 @@ def bin_scales(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(usable, scales, 0.0), tolerances
 
 
-def as_tuples(mean: np.ndarray, components: np.ndarray) -> tuple[tuple, tuple]:
-    """``mean`` and ``components`` as the (nested) float tuples the kernels take."""
-    return (tuple(float(v) for v in mean),
-            tuple(tuple(float(v) for v in row) for row in components))
+def screen_bins(edges: np.ndarray, density_edges: tuple | None, scales: np.ndarray,
+                tolerances: np.ndarray, slack: np.ndarray) -> np.ndarray:
+    """float32 (3, k or k + 2): origins, scales and tolerances of the histogram pass's
+    float32 screen, per component and then for the density's c0 and c1.
+
+    ``scales``/``tolerances`` are :func:`bin_scales` of the rows of ``edges`` and the
+    density's edges; ``slack`` the components' :func:`screen_slack`. The tolerance
+    adds the screen's error in bin positions: the coefficient's (``slack * scale``)
+    and the float32 rounding of the origin, the scale and the position's arithmetic
+    (at most ``(3 bins + |origin| scale) u``), twice over.
+    """
+    origins = [row[0] for row in edges]
+    widths = [row.shape[0] - 1 for row in edges]
+    errors = list(slack)
+    if density_edges is not None:
+        origins += [density_edges[0][0], density_edges[1][0]]
+        widths += [len(density_edges[0]) - 1, len(density_edges[1]) - 1]
+        errors += [slack[0], slack[1]]
+    n = len(origins)
+    origins, widths, errors = (np.asarray(v, dtype=np.float64) for v in (origins, widths, errors))
+    scales, tolerances = scales[:n], tolerances[:n]
+    u = 2.0 ** -24
+    rounding = (3 * widths + np.abs(origins) * scales) * u
+    widened = tolerances + 2 * (errors * scales + rounding)
+    return np.array([origins, scales, widened], dtype=np.float32)
+
+
+def as_tuples(mean: np.ndarray, components: np.ndarray, dtype=float) -> tuple[tuple, tuple]:
+    """``mean`` and ``components`` as the (nested) tuples of ``dtype`` the kernels take."""
+    return (tuple(dtype(v) for v in mean),
+            tuple(tuple(dtype(v) for v in row) for row in components))
+
+
+def screen_slack(mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Per component: a bound on ``|c32 - c|``, a float32 screen coefficient against
+    the exact one, plus the rounding of a threshold near a coefficient to float32.
+
+    The screen rounds the peak's reciprocal and each scaled value ``s`` (``|s| <= 1``),
+    the mean ``m`` and the component ``w`` to float32, centres and sums d products in
+    float32 (``u = 2**-24``): a centred value is off by at most
+    ``(3.02 + 2 |m_j|) u``, and the sum adds ``d (1 + |m_j|) |w_j|`` units, so
+
+        |c32 - c| <= u sum_j |w_j| (5.02 + 4 |m_j| + 1.01 d (1 + |m_j|)).
+
+    Twice that, plus ``2 u sum_j |w_j| (1 + |m_j|)`` (a bound on ``|c|``) for a
+    threshold's rounding.
+    """
+    u = 2.0 ** -24
+    weights = np.abs(np.asarray(components, dtype=np.float64))
+    centre = np.abs(np.asarray(mean, dtype=np.float64))
+    d = weights.shape[1]
+    error = weights @ (5.02 + 4 * centre + 1.01 * d * (1 + centre))
+    return u * (2 * error + 2 * (weights @ (1 + centre)))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -438,40 +578,75 @@ def moments(x, bounds, kept, total, products, zeros):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, nogil=True)
-def coefficient_range(x, bounds, kept, mean, components, low, high):  # pragma: no cover
+def coefficient_range(x, bounds, kept, mean, components, mean32, components32, slack, low,
+                      high):  # pragma: no cover - compiled
     """Pass 2 over a block: per-component min and max of the projections.
 
-    ``x``, ``bounds``, ``kept`` as in :func:`moments`; ``mean``, ``components`` as
-    tuples (:func:`as_tuples`); ``low``/``high`` (k,) updated.
+    ``x``, ``bounds``, ``kept`` as in :func:`moments`; ``mean``, ``components`` and
+    their float32 copies ``mean32``, ``components32`` as tuples (:func:`as_tuples`);
+    ``slack`` (k,) (:func:`screen_slack`) bounds the float32 coefficients' error;
+    ``low``/``high`` (k,) updated.
+
+    Each block of rows is screened in float32 first: only a block with a coefficient
+    within ``slack`` of the running min or max (or one the screen cannot judge: a
+    non-finite value, a subnormal peak) has its exact coefficients computed and
+    folded in. A coefficient that sets a new min or max always passes the screen, so
+    the result is the exact coefficients' min and max.
     """
     d = len(mean)
     n_k = len(components)
     raw, t, c, top, peak, recip = _buffers(d, n_k)
-    low_columns, high_columns = np.full((n_k, BLOCK), np.inf), np.full((n_k, BLOCK), -np.inf)
+    t32, y32 = np.empty(d * BLOCK, np.float32), np.empty(BLOCK, np.float32)
+    excess = np.empty(BLOCK, np.float32)
+    below, above = np.empty(n_k, np.float32), np.empty(n_k, np.float32)
+    for k in range(n_k):
+        below[k], above[k] = low[k] + slack[k], high[k] - slack[k]
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
-            m = _transpose(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
+            b = min(a + BLOCK, bounds[g + 1])
+            m = _transpose(x, a, b, raw, d)
+            if _finite_block(x, a, m, d):
+                _scale_centre32(raw, m, top, y32, mean32, t32, excess)
+                if _screen_range(t32, m, components32, below, above, excess) == 0:
+                    kept[g] += m
+                    continue
             _scale_centre(raw, m, top, peak, recip, mean, t)
-            kept[g] += m - _project_fold(t, m, components, low_columns, high_columns)
-    _reduce(low_columns, high_columns, low, high)
+            _project(t, m, components, c)
+            m = _drop_nan(c, n_k, m)
+            kept[g] += m
+            for k in range(n_k):
+                for r in range(m):
+                    low[k] = min(low[k], c[k * BLOCK + r])
+                    high[k] = max(high[k], c[k * BLOCK + r])
+                below[k], above[k] = low[k] + slack[k], high[k] - slack[k]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _estimate(c, m, k, lo, scale, tolerance, index, near):  # pragma: no cover - compiled
-    """Bin estimates ``floor(pos)`` of ``c[k * BLOCK + r]`` (``r < m``) into ``index``;
-    ``near[r]`` is set where ``pos`` lies within the tolerance of an integer (see
-    :func:`bin_scales`)."""
-    for r in range(m):
-        pos = (c[k * BLOCK + r] - lo) * scale
-        e = int(pos)
-        frac = pos - e
-        index[r] = e
-        near[r] |= (frac <= tolerance) | (frac >= 1.0 - tolerance)
+def _position(value, lo, scale):  # pragma: no cover - compiled
+    """The bin estimate ``floor((value - lo) * scale)`` (clamped later by :func:`_bin`),
+    kept within int32 for any finite value."""
+    return int(min(max((value - lo) * scale, -1.0), 2.0 ** 30))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bin_row(c_row, edges, scales, x_edges, y_edges, with_density, index, r
+             ):  # pragma: no cover - compiled
+    """Exact bins of the coefficients ``c_row`` (k,) into column ``r`` of ``index``,
+    then those of c0 and c1 for the density (rows k and k + 1)."""
+    n_k = c_row.shape[0]
+    for k in range(n_k):
+        index[k, r] = _bin(c_row[k], edges, k, _position(c_row[k], edges[k, 0], scales[k]))
+    if with_density:
+        index[n_k, r] = _bin(c_row[0], x_edges, 0,
+                             _position(c_row[0], x_edges[0, 0], scales[n_k]))
+        index[n_k + 1, r] = _bin(c_row[1], y_edges, 0,
+                                 _position(c_row[1], y_edges[0, 0], scales[n_k + 1]))
 
 
 @numba.njit(cache=True, nogil=True)
 def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerances, counts,
-               x_edges, y_edges, density):  # pragma: no cover - compiled
+               x_edges, y_edges, density, mean32, components32, screen
+               ):  # pragma: no cover - compiled
     """Pass 3 over a block: bin the projections, count per group and component.
 
     Parameters
@@ -490,44 +665,54 @@ def histograms(x, bounds, rows, kept, mean, components, edges, scales, tolerance
     x_edges, y_edges : float64 (1, density bins + 1)
         Edges of the c0-c1 density; ``density`` int64 (x bins * y bins,), row-major, or
         empty: no density.
+    mean32, components32
+        ``mean`` and ``components`` as float32 tuples, for the screen.
+    screen : float32 (3, k or k + 2)
+        The screen's bin origins, scales and tolerances (:func:`screen_bins`).
+
+    A block of finite rows is binned from float32 coefficients (the screen); a row
+    whose float32 position comes within the screen's tolerance of a bin edge, for
+    any component, has its exact coefficients computed and binned by the edges. The
+    screen's tolerance covers its error, so every row lands in the bin of its exact
+    coefficient. Blocks with a non-finite value take the exact path whole.
     """
     d = len(mean)
     n_k = len(components)
     bins = edges.shape[1] - 1
     raw, t, c, top, peak, recip = _buffers(d, n_k)
-    index = np.empty((n_k + 2, BLOCK), dtype=np.int64)
-    near = np.zeros(BLOCK, dtype=np.bool_)
+    t32, y32 = np.empty(d * BLOCK, np.float32), np.empty(BLOCK, np.float32)
+    excess, c32 = np.empty(BLOCK, np.float32), np.empty(n_k * BLOCK, np.float32)
+    c_row = np.empty(n_k)
+    index = np.empty((n_k + 2, BLOCK), dtype=np.int32)
     table = np.zeros((LANES, n_k, bins), dtype=np.int64)
     y_bins = y_edges.shape[1] - 1
     with_density = density.shape[0] > 0
+    last = np.full(n_k + 2, bins - 1, dtype=np.int32)
+    last[n_k] = x_edges.shape[1] - 2
+    last[n_k + 1] = y_bins - 1
+    origin, scale, tolerance = screen[0], screen[1], screen[2]
     for g in range(bounds.shape[0] - 1):
         for a in range(bounds[g], bounds[g + 1], BLOCK):
             m = _transpose(x, a, min(a + BLOCK, bounds[g + 1]), raw, d)
-            _scale_centre(raw, m, top, peak, recip, mean, t)
-            _project(t, m, components, c)
-            m = _drop_nan(c, n_k, m)
-            kept[g] += m
-            for r in range(m):
-                near[r] = False
-            for k in range(n_k):
-                _estimate(c, m, k, edges[k, 0], scales[k], tolerances[k], index[k], near)
-            if with_density:
-                _estimate(c, m, 0, x_edges[0, 0], scales[n_k], tolerances[n_k], index[n_k],
-                          near)
-                _estimate(c, m, 1, y_edges[0, 0], scales[n_k + 1], tolerances[n_k + 1],
-                          index[n_k + 1], near)
-            unsure = 0
-            for r in range(m):
-                unsure += near[r]
-            if unsure:  # rare: values on or next to an edge, and the range's ends
+            if _finite_block(x, a, m, d):
+                _scale_centre32(raw, m, top, y32, mean32, t32, excess)
+                if _screen_bins(t32, m, components32, origin, scale, tolerance, last,
+                                index, excess, c32):
+                    for r in range(m):
+                        if excess[r] >= np.float32(0.0):
+                            _exact_row(raw, r, top, mean, components, t, c_row)
+                            _bin_row(c_row, edges, scales, x_edges, y_edges, with_density,
+                                     index, r)
+            else:
+                _scale_centre(raw, m, top, peak, recip, mean, t)
+                _project(t, m, components, c)
+                m = _drop_nan(c, n_k, m)
                 for r in range(m):
-                    if near[r]:
-                        for k in range(n_k):
-                            index[k, r] = _bin(c[k * BLOCK + r], edges, k, index[k, r])
-                        if with_density:
-                            index[n_k, r] = _bin(c[r], x_edges, 0, index[n_k, r])
-                            index[n_k + 1, r] = _bin(c[BLOCK + r], y_edges, 0,
-                                                     index[n_k + 1, r])
+                    for k in range(n_k):
+                        c_row[k] = c[k * BLOCK + r]
+                    _bin_row(c_row, edges, scales, x_edges, y_edges, with_density, index,
+                             r)
+            kept[g] += m
             for k in range(n_k):
                 for r in range(m):
                     table[r & (LANES - 1), k, index[k, r]] += 1

@@ -53,12 +53,15 @@ class RangePass:
 
     def __init__(self, spec, payload: dict, d: int):
         self.mean, self.components = fused.as_tuples(spec.mean, spec.components)
+        self.mean32, self.components32 = fused.as_tuples(spec.mean, spec.components,
+                                                         np.float32)
+        self.slack = fused.screen_slack(spec.mean, spec.components)
         k = len(self.components)
         self.low, self.high = np.full(k, np.inf), np.full(k, -np.inf)
 
     def add(self, x, bounds, pieces, kept):
-        fused.coefficient_range(x, bounds, kept, self.mean, self.components, self.low,
-                                self.high)
+        fused.coefficient_range(x, bounds, kept, self.mean, self.components, self.mean32,
+                                self.components32, self.slack, self.low, self.high)
 
     def result(self, count: int):
         return self.low, self.high
@@ -74,6 +77,8 @@ class HistogramPass:
 
     def __init__(self, spec, payload: dict, d: int):
         self.mean, self.components = fused.as_tuples(spec.mean, spec.components)
+        self.mean32, self.components32 = fused.as_tuples(spec.mean, spec.components,
+                                                         np.float32)
         self.edges = np.ascontiguousarray(spec.edges, dtype=np.float64)
         # without a density the kernel is given placeholder edges and an empty count
         with_density = spec.density_edges is not None
@@ -85,6 +90,9 @@ class HistogramPass:
         density_scales, density_tolerances = fused.bin_scales(np.vstack([x_edges, y_edges]))
         self.scales = np.concatenate([scales, density_scales])
         self.tolerances = np.concatenate([tolerances, density_tolerances])
+        self.screen = fused.screen_bins(
+            self.edges, spec.density_edges if with_density else None, self.scales,
+            self.tolerances, fused.screen_slack(spec.mean, spec.components))
         self.bins = self.edges.shape[1] - 1
         codes = np.asarray(payload["codes"], dtype=np.int64)  # (segments, groupings)
         self.windows = []
@@ -107,7 +115,8 @@ class HistogramPass:
     def add(self, x, bounds, pieces, kept):
         fused.histograms(x, bounds, self.rows[pieces], kept, self.mean, self.components,
                          self.edges, self.scales, self.tolerances, self.counts,
-                         self.x_edges, self.y_edges, self.density)
+                         self.x_edges, self.y_edges, self.density, self.mean32,
+                         self.components32, self.screen)
 
     def result(self, count: int):
         hists = []
