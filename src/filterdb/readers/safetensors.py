@@ -26,6 +26,11 @@ approximations, and every layer is marked ``depth_is_approximate=True``:
 * **Transposed convolutions** are recognised by name only (``transpose`` or ``deconv``
   in the tensor's name); their weight is (c_in, c_out, kh, kw) as in PyTorch and ONNX.
 
+Weight-normalised and spectrally normalised convs, stored as parts
+(``weight_g``/``weight_v``, ``weight_orig``/``weight_u``/``weight_v`` and their
+``parametrizations`` names), are read as the weight the parts stand for
+(:mod:`.reparam`), rounded to the parts' precision as the PyTorch reader does.
+
 Floating-point tensors (F16, BF16, F32, F64 and, with ``ml_dtypes``, F8) become
 float32; ``source_dtype`` keeps the stored type. Integer tensors are skipped: without
 their quantization scales they are not filters.
@@ -43,7 +48,7 @@ import numpy as np
 
 from ..errors import ModelReadError
 from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
-from . import require
+from . import reparam, require
 
 NAME = "safetensors"
 EXTENSIONS = {".safetensors"}
@@ -89,13 +94,18 @@ def read(path: Path, limits) -> ModelRecord:
     safetensors = require("safetensors", path, "safetensors")
     entries, metadata, data_start = _header(path, limits)
     torch_layout = isinstance(metadata, dict) and metadata.get("format") == "pt"
+    infos = dict(entries)
+    folded = {name: item for name, item in reparam.find(infos).items()
+              if len(infos[name]["shape"]) == 4
+              and all(infos[part]["dtype"] in _FLOAT_DTYPES for part in item.parts)}
+    parts = reparam.parts_of(folded)
     candidates = [(name, info) for name, info in entries
-                  if _is_conv_weight(name, info)]
-    for name, info in candidates:
-        elements = int(np.prod(info["shape"], dtype=object))
+                  if name in folded or (name not in parts and _is_conv_weight(name, info))]
+    for name in [n for n, _ in candidates] + sorted(parts):
+        elements = int(np.prod(infos[name]["shape"], dtype=object))
         if elements > limits.max_tensor_elements:
-            raise ModelReadError(path, f"tensor {name!r} declares shape {info['shape']}, "
-                                       "beyond the element limit")
+            raise ModelReadError(path, f"tensor {name!r} declares shape "
+                                       f"{infos[name]['shape']}, beyond the element limit")
     layers: list[ConvLayer] = []
     try:  # the library validates the header again (offsets, overlaps, sizes)
         opened = safetensors.safe_open(os.fspath(path), framework="np")
@@ -103,17 +113,27 @@ def read(path: Path, limits) -> ModelRecord:
         raise ModelReadError(path, f"not a valid safetensors file "
                                    f"({_first_line(error)})") from None
     with opened, open(path, "rb") as handle:
+        def tensor(name: str) -> np.ndarray:
+            if infos[name]["dtype"] not in _NUMPY_NATIVE:
+                return _decode(handle, path, name, infos[name], data_start)
+            try:
+                return np.asarray(opened.get_tensor(name), dtype=np.float32)
+            except Exception as error:
+                raise ModelReadError(path, f"tensor {name!r} cannot be read "
+                                           f"({_first_line(error)})") from None
+
         for name, info in _ordered(candidates):
-            if info["dtype"] in _NUMPY_NATIVE:
-                try:
-                    weight = np.asarray(opened.get_tensor(name), dtype=np.float32)
-                except Exception as error:
-                    raise ModelReadError(path, f"tensor {name!r} cannot be read "
-                                               f"({_first_line(error)})") from None
+            item = folded.get(name)
+            if item is None:
+                weight = tensor(name)
             else:
-                weight = _decode(handle, path, name, info, data_start)
-            layers.append(_layer(name, weight, _FLOAT_DTYPES[info["dtype"]][1], layers,
-                                 torch_layout))
+                try:
+                    weight = reparam.fold(item, [tensor(part) for part in item.parts])
+                except ValueError as error:
+                    raise ModelReadError(path, str(error)) from None
+                weight = _stored_precision(weight, info["dtype"])
+            layers.append(_layer(item.name if item else name, weight,
+                                 _FLOAT_DTYPES[info["dtype"]][1], layers, torch_layout))
     for index, layer in enumerate(layers):
         layer.depth = layer.order = index
         layer.depth_is_approximate = True
@@ -222,6 +242,19 @@ def _decode(handle, path: Path, name: str, info: dict, data_start: int) -> np.nd
         ml_dtypes = require("ml_dtypes", path, "safetensors")
         values = values.view(getattr(ml_dtypes, _FLOAT_DTYPES[dtype][1]))
     return values.astype(np.float32).reshape(info["shape"])
+
+
+def _stored_precision(weight: np.ndarray, dtype: str) -> np.ndarray:
+    """A folded float32 weight rounded to its parts' 16-bit type (to nearest even), as
+    PyTorch's reader keeps it, so a network gives the same weights from either file."""
+    if dtype == "F16":
+        return weight.astype(np.float16).astype(np.float32)
+    if dtype == "BF16":
+        bits = weight.view(np.uint32)
+        bits = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) & np.uint32(
+            0xFFFF0000)
+        return bits.view(np.float32)
+    return weight
 
 
 def _layer(name: str, weight: np.ndarray, source_dtype: str, previous: list[ConvLayer],

@@ -77,7 +77,7 @@ import numpy as np
 from ..errors import FilterDBError, ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
-from . import read_head, require, torch_pickle
+from . import read_head, reparam, require, torch_pickle
 from .running import require_runtime
 
 NAME = "torch"
@@ -319,8 +319,8 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     ``attributes``: groups, stride, dilation and transposed of the conv modules of a
     pickled module, by weight name (:func:`torch_pickle.module_tensors`).
     """
-    items = _fold_weight_norm(torch, [(str(k), v) for k, v in state.items()
-                                      if isinstance(v, torch.Tensor)])
+    items = _fold_reparametrised(torch, [(str(k), v) for k, v in state.items()
+                                         if isinstance(v, torch.Tensor)], path)
     names = _strip_prefixes([k for k, _ in items])
     layers = []
     for name, (key, tensor) in zip(names, items, strict=True):
@@ -340,33 +340,29 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     return layers
 
 
-#: (magnitude, direction) names of a weight-normalised parameter: ``weight_norm``'s, and
-#: ``torch.nn.utils.parametrizations.weight_norm``'s.
-_WEIGHT_NORM = (("weight_g", "weight_v"),
-                ("parametrizations.weight.original0", "parametrizations.weight.original1"))
-
-
-def _fold_weight_norm(torch, items: list[tuple[str, object]]) -> list[tuple[str, object]]:
-    """``(name, tensor)`` with each weight-normalised pair replaced, at the direction's
-    place, by the ``<module>.weight`` it stands for: g * v / |v| (torch's own
-    ``_weight_norm``, over every dimension but the one g keeps, in float32)."""
-    tensors = dict(items)
+def _fold_reparametrised(torch, items: list[tuple[str, object]], path
+                         ) -> list[tuple[str, object]]:
+    """``(name, tensor)`` with the parts of each weight-normalised or spectrally
+    normalised weight (:mod:`.reparam`) replaced, at the first part's place, by the
+    ``<module>.weight`` they stand for, in the first part's dtype."""
+    found = reparam.find(name for name, _ in items)
+    if not found:
+        return items
+    tensors, parts = dict(items), reparam.parts_of(found)
     folded = []
     for name, tensor in items:
-        for magnitude_name, direction_name in _WEIGHT_NORM:
-            module = name.removesuffix(direction_name)
-            magnitude = tensors.get(module + magnitude_name)
-            if (module != name and (module == "" or module.endswith("."))
-                    and magnitude is not None and magnitude.dim() == tensor.dim()
-                    and tensor.is_floating_point() and magnitude.is_floating_point()):
-                kept = [d for d, size in enumerate(magnitude.shape) if size != 1] or [0]
-                weight = torch._weight_norm(tensor.float(), magnitude.float(), kept[0])
-                folded.append((module + "weight", weight.to(tensor.dtype)))
-                break
-        else:
-            if not any(name.endswith(g) and tensors.get(name.removesuffix(g) + v) is not None
-                       for g, v in _WEIGHT_NORM):
-                folded.append((name, tensor))
+        item = found.get(name)
+        sources = [tensors[part] for part in item.parts] if item else []
+        if item and all(t.is_floating_point() and t.layout == torch.strided
+                        and not t.is_meta for t in sources):
+            try:
+                weight = reparam.fold(item, [t.detach().cpu().double().numpy()
+                                             for t in sources])
+            except ValueError as error:
+                raise ModelReadError(path, str(error)) from None
+            folded.append((item.name, torch.from_numpy(weight).to(tensor.dtype)))
+        elif name not in parts:
+            folded.append((name, tensor))
     return folded
 
 
