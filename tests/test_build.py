@@ -165,12 +165,13 @@ class _Aborts:
         return os.abort, ()
 
 
-def test_a_model_that_kills_its_worker_fails_alone(tmp_path, cli):
-    """With workers, a crash while reading one model (SIGABRT here) fails that model
-    with one line; the models in flight with it and after it are built."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_model_that_kills_its_worker_fails_alone(tmp_path, cli, workers):
+    """A crash while reading one model (SIGABRT here) fails that model with one line;
+    the models in flight with it and after it are built; the default one worker too."""
     zoo = _zoo_with_a_pickle(tmp_path, 5, "m1_crash.pt", _Aborts())
     db = tmp_path / "db.h5"
-    result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
+    result = cli("build", zoo, "-o", db, "--workers", workers, "--no-quality",
                  "--allow-unsafe-pickle")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -191,10 +192,11 @@ class _Sleeps:
         return time.sleep, (600,)
 
 
-def test_a_model_past_the_timeout_fails_alone(tmp_path, cli):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_model_past_the_timeout_fails_alone(tmp_path, cli, workers):
     zoo = _zoo_with_a_pickle(tmp_path, 3, "m0_stuck.pt", _Sleeps())
     db = tmp_path / "db.h5"
-    result = cli("build", zoo, "-o", db, "--workers", "2", "--no-quality",
+    result = cli("build", zoo, "-o", db, "--workers", workers, "--no-quality",
                  "--allow-unsafe-pickle", "--model-timeout", "3")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Thread" not in result.stderr
@@ -202,6 +204,22 @@ def test_a_model_past_the_timeout_fails_alone(tmp_path, cli):
     assert (f"failed: {zoo / 'm0_stuck.pt'}: still being read after 3 s (stopped)"
             in result.stderr.splitlines())
     assert list(filterdb.open(db).models["model"]) == ["m0", "m1", "m2"]
+
+
+def test_workers_zero_reads_in_this_process_and_negative_is_refused(tmp_path):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for number in range(2):
+        make_cnn(zoo / f"m{number}.onnx", [4, 8], seed=number)
+    in_process = build(zoo, tmp_path / "a.h5", options=BuildOptions(workers=0,
+                                                                     quality=False))
+    pooled = build(zoo, tmp_path / "b.h5", options=BuildOptions(workers=1, quality=False))
+    assert in_process.count("added") == pooled.count("added") == 2
+    np.testing.assert_array_equal(h5py.File(tmp_path / "a.h5")["filters"][...],
+                                  h5py.File(tmp_path / "b.h5")["filters"][...])
+    with pytest.raises(ValueError, match="workers must be a whole number, at least 0"):
+        build(zoo, tmp_path / "c.h5", options=BuildOptions(workers=-1))
+    assert not (tmp_path / "c.h5").exists()
 
 
 SCRIPT_WITHOUT_MAIN_GUARD = """
@@ -233,8 +251,8 @@ def test_workers_that_cannot_start_fail_the_build_not_the_models(tmp_path):
                             text=True, cwd=tmp_path)
     assert result.stdout.splitlines() == [
         "worker processes exit as they start, before reading any model; from a Python "
-        'script, call build() with workers > 1 under `if __name__ == "__main__":` (or use '
-        "workers=1)"]
+        'script, call build() under `if __name__ == "__main__":` (or use workers=0: '
+        "models read in this process, without isolation)"]
     report = json.loads((tmp_path / "db.h5.build.json").read_text())
     assert [o for o in report["outcomes"] if o["status"] == "failed"] == []
     assert not db.exists()
@@ -381,7 +399,8 @@ def test_durable_build_fsyncs_every_shard_and_the_master(tmp_path, monkeypatch, 
     for seed in range(3):
         make_cnn(zoo / f"m{seed}.onnx", [4, 8], seed=seed)
     db = tmp_path / "db.h5"
-    build(zoo, db, options=BuildOptions(durable=durable, quality=False))
+    # workers=0: the models are read in this process, where the patches apply
+    build(zoo, db, options=BuildOptions(durable=durable, quality=False, workers=0))
     shards = sorted(p for p in (tmp_path / "db.h5.shards").iterdir())
     assert len(shards) == 3
     if not durable:

@@ -51,6 +51,9 @@ class BuildOptions:
     whether (with which thresholds) to compute the layer quality metrics, and whether
     to build only the models the index selects (``Selection`` 1)."""
 
+    #: Worker processes that read the models. 0: read them in this process, without
+    #: the isolation from a crash or hang in a native library that workers give (for
+    #: a script that cannot start processes).
     workers: int = 1
     shapes: tuple[tuple[int, int], ...] | None = None
     strict: bool = False
@@ -64,8 +67,9 @@ class BuildOptions:
     require_run: bool = False  # a model that fails to run is not added
     #: fsync shards and master at every commit (power-failure safe; waits for the disk)
     durable: bool = False
-    #: With workers: a model still being read after this many seconds fails (its worker
-    #: is ended); None: no limit. A hang inside a native library cannot be stopped else.
+    #: A model still being read after this many seconds fails (its worker is ended;
+    #: not with workers=0); None: no limit. A hang inside a native library cannot be
+    #: stopped else.
     model_timeout: float | None = 3600.0
 
 
@@ -162,6 +166,9 @@ def build(zoo, database, index=None, options: BuildOptions | None = None,
     12
     """
     options = options or BuildOptions()
+    if type(options.workers) is not int or options.workers < 0:
+        raise ValueError(f"workers must be a whole number, at least 0 (got "
+                         f"{options.workers!r})")
     try:
         return _build(zoo, database, index, options, on_outcome, pool)
     finally:
@@ -197,9 +204,9 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
         jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
-                    max(1, layer_quality.default_threads() // options.workers),
+                    max(1, layer_quality.default_threads() // max(1, options.workers)),
                     options.run, options.require_run, options.durable,
-                    options.model_timeout if options.workers > 1 else None)
+                    options.model_timeout if options.workers else None)
                 for planned in plan.models]
         try:
             _run(jobs, writer, options, report, notify, pool)
@@ -258,7 +265,7 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
         committer.poll(final)
 
     try:
-        if options.workers <= 1:
+        if options.workers == 0:
             for number, job in enumerate(jobs):
                 results[number] = process_model(job)
                 settle(final=False)
@@ -316,8 +323,8 @@ def _drain(pool: WorkerPool, jobs: list[Job], numbers: list[int], results: dict,
 
 
 _NO_START = ("worker processes exit as they start, before reading any model; from a "
-             "Python script, call build() with workers > 1 under "
-             "`if __name__ == \"__main__\":` (or use workers=1)")
+             "Python script, call build() under `if __name__ == \"__main__\":` (or use "
+             "workers=0: models read in this process, without isolation)")
 
 
 def _alone(job: Job) -> ModelEntry | ModelOutcome:

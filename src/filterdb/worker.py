@@ -93,7 +93,7 @@ class WorkerPool(ProcessPoolExecutor):
 
     def __init__(self, count: int, method: str, quality: bool = False):
         super().__init__(count, mp_context=multiprocessing.get_context(method),
-                         initializer=init_worker, initargs=(quality,))
+                         initializer=init_worker, initargs=(quality, os.getpid()))
         # the pool starts a process per task while none is idle
         self.started = [self.submit(_started) for _ in range(count)]
 
@@ -131,15 +131,35 @@ def _started() -> None:
     """The first task of a worker: it is up and has imported this module."""
 
 
-def init_worker(quality: bool = False) -> None:
+def init_worker(quality: bool = False, parent: int | None = None) -> None:
     """Set up a worker process: Ctrl-C is the main process's to handle (it commits
-    what is ready and stops), and malloc is tuned for one model after another. With
-    ``quality``, the metrics' compiled kernel is loaded now (0.4 s here), while the
-    main process still plans the zoo, instead of when the first model waits for it."""
+    what is ready and stops), the worker ends with the main process ``parent``, and
+    malloc is tuned for one model after another. With ``quality``, the metrics'
+    compiled kernel is loaded now (0.4 s here), while the main process still plans
+    the zoo, instead of when the first model waits for it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _end_with(parent)
     tune_malloc()
     if quality:
         layer_quality.warm()
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this worker when the build process dies (Linux's
+    ``PR_SET_PDEATHSIG``): killed or crashed, it cannot shut its workers down, and a
+    worker left behind waits forever for tasks on a pipe it holds open itself."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request
+        os._exit(1)
+
+
+#: prctl option: the signal this process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 def tune_malloc() -> None:

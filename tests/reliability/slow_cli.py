@@ -20,10 +20,14 @@ import os
 import runpy
 import time
 
-import filterdb.build
-import filterdb.extraction as extraction
-import filterdb.store.dataset as dataset
-import filterdb.store.writer as writer
+# As the CLI does before its imports: numpy starts no BLAS threads, so the build's
+# process has one thread and forks its workers, which inherit the slowed steps below.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import filterdb.build  # noqa: E402
+import filterdb.extraction as extraction  # noqa: E402
+import filterdb.store.dataset as dataset  # noqa: E402
+import filterdb.store.writer as writer  # noqa: E402
 
 DELAY = float(os.environ.get("FILTERDB_TEST_DELAY", "0.1"))
 WRITE_DELAY = float(os.environ.get("FILTERDB_TEST_WRITE_DELAY", "0"))

@@ -312,3 +312,39 @@ def test_ctrl_c_during_one_commit_stops_cleanly(workspace, command, moment, tmp_
     assert _state(db, old, new) in expected
     check_database(db)
     _assert_rerun_completes(workspace, command, db, new)
+
+
+def _children(pid: int) -> set[int]:
+    """The process's child processes (Linux)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_with_a_killed_build(workspace, tmp_path):
+    """SIGKILL of the build's process ends its worker: none is left waiting for tasks
+    (holding the output pipes open, so a caller reading them would wait for ever)."""
+    db = tmp_path / "db.h5"
+    proc = subprocess.Popen([sys.executable, SLOW_CLI, *map(str, _build_argv(workspace, db))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "FILTERDB_TEST_DELAY": "0.3"})
+    while proc.poll() is None and not db.exists():  # workers are up, models committing
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert len(workers) == 1  # --workers defaults to 1: one worker process
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + HANG_GUARD
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)

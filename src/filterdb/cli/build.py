@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
                              "disk; without it a killed build still loses nothing committed)")
     parser.add_argument("--model-timeout", type=float, default=MODEL_TIMEOUT,
                         metavar="SECONDS",
-                        help="with --workers 2 or more: a model still being read after this "
+                        help="a model still being read after this "
                              f"long fails and the build goes on (default {MODEL_TIMEOUT:g}; "
                              "0: no limit)")
     parser.add_argument("--strict", action="store_true",
@@ -56,7 +56,7 @@ def run(args) -> int:
     # never uses them (the quality metrics run BLAS in threads of their own), and a
     # process of one thread can fork its workers (see start_workers).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from ..worker import NOT_ASSESSED, start_workers, tune_malloc
+    from ..worker import NOT_ASSESSED, start_workers
 
     shapes = None
     if args.shapes:
@@ -74,9 +74,7 @@ def run(args) -> int:
         return 2
     # The workers start first: they import their modules while this process imports
     # the rest (pandas and PyTables for the tables) and plans the zoo.
-    pool = start_workers(args.workers, args.quality) if args.workers > 1 else None
-    if pool is None:  # this process reads the models
-        tune_malloc()
+    pool = start_workers(args.workers, args.quality)
     from ..build import ADDED, FAILED, NOT_SELECTED, PRESENT, SKIPPED, BuildOptions, build
     from ..errors import one_line
     from ..readers import Limits
