@@ -18,7 +18,8 @@ The range and histogram passes screen a block in float32 first (:func:`_screen_r
 bounds, decide every row whose result they settle (a coefficient well inside the
 running min and max; a bin position well away from an edge). Only the other rows (a
 fraction of a percent) are computed exactly, so the results stay those below, bit
-for bit, at about two thirds of the exact passes' cost.
+for bit; measured here, the range pass takes about 70 % and the histogram pass about
+90 % of the time of their exact versions.
 
 The results are exactly those of the step-by-step numpy formulation:
 
@@ -117,8 +118,9 @@ def _transpose8x9(typingctx, flat, offset, raw, column):
     return signature, codegen
 
 
-#: Smallest peak the float32 screen scales by: its reciprocal stays far from overflow.
-SMALLEST_PEAK = np.float32(2.0 ** -100)
+#: Peaks the float32 screen scales by: their reciprocals stay normal float32 numbers
+#: (others, and so their rows, take the exact path).
+SMALLEST_PEAK, LARGEST_PEAK = np.float32(2.0 ** -100), np.float32(2.0 ** 100)
 #: Largest finite float32: a value is finite exactly when its magnitude is at most this.
 FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -271,8 +273,9 @@ def _scale_centre32(raw, m, top, y, mean32, t32, excess):  # pragma: no cover - 
     = the value times the float32 reciprocal of the peak, minus ``mean32[j]``.
 
     ``excess[r]`` starts at -inf, or at 0 (an unsure column: the exact path) where the
-    peak is nonzero and below :data:`SMALLEST_PEAK`, whose reciprocal could overflow
-    float32. Finite columns only (see :func:`_finite_block`).
+    peak is nonzero and outside :data:`SMALLEST_PEAK` .. :data:`LARGEST_PEAK`, whose
+    reciprocal could overflow float32 or lose precision as a subnormal. Finite columns
+    only (see :func:`_finite_block`).
     """
     d = len(mean32)
     for r in range(m):
@@ -284,7 +287,8 @@ def _scale_centre32(raw, m, top, y, mean32, t32, excess):  # pragma: no cover - 
         p = top[r]
         zero = p == np.float32(0.0)
         y[r] = np.float32(1.0) if zero else np.float32(1.0) / p
-        excess[r] = np.float32(0.0) if (p < SMALLEST_PEAK) and not zero else -np.inf
+        unsure = (p < SMALLEST_PEAK or p > LARGEST_PEAK) and not zero
+        excess[r] = np.float32(0.0) if unsure else -np.inf
     for j in range(d):
         centre = mean32[j]
         for r in range(m):
