@@ -222,6 +222,17 @@ def test_bad_build_arguments(small_zoo, tmp_path, cli, args, message):
     assert not db.exists()
 
 
+def test_output_that_is_a_folder_is_one_line_and_leaves_nothing(small_zoo, tmp_path, cli):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = cli("build", small_zoo.parent, "-o", folder)
+    assert result.returncode == 2
+    assert _one_error_line(result) == f"filterdb: error: {folder}: is a folder, not a " \
+        "database file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert list(folder.iterdir()) == []
+
+
 def test_missing_zoo(tmp_path, cli):
     result = cli("build", tmp_path / "nozoo", "-o", tmp_path / "db.h5")
     assert result.returncode == 2

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FilterDBError
+from .outputs import output_folder
 
 NAME = "analyze"
 HELP = ("Distribution shift between groups of filters: PCA of the peak-scaled filters, "
@@ -112,6 +113,7 @@ def run(args) -> int:
         shape = parse_shape(args.shape)
     except ValueError as error:
         raise FilterDBError(str(error)) from None
+    output_folder(args.output, args.database)
     scheduler = (args.scheduler if args.scheduler
                  else f"local:{args.dask_workers}" if args.dask_workers else None)
     if scheduler is None:  # the kernels run here: load them while the tables are read

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .outputs import output_file
+
 NAME = "datasheet"
 HELP = ("Write the dataset's datasheet (Markdown): facts computed from the database, prose "
         "from datasheet.yaml answers, unanswered questions listed as open.")
@@ -24,6 +26,8 @@ def run(args) -> int:
     from ..datasheet import compute, render_markdown
     from ..store.dataset import read_publication
 
+    if args.output:
+        output_file(args.output, args.database)
     answers = read_publication(args.answers)[1] if args.answers else None
     data = compute(open_db(args.database), answers, scan=args.scan)
     text = render_markdown(data)

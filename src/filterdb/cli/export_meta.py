@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .outputs import output_file
+
 NAME = "export-meta"
 HELP = ("Write a metadata-only release file (models, layers, /meta, dataset metadata, "
         "datasheet; no filters) that info and datasheet can open.")
@@ -20,6 +22,7 @@ def run(args) -> int:
     from .. import open as open_db
     from ..store.export import export_meta
 
+    output_file(args.output, args.database)
     out = export_meta(open_db(args.database), args.output, scan=args.scan)
     print(f"{out}: {out.stat().st_size:,} bytes")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .outputs import output_file
+
 NAME = "report"
 HELP = ("One self-contained HTML file about a database: composition, models verified to "
         "run, quality per model and worst layers, eigen-images, ridge plots, drift heat maps "
@@ -41,7 +43,8 @@ def _log(line: str) -> None:
 def run(args) -> int:
     from ..report import write_report
 
-    output = args.output or args.database.with_name(args.database.name + ".report.html")
+    output = output_file(args.output or args.database.with_name(
+        args.database.name + ".report.html"), args.database)
     path = write_report(args.database, output, log=_log, by=args.by,
                         max_filters=args.max_filters, seed=args.seed, bins=args.bins,
                         analysis=args.analysis, progress=True)

@@ -91,6 +91,8 @@ class DatabaseWriter:
         self.path = Path(path)
         self.durable = durable
         self.shards = layout.shards_dir(self.path)
+        if self.path.is_dir():  # before the lock file: nothing is left beside it
+            raise DatabaseError(f"{self.path}: is a folder, not a database file")
         self.lock = DatabaseLock(self.path)
         self.lock.acquire()
         try:

@@ -1,0 +1,48 @@
+"""Checks of a command's output path before any work: never write over a database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FilterDBError
+from ..store import layout
+
+
+def _database_paths(path: Path) -> list[Path]:
+    """A database's master, its shards folder and its lock file, resolved."""
+    return [p.resolve() for p in (path, layout.shards_dir(path),
+                                  path.with_name(path.name + ".lock"))]
+
+
+def _is_master(path: Path) -> bool:
+    """Whether ``path`` is a database's master file (one with a shards folder)."""
+    return path.is_file() and layout.shards_dir(path).is_dir()
+
+
+def _guard(output: Path, database: Path) -> None:
+    """One line, before any work, when ``output`` would overwrite or write into
+    ``database`` (its master, shards or lock) or another filterdb database (a
+    master beside its shards folder)."""
+    target = output.resolve()
+    if any(target == p or p in target.parents for p in _database_paths(database)):
+        raise FilterDBError(f"{output}: is part of the database {database}; choose "
+                            "another output")
+    if any(_is_master(p) or _is_master(p.with_name(p.name.removesuffix(".shards")))
+           for p in (target, *target.parents) if p.name):
+        raise FilterDBError(f"{output}: is part of a filterdb database; not overwritten")
+
+
+def output_file(output: Path, database: Path) -> Path:
+    """``output`` checked as a file to write a command's result into."""
+    _guard(output, database)
+    if output.is_dir():
+        raise FilterDBError(f"{output}: is a folder, not a file")
+    return output
+
+
+def output_folder(output: Path, database: Path) -> Path:
+    """``output`` checked as a folder to write a command's files into."""
+    _guard(output, database)
+    if output.exists() and not output.is_dir():
+        raise FilterDBError(f"{output}: is a file, not a folder")
+    return output
