@@ -184,15 +184,21 @@ def _load(x, a, b, raw, d):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _peaks(raw, m, top, peak, recip, d):  # pragma: no cover - compiled
-    """Largest absolute value of columns ``0:m`` of ``raw`` into ``peak`` (float64; 1 for
-    a zero column, which stays zero) and its reciprocal into ``recip``. The maximum is
-    taken in float32 (``top``), exactly as in float64: the conversion is exact."""
+def _top(raw, m, top, d):  # pragma: no cover - compiled
+    """Largest absolute value of columns ``0:m`` of ``raw`` into ``top`` (float32)."""
     for r in range(m):
         top[r] = np.float32(0.0)
     for j in range(d):
         for r in range(m):
             top[r] = max(top[r], abs(raw[j * BLOCK + r]))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _peaks(raw, m, top, peak, recip, d):  # pragma: no cover - compiled
+    """Largest absolute value of columns ``0:m`` of ``raw`` into ``peak`` (float64; 1 for
+    a zero column, which stays zero) and its reciprocal into ``recip``. The maximum is
+    taken in float32 (``top``), exactly as in float64: the conversion is exact."""
+    _top(raw, m, top, d)
     for r in range(m):
         p = np.float64(top[r])
         p = 1.0 if p == 0.0 else p
@@ -278,11 +284,7 @@ def _scale_centre32(raw, m, top, y, mean32, t32, excess):  # pragma: no cover - 
     only (see :func:`_finite_block`).
     """
     d = len(mean32)
-    for r in range(m):
-        top[r] = np.float32(0.0)
-    for j in range(d):
-        for r in range(m):
-            top[r] = max(top[r], abs(raw[j * BLOCK + r]))
+    _top(raw, m, top, d)
     for r in range(m):
         p = top[r]
         zero = p == np.float32(0.0)
