@@ -47,8 +47,15 @@ def parser() -> argparse.ArgumentParser:
 def _keep_last_line() -> None:
     """A Ctrl-C that lands while PyTables opens or closes a temporary master leaves
     that (already removed) file to PyTables' exit hook, which would warn after the
-    line saying what happened; the hook still closes it."""
+    line saying what happened; the hook still closes it. A file PyTables registered
+    but had not opened yet (no root group) would make the hook fail with a traceback:
+    it is taken out of PyTables' registry."""
     warnings.filterwarnings("ignore", message="Closing remaining open file")
+    pytables = sys.modules.get("tables.file")
+    registry = getattr(pytables, "_open_files", None)
+    for handle in list(getattr(registry, "handlers", ())):
+        if not hasattr(handle, "root"):
+            registry.remove(handle)
 
 
 def main(argv: list[str] | None = None) -> int:
