@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import layer_quality
-from .errors import BuildInterrupted, IndexFileError, WorkerStartError
+from .errors import BuildInterrupted, IndexFileError, ModelReadError, WorkerStartError
 from .index import SELECTION, is_selected, plan_zoo
 from .readers import Limits, RunLimits, is_model_file
 from .runs import summarize_runs
@@ -33,6 +33,7 @@ from .store.writer import DatabaseWriter
 from .worker import (
     ADDED,
     FAILED,
+    NO_START,
     NOT_SELECTED,
     PRESENT,
     SKIPPED,
@@ -41,6 +42,7 @@ from .worker import (
     WorkerPool,
     present,
     process_model,
+    read_alone,
     start_workers,
 )
 
@@ -292,7 +294,7 @@ def _run_pooled(jobs: list[Job], workers: int, pool: WorkerPool | None,
         with pool or start_workers(workers, quality) as pool:
             unfinished = _drain(pool, jobs, remaining, results, settle)
         if unfinished and not pool.came_up():
-            raise WorkerStartError(_NO_START)
+            raise WorkerStartError(NO_START)
         pool = None
         suspects, remaining = unfinished[:workers + 1], unfinished[workers + 1:]
         for number in suspects:
@@ -322,26 +324,12 @@ def _drain(pool: WorkerPool, jobs: list[Job], numbers: list[int], results: dict,
     return sorted(unfinished)
 
 
-_NO_START = ("worker processes exit as they start, before reading any model; from a "
-             "Python script, call build() under `if __name__ == \"__main__\":` (or use "
-             "workers=0: models read in this process, without isolation)")
-
-
 def _alone(job: Job) -> ModelEntry | ModelOutcome:
     """``process_model(job)`` in a process of its own: a failed model if it dies."""
-    with start_workers(1) as solo:
-        started = time.monotonic()
-        try:
-            return solo.submit(process_model, job).result()
-        except BrokenProcessPool:
-            if not solo.came_up():
-                raise WorkerStartError(_NO_START) from None
-            if job.timeout and time.monotonic() - started >= job.timeout:
-                reason = f"still being read after {job.timeout:g} s (stopped)"
-            else:
-                reason = ("reading it killed the worker process (a crash in a native "
-                          "library, e.g. on a damaged file)")
-            return ModelOutcome(job.name, str(job.path), FAILED, reason)
+    try:
+        return read_alone(process_model, job.path, job, timeout=job.timeout)
+    except ModelReadError as error:
+        return ModelOutcome(job.name, str(job.path), FAILED, error.reason)
 
 
 def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:

@@ -23,6 +23,9 @@ class ModelReadError(FilterDBError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # pickled by its parts: raised in a worker, re-raised here
+        return type(self), (self.path, self.reason)
+
 
 class MissingDependencyError(ModelReadError):
     """A reader needs an optional package that is not installed."""

@@ -15,7 +15,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 from blake3 import blake3
 
 from . import extraction, layer_quality
-from .errors import MissingDependencyError, ModelReadError
+from .errors import MissingDependencyError, ModelReadError, WorkerStartError
 from .readers import Limits, RunLimits, open_model, parse_input_shapes, run_model
 from .records import NOT_RUN, RUNS_NO, RunResult
 from .runs import run_columns
@@ -258,6 +260,49 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
                             f"unexpected {type(error).__name__}: {error}")
     finally:
         if job.timeout:
+            faulthandler.cancel_dump_traceback_later()
+
+
+#: Why worker processes that die at once failed: no model is to blame.
+NO_START = ("worker processes exit as they start, before reading any model; from a "
+            "Python script, call build() under `if __name__ == \"__main__\":` (or use "
+            "workers=0: models read in this process, without isolation)")
+
+
+def read_alone(function, path, *args, timeout: float | None = None):
+    """``function(*args)``, which reads the model file ``path``, in a worker process of
+    its own; its result, or its exception re-raised here.
+
+    Raises
+    ------
+    ModelReadError
+        When the process dies (a crash in a native library, e.g. on a damaged file) or
+        is stopped after ``timeout`` seconds (a hang).
+    WorkerStartError
+        When the worker exits as it starts (no model is to blame).
+    """
+    with start_workers(1) as solo:
+        started = time.monotonic()
+        try:
+            return solo.submit(_timed, function, timeout, *args).result()
+        except BrokenProcessPool:
+            if not solo.came_up():
+                raise WorkerStartError(NO_START) from None
+            if timeout and time.monotonic() - started >= timeout:
+                reason = f"still being read after {timeout:g} s (stopped)"
+            else:
+                reason = ("reading it killed the worker process (a crash in a native "
+                          "library, e.g. on a damaged file)")
+            raise ModelReadError(path, reason) from None
+
+
+def _timed(function, timeout: float | None, *args):
+    """``function(*args)`` in a worker that ends itself after ``timeout`` seconds."""
+    _arm(timeout)
+    try:
+        return function(*args)
+    finally:
+        if timeout:
             faulthandler.cancel_dump_traceback_later()
 
 

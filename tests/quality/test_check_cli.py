@@ -156,3 +156,47 @@ def test_quality_of_a_model_id_needs_a_known_id_and_a_db(small_db):
         filterdb.quality(0)
     with pytest.raises(filterdb.FilterDBError):
         filterdb.quality(999, db=small_db)
+
+
+class _Aborts:
+    """Unpickling this object aborts the process, as a crash in a native library would."""
+
+    def __reduce__(self):
+        import os
+
+        return os.abort, ()
+
+
+class _Sleeps:
+    """Unpickling this object blocks for ten minutes, as a hang in a native library would."""
+
+    def __reduce__(self):
+        import time
+
+        return time.sleep, (600,)
+
+
+@pytest.mark.parametrize(("payload", "options", "reason"), [
+    (_Aborts(), [], "reading it killed the worker process (a crash in a native library, "
+                    "e.g. on a damaged file)"),
+    (_Sleeps(), ["--model-timeout", "2"], "still being read after 2 s (stopped)"),
+])
+def test_check_of_a_model_that_crashes_or_hangs_is_one_line(cli, tmp_path, payload, options,
+                                                            reason):
+    """The model is read in a worker process, as in a build: its crash or hang ends in
+    one line naming the file, not in a dead or stuck command."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "bad.pt"
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3), "payload": payload}, path)
+    result = cli("check", path, "--allow-unsafe-pickle", *options)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"filterdb: error: {path}: {reason}"]
+
+
+def test_check_errors_of_the_reader_come_back_whole(cli, tmp_path):
+    """A reader's refusal, raised in the worker, is the same one line here."""
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    result = cli("check", path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"filterdb: error: {path}: empty file (0 bytes)"]

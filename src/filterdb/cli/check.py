@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+from .build import MODEL_TIMEOUT
 from .running import add_run_arguments, run_limits
 
 NAME = "check"
@@ -23,6 +25,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="let PyTorch files unpickle any object: RUNS CODE from the file")
+    parser.add_argument("--model-timeout", type=float, default=MODEL_TIMEOUT,
+                        metavar="SECONDS",
+                        help="stop reading the model after this long (default "
+                             f"{MODEL_TIMEOUT:g}; 0: no limit)")
     add_run_arguments(parser, "--run", "run_model",
                       "also run the model once on a random input (exit status 1 when it "
                       "does not run)")
@@ -32,11 +38,22 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # As build does: numpy starts no BLAS threads (the metrics use threads of their
+    # own), so this process has one thread and forks its reader quickly.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from ..api import QUALITY_COLUMNS, quality
     from ..csvsafe import to_csv
+    from ..errors import FilterDBError
     from ..readers import Limits
+    from ..worker import read_alone
 
-    table = quality(args.model, limits=Limits(allow_unsafe_pickle=args.allow_unsafe_pickle))
+    if args.model_timeout < 0:
+        raise FilterDBError("--model-timeout must be 0 (no limit) or more")
+    # Read in a worker process: a crash or hang of a native library on a damaged file
+    # is one line, as in a build.
+    table = read_alone(quality, args.model, args.model, None, None,
+                       Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
+                       timeout=args.model_timeout or None)
     summary = table.attrs["summary"]
     if args.format == "json":
         records = table[list(QUALITY_COLUMNS)].astype(object)
