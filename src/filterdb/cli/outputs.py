@@ -10,8 +10,7 @@ from ..store import layout
 
 def _database_paths(path: Path) -> list[Path]:
     """A database's master, its shards folder and its lock file, resolved."""
-    return [p.resolve() for p in (path, layout.shards_dir(path),
-                                  path.with_name(path.name + ".lock"))]
+    return [p.resolve() for p in (path, layout.shards_dir(path), layout.lock_path(path))]
 
 
 def _is_master(path: Path) -> bool:
