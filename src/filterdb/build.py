@@ -44,6 +44,7 @@ from .worker import (
     process_model,
     read_alone,
     start_workers,
+    timed,
 )
 
 
@@ -306,7 +307,8 @@ def _drain(pool: WorkerPool, jobs: list[Job], numbers: list[int], results: dict,
            settle: Callable[[bool], None]) -> list[int]:
     """Run the jobs ``numbers`` in ``pool`` until done or the pool breaks; returns the
     unfinished ones, in order."""
-    pending = {pool.submit(process_model, jobs[number]): number for number in numbers}
+    pending = {pool.submit(timed, process_model, jobs[number].timeout, jobs[number]): number
+               for number in numbers}
     unfinished = []
     try:
         while pending:

@@ -199,9 +199,9 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     another while it is assessed and written (hashlib, blake3, numpy and h5py release
     the GIL); the shard gets its content-hash name afterwards. When appending, known
     models and shards a killed build left behind are recognised by the hash before
-    the model is read.
+    the model is read. In a worker it runs under :func:`timed`, ``job.timeout`` its
+    deadline.
     """
-    _arm(job.timeout)
     try:
         hasher = _hashing_threads()  # the file and the weights, side by side
         # Its own read of the file: hashing the bytes the reader read would keep them
@@ -258,9 +258,6 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
     except Exception as error:  # a reader bug must not end the build; report it per model
         return ModelOutcome(job.name, str(job.path), FAILED,
                             f"unexpected {type(error).__name__}: {error}")
-    finally:
-        if job.timeout:
-            faulthandler.cancel_dump_traceback_later()
 
 
 #: Why worker processes that die at once failed: no model is to blame.
@@ -284,7 +281,7 @@ def read_alone(function, path, *args, timeout: float | None = None):
     with start_workers(1) as solo:
         started = time.monotonic()
         try:
-            return solo.submit(_timed, function, timeout, *args).result()
+            return solo.submit(timed, function, timeout, *args).result()
         except BrokenProcessPool:
             if not solo.came_up():
                 raise WorkerStartError(NO_START) from None
@@ -296,22 +293,18 @@ def read_alone(function, path, *args, timeout: float | None = None):
             raise ModelReadError(path, reason) from None
 
 
-def _timed(function, timeout: float | None, *args):
-    """``function(*args)`` in a worker that ends itself after ``timeout`` seconds."""
-    _arm(timeout)
+def timed(function, timeout: float | None, *args):
+    """``function(*args)`` in a worker process that ends itself if the call takes
+    longer than ``timeout`` seconds (None: no limit). faulthandler's watchdog is a C
+    thread: it fires even while a native library (HDF5 on a damaged file) holds the
+    GIL and never returns. The caller then fails the model alone."""
+    if not timeout:
+        return function(*args)
+    faulthandler.dump_traceback_later(timeout, exit=True, file=_devnull())
     try:
         return function(*args)
     finally:
-        if timeout:
-            faulthandler.cancel_dump_traceback_later()
-
-
-def _arm(seconds: float | None) -> None:
-    """End this worker process if the model takes longer than ``seconds``. faulthandler's
-    watchdog is a C thread: it fires even while a native library (HDF5 on a damaged
-    file) holds the GIL and never returns. The build then fails the model alone."""
-    if seconds:
-        faulthandler.dump_traceback_later(seconds, exit=True, file=_devnull())
+        faulthandler.cancel_dump_traceback_later()
 
 
 @lru_cache(maxsize=1)
