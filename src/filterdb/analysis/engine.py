@@ -11,6 +11,11 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
+Passes alternate direction: the range pass after a fitted PCA (and the histogram pass
+after a given basis's range pass) runs its tasks last to first. Their merges do not
+depend on the order (min and max; integer counts), and when the filters are larger than
+the page cache the pass starts on the part the pass before left in it.
+
 A task touches only its own ranges (``db.rows``: uncompressed shards mapped into
 memory, a view of the page cache per run of a model's rows; other files read into a
 reused block of at most 131,072 filters and at most ``chunk_rows``; see
@@ -271,9 +276,11 @@ class _Plan:
         self.total = total
         self.locations = db.row_locations(np.unique(model_id), shape)
 
-    def payloads(self, layer_codes: np.ndarray) -> Iterator[dict]:
-        """One payload per task, made as needed; ``layer_codes`` (layers, groupings)."""
-        for a, b in self.tasks:
+    def payloads(self, layer_codes: np.ndarray, tasks: list[tuple[int, int]]
+                 ) -> Iterator[dict]:
+        """One payload per task of ``tasks``, made as needed; ``layer_codes`` (layers,
+        groupings)."""
+        for a, b in tasks:
             models = np.unique(self.model_id[a:b])
             yield {"model_id": self.model_id[a:b], "start": self.start[a:b],
                    "stop": self.stop[a:b], "unit_key": self.unit_key[a:b],
@@ -416,14 +423,22 @@ def _progress_factory(progress) -> Callable:
 
 
 def _run_pass(executor, spec: _Spec, plan: _Plan, layer_codes: np.ndarray, progress,
-              desc: str, merge: Callable, first):
+              desc: str, merge: Callable, first, backward: bool = False):
+    """One pass over the plan's tasks, their statistics merged in the order run.
+
+    ``backward`` runs the tasks last to first, for a pass whose merge does not depend
+    on the order (min and max, integer counts): when the filters are larger than the
+    page cache, the pass before left the end of the data in it, so a pass in the other
+    direction reads that part from memory, not from the disk.
+    """
     bar = progress(desc=desc, total=plan.total)
     kept = np.zeros(len(plan.start), dtype=np.int64)
     nonfinite = 0
     result = first
+    tasks = plan.tasks[::-1] if backward else plan.tasks
     try:
         for (a, b), (statistic, lengths, skipped) in zip(
-                plan.tasks, executor.imap(spec, plan.payloads(layer_codes), len(plan.tasks)),
+                tasks, executor.imap(spec, plan.payloads(layer_codes, tasks), len(tasks)),
                 strict=True):
             result = merge(result, statistic)
             kept[a:b] = lengths
@@ -559,7 +574,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                             **common),
             plan, no_codes, progress, f"pass {number}/{n_passes}: coefficient range",
             lambda a, b: (np.minimum(a[0], b[0]), np.maximum(a[1], b[1])),
-            (np.full(d, np.inf), np.full(d, -np.inf)))
+            (np.full(d, np.inf), np.full(d, -np.inf)), backward=basis is None)
         kept = kept_range if kept is None else kept
         n_filters = int(kept.sum())
         if n_filters == 0:
@@ -584,7 +599,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                 f"pass {n_passes}/{n_passes}: histograms",
                 lambda acc, part: ([a.merge(b) for a, b in zip(acc[0], part[0], strict=True)],
                                    acc[1] + part[1]),
-                ([GroupedHistogram(d, bins) for _ in prepared], 0))
+                ([GroupedHistogram(d, bins) for _ in prepared], 0), backward=basis is not None)
 
     results = {}
     for grouping, info, hist in zip(groupings, prepared, hists, strict=True):
