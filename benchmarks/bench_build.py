@@ -260,11 +260,13 @@ class TreeSampler(threading.Thread):
             self.done.wait(self.interval)
 
 
-def measure(name: str, command: list[str], log: Path, src: Path | None = None) -> dict:
+def measure(name: str, command: list[str], log: Path, src: Path | None = None,
+            cgroup_procs: Path | None = None) -> dict:
     """Run ``command`` with stdout/stderr to ``log`` (not a tty); time it, sample memory.
 
     Dirty pages of earlier runs are written out first (``sync``, not timed), so no run
-    pays for the write-back of another.
+    pays for the write-back of another. ``cgroup_procs``: the ``cgroup.procs`` file of
+    a cgroup the command starts in (with its children).
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if src is not None:
@@ -274,7 +276,9 @@ def measure(name: str, command: list[str], log: Path, src: Path | None = None) -
     with open(log, "w") as handle:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
-                                   stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                   stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                   preexec_fn=None if cgroup_procs is None else
+                                   lambda: cgroup_procs.write_text(str(os.getpid())))
         sampler = TreeSampler(process.pid)
         sampler.start()
         code = process.wait()
