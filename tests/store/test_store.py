@@ -465,3 +465,28 @@ def test_second_writer_is_refused_while_one_holds_the_database(tmp_path):
             DatabaseWriter(db)
     with DatabaseWriter(db):  # released on exit
         pass
+
+
+def test_database_without_3x3_filters_opens_with_an_empty_meta(tmp_path):
+    """A zoo whose convs are all 1x1 and 5x5: /meta has no rows but exists, so the
+    published recipe, the API and `filterdb info` read the database."""
+    from ..readers.onnx_builders import random_weight, single_conv
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    single_conv(zoo / "pointwise.onnx", random_weight((8, 4, 1, 1), seed=1))
+    single_conv(zoo / "wide.onnx", random_weight((6, 3, 5, 5), seed=2))
+    db = tmp_path / "db.h5"
+    report = build(zoo, db, options=BuildOptions(workers=0))
+    assert report.count("added") == 2
+    filters, meta = _recipe(db)
+    assert filters.shape == (0, 9)
+    assert len(meta) == 0 and {"model", "depth", "filter_ids"} <= set(meta.columns)
+    opened = filterdb.open(db)
+    assert sorted(opened.models["model"]) == ["pointwise", "wide"]
+    assert len(opened.layers) == 2 and len(opened.meta) == 0
+    assert len(opened.select(model="wide")) == 0
+    info = subprocess.run([sys.executable, "-m", "filterdb", "info", str(db)],
+                          capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "Traceback" not in info.stderr

@@ -339,8 +339,11 @@ class DatabaseWriter:
                 for key, frame in ((layout.MODELS, models), (layout.LAYERS, layers),
                                    (layout.META, published_meta(models, layers,
                                                                 self.index_columns))):
-                    store.put(key, _canonical_blocks(frame), format="table", index=False,
-                              track_times=False)
+                    # pandas writes no table for an empty frame (a database without
+                    # 3x3 filters has an empty /meta): the fixed format keeps its columns
+                    store.put(key, _canonical_blocks(frame),
+                              format="table" if len(frame) else "fixed",
+                              **({"index": False} if len(frame) else {}), track_times=False)
             with h5py.File(tmp, "a") as handle:
                 for shape in self.shapes:
                     self._virtual_filters(handle, models, shape)
