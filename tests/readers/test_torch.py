@@ -238,6 +238,40 @@ def test_torchscript_parallel_branches_share_depth(tmp_path):
     assert depths == {"stem": 0, "left": 1, "right": 1, "head": 2}
 
 
+class _Dense(nn.Module):
+    """DenseNet's pattern: conv outputs appended to a list, which is then concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(16, 8, 3, padding=1)
+        self.c4 = nn.Conv2d(8, 4, 3, padding=1)
+        self.c5 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        features = [self.c1(x)]
+        features.append(self.c2(features[-1]))
+        y = self.c3(torch.cat(features, 1))
+        y.add_(self.c5(y).sum())  # an in-place op: what reads y after it comes later
+        return self.c4(y)
+
+
+@pytest.mark.parametrize("export", ["script", "trace"])
+def test_torchscript_depth_follows_list_appends_and_in_place_ops(tmp_path, export):
+    module = _Dense().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved = (torch.jit.script(module) if export == "script"
+                 else torch.jit.trace(module, torch.randn(1, 3, 8, 8)))
+    saved.save(str(tmp_path / "dense.pt"))
+    layers = ordered_layers(open_model(tmp_path / "dense.pt"))
+    assert not any(layer.depth_is_approximate for layer in layers)
+    depths = dict(zip([la.name for la in layers], [d for d, _ in conv_depths(layers)],
+                      strict=True))
+    assert depths == {"c1": 0, "c2": 1, "c3": 2, "c5": 3, "c4": 4}
+
+
 class _ComputedWeight(nn.Module):
     def __init__(self):
         super().__init__()

@@ -70,6 +70,7 @@ import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -487,17 +488,28 @@ def _value_id(value) -> str:
     return f"%{value.unique()}"
 
 
-def _flatten(block, entries: list) -> None:
+def _flatten(block, entries: list, versions: dict | None = None) -> None:
     """Append (Node, jit node or None) for every node of ``block``, blocks included.
 
     A node with blocks becomes two nodes: one that produces the blocks' parameters
     and a token, and one (``#end``) that reads the blocks' results and the token and
     produces the node's outputs.
+
+    A node that writes to an input (``aten::append`` on a list, an in-place op: an
+    argument marked ``(a!)`` in its schema) also produces a new version of that value,
+    which the nodes after it read: in DenseNet's ``features.append(conv(...))`` then
+    ``torch.cat(features)``, the concatenation then comes after the conv.
     """
+    versions = {} if versions is None else versions
     for jit_node in block.nodes():
         name = f"{jit_node.kind()}#{len(entries)}"
-        inputs = [_value_id(v) for v in jit_node.inputs()]
+        values = [_value_id(v) for v in jit_node.inputs()]
+        inputs = [versions.get(v, v) for v in values]
         outputs = [_value_id(v) for v in jit_node.outputs()]
+        for position in _written_inputs(jit_node):
+            if position < len(values):
+                versions[values[position]] = f"{values[position]}@{len(entries)}"
+                outputs.append(versions[values[position]])
         blocks = list(jit_node.blocks())
         if not blocks:
             entries.append((Node(name, inputs, outputs), jit_node))
@@ -506,9 +518,31 @@ def _flatten(block, entries: list) -> None:
         params = [_value_id(v) for b in blocks for v in b.inputs()]
         entries.append((Node(name, inputs, [*params, token]), jit_node))
         for sub in blocks:
-            _flatten(sub, entries)
-        results = [_value_id(v) for b in blocks for v in b.outputs()]
+            _flatten(sub, entries, versions)
+        results = [versions.get(_value_id(v), _value_id(v)) for b in blocks
+                   for v in b.outputs()]
         entries.append((Node(f"{name}#end", [*results, token], outputs), None))
+
+
+@cache
+def _written_positions(schema: str) -> tuple[int, ...]:
+    """Positions of the arguments a schema marks as written (``(a!)``)."""
+    import torch
+
+    try:
+        arguments = torch._C.parse_schema(schema).arguments
+    except RuntimeError:  # "(no schema)" of prim ops
+        return ()
+    return tuple(i for i, argument in enumerate(arguments)
+                 if argument.alias_info is not None and argument.alias_info.is_write)
+
+
+def _written_inputs(jit_node) -> tuple[int, ...]:
+    try:
+        schema = jit_node.schema()
+    except RuntimeError:
+        return ()
+    return _written_positions(schema) if "!" in schema else ()
 
 
 def _graph_layers(torch, module, graph, where, limits):
