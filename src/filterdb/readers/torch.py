@@ -498,13 +498,18 @@ def _flatten(block, entries: list, versions: dict | None = None) -> None:
     A node that writes to an input (``aten::append`` on a list, an in-place op: an
     argument marked ``(a!)`` in its schema) also produces a new version of that value,
     which the nodes after it read: in DenseNet's ``features.append(conv(...))`` then
-    ``torch.cat(features)``, the concatenation then comes after the conv.
+    ``torch.cat(features)``, the concatenation then comes after the conv. A conv
+    node's edges are its data, weight and bias, as an ONNX Conv's.
     """
     versions = {} if versions is None else versions
     for jit_node in block.nodes():
         name = f"{jit_node.kind()}#{len(entries)}"
         values = [_value_id(v) for v in jit_node.inputs()]
         inputs = [versions.get(v, v) for v in values]
+        if jit_node.kind() in _CONV_NODES or jit_node.kind() in _QUANTIZED_CONV_NODES:
+            # the data, weight (bias): not the hyperparameters, which a scripted
+            # ConvTranspose computes from the input's shape (output_padding)
+            inputs = inputs[:3 if jit_node.kind() in _CONV_NODES else 2]
         outputs = [_value_id(v) for v in jit_node.outputs()]
         for position in _written_inputs(jit_node):
             if position < len(values):
