@@ -117,3 +117,49 @@ def test_parts_that_do_not_fit_are_one_line_errors(tmp_path):
             open_model(path)
         message = one_line(caught.value)
         assert str(path) in message and "conv.weight: spectral norm vectors" in message
+
+
+def _pruned_network() -> nn.Sequential:
+    """torch.nn.utils.prune on two convs (unstructured and structured): each stores
+    ``weight_orig`` and the buffer ``weight_mask``, no ``weight``."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.Conv2d(6, 4, 1))
+    prune.l1_unstructured(net[0], "weight", amount=0.5)
+    prune.ln_structured(net[2], "weight", amount=0.5, n=2, dim=0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "safetensors", "pickled_module",
+                                  "torchscript_traced"])
+def test_pruned_convs_give_the_weights_the_modules_use(tmp_path, kind):
+    net = _pruned_network()
+    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    assert "0.weight_mask" in state and "0.weight" not in state
+    path = tmp_path / ("net.safetensors" if kind == "safetensors" else "net.pt")
+    if kind == "state_dict":
+        torch.save(state, path)
+    elif kind == "safetensors":
+        save_file(state, path)
+    elif kind == "pickled_module":
+        torch.save(net, path)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(net, torch.randn(1, 3, 8, 8)).save(str(path))
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == ["0", "2", "3"]
+    for layer, module in zip(record.layers, (net[0], net[2], net[3]), strict=True):
+        np.testing.assert_array_equal(layer.weight, module.weight.detach().numpy())
+    # half of conv 0's values and half of conv 2's output channels are zero
+    assert (record.layers[0].weight == 0).sum() == 8 * 3 * 9 // 2
+    assert (np.abs(record.layers[1].weight).sum(axis=(1, 2, 3)) == 0).sum() == 3
+
+
+def test_pruning_mask_that_does_not_fit_is_a_one_line_error(tmp_path):
+    state = {"conv.weight_orig": torch.randn(4, 2, 3, 3), "conv.weight_mask": torch.ones(4, 2)}
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ModelReadError) as caught:
+        open_model(tmp_path / "bad.pth")
+    assert "conv.weight: pruning mask of shape (4, 2)" in one_line(caught.value)

@@ -1,8 +1,8 @@
-"""Reparametrised conv weights in state dicts: weight norm and spectral norm.
+"""Reparametrised conv weights in state dicts: weight norm, spectral norm, pruning.
 
 A module under ``torch.nn.utils.weight_norm`` or ``spectral_norm`` (or their
-``torch.nn.utils.parametrizations`` versions) stores the parts its weight is computed
-from, not the weight:
+``torch.nn.utils.parametrizations`` versions), or pruned by ``torch.nn.utils.prune``,
+stores the parts its weight is computed from, not the weight:
 
 * weight norm: a magnitude ``g`` and a direction ``v``; the weight is ``g * v / |v|``,
   the norm taken over every axis but the one ``g`` keeps (``weight_g``/``weight_v``,
@@ -11,7 +11,9 @@ from, not the weight:
   vectors ``u`` and ``v``; the weight is ``W / (u . W_mat v)``, ``W_mat`` being ``W``
   with the axis of ``u`` first, flattened to a matrix (``weight_orig``/``weight_u``/
   ``weight_v``, ``parametrizations.weight.original``/``parametrizations.weight.0._u``/
-  ``_v``). That is the weight the module uses in evaluation, from the stored vectors.
+  ``_v``). That is the weight the module uses in evaluation, from the stored vectors;
+* pruning: the weight before pruning and a mask of zeros and ones; the weight is their
+  product (``weight_orig``/``weight_mask``).
 
 :func:`find` pairs the parts by name, :func:`fold` computes the weight (in float64,
 returned as float32). The readers of formats that hold state dicts (PyTorch,
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WEIGHT_NORM, SPECTRAL_NORM = "weight norm", "spectral norm"
+WEIGHT_NORM, SPECTRAL_NORM, PRUNED = "weight norm", "spectral norm", "pruning"
 
 #: Part names after a module's prefix, per kind; the first part's place in the state
 #: dict is where the folded weight goes.
@@ -35,6 +37,7 @@ PARTS = (
                      "parametrizations.weight.0._v")),
     (WEIGHT_NORM, ("weight_v", "weight_g")),
     (WEIGHT_NORM, ("parametrizations.weight.original1", "parametrizations.weight.original0")),
+    (PRUNED, ("weight_orig", "weight_mask")),
 )
 
 
@@ -106,6 +109,12 @@ def fold(item: Reparametrised, arrays: list[np.ndarray]) -> np.ndarray:
         axes = tuple(axis for axis in range(direction.ndim) if axis not in kept)
         norm = np.sqrt((direction * direction).sum(axis=axes, keepdims=True))
         return (direction * (magnitude / norm)).astype(np.float32)
+    if item.kind == PRUNED:
+        weight, mask = values
+        if weight.shape != mask.shape:
+            raise ValueError(f"{item.name}: pruning mask of shape {mask.shape} does not fit "
+                             f"the weight {weight.shape}")
+        return (weight * mask).astype(np.float32)
     weight, u, v = values
     axes = [a for a in range(min(weight.ndim, 2)) if weight.shape[a] == u.size]
     if not axes or u.ndim != 1 or v.ndim != 1 or v.size * u.size != weight.size:

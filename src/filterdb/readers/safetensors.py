@@ -26,10 +26,10 @@ approximations, and every layer is marked ``depth_is_approximate=True``:
 * **Transposed convolutions** are recognised by name only (``transpose`` or ``deconv``
   in the tensor's name); their weight is (c_in, c_out, kh, kw) as in PyTorch and ONNX.
 
-Weight-normalised and spectrally normalised convs, stored as parts
+Weight-normalised, spectrally normalised and pruned convs, stored as parts
 (``weight_g``/``weight_v``, ``weight_orig``/``weight_u``/``weight_v`` and their
-``parametrizations`` names), are read as the weight the parts stand for
-(:mod:`.reparam`), rounded to the parts' precision as the PyTorch reader does.
+``parametrizations`` names, ``weight_orig``/``weight_mask``), are read as the weight
+the parts stand for (:mod:`.reparam`), rounded to the parts' precision as the PyTorch reader does.
 
 Floating-point tensors (F16, BF16, F32, F64 and, with ``ml_dtypes``, F8) become
 float32; ``source_dtype`` keeps the stored type. Integer tensors are skipped: without

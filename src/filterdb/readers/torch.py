@@ -343,8 +343,8 @@ def state_dict_layers(torch, state: Mapping, path, limits,
 
 def _fold_reparametrised(torch, items: list[tuple[str, object]], path
                          ) -> list[tuple[str, object]]:
-    """``(name, tensor)`` with the parts of each weight-normalised or spectrally
-    normalised weight (:mod:`.reparam`) replaced, at the first part's place, by the
+    """``(name, tensor)`` with the parts of each weight-normalised, spectrally
+    normalised or pruned weight (:mod:`.reparam`) replaced, at the first part's place, by the
     ``<module>.weight`` they stand for, in the first part's dtype."""
     found = reparam.find(name for name, _ in items)
     if not found:
