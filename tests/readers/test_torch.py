@@ -272,6 +272,29 @@ def test_torchscript_depth_follows_list_appends_and_in_place_ops(tmp_path, expor
     assert depths == {"c1": 0, "c2": 1, "c3": 2, "c5": 3, "c4": 4}
 
 
+def test_frozen_torchscript_reads_the_constant_weights(tmp_path):
+    """torch.jit.freeze turns parameters into graph constants (and folds a BatchNorm
+    into the conv before it): layers are named conv0, conv1, ... in graph order."""
+    torch.manual_seed(0)
+    module = _Branches().eval()
+    with_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.freeze(torch.jit.script(module)).save(str(tmp_path / "frozen.pt"))
+        torch.jit.freeze(torch.jit.script(with_bn)).save(str(tmp_path / "frozen_bn.pt"))
+    record = open_model(tmp_path / "frozen.pt")
+    assert record.framework == "torchscript"
+    layers = ordered_layers(record)
+    assert not any(layer.depth_is_approximate for layer in layers)
+    assert [layer.name for layer in layers] == ["conv0", "conv1", "conv2", "conv3"]
+    assert [d for d, _ in conv_depths(layers)] == [0, 1, 1, 2]
+    for layer, name in zip(layers, ("stem", "left", "right", "head"), strict=True):
+        np.testing.assert_array_equal(layer.weight, getattr(module, name).weight.detach())
+    folded = ordered_layers(open_model(tmp_path / "frozen_bn.pt"))
+    assert [layer.weight.shape for layer in folded] == [(4, 3, 3, 3), (2, 4, 3, 3)]
+    np.testing.assert_array_equal(folded[1].weight, with_bn[2].weight.detach().numpy())
+
+
 class _ComputedWeight(nn.Module):
     def __init__(self):
         super().__init__()

@@ -52,7 +52,9 @@ The forward graph (inlined) gives the real depth of every ``aten::conv2d``,
 and the node's constant arguments give groups, strides, dilations and whether it is
 transposed; ``quantized::conv2d`` (``_relu``, ``conv_transpose2d``) nodes give them
 from their packed parameters, whose weights are dequantized. Each node's weight is
-found by following its ``prim::GetAttr`` chain to the parameter's qualified name. When
+found by following its ``prim::GetAttr`` chain to the parameter's qualified name, or
+is a constant of the graph in a frozen module (``torch.jit.freeze``, which may have
+folded a BatchNorm into it), named ``conv0``, ``conv1``, ... in graph order. When
 that fails for any conv node, or the graph has no conv node of these kinds, the
 archive's parameters are read like a state dict (parameter order, approximate depth).
 
@@ -589,8 +591,10 @@ def _graph_layers(torch, module, graph, where, limits):
         else:
             kind = QUANTIZED_CONV if quantized else CONV
             c_out, c_in_per_group = weight.shape[0], weight.shape[1]
+        name = (f"conv{len(layers)}" if qualified.startswith(_FROZEN)
+                else _layer_name(qualified))
         layers[qualified] = ConvLayer(
-            name=_layer_name(qualified), op_type=kind, weight=weight, c_out=int(c_out),
+            name=name, op_type=kind, weight=weight, c_out=int(c_out),
             c_in_per_group=int(c_in_per_group), groups=groups, strides=_pair(strides),
             dilations=_pair(dilations), source_dtype=source_dtype, depth=depth, order=index)
     return list(layers.values()), dict(kinds), total_depth(depths)
@@ -598,8 +602,7 @@ def _graph_layers(torch, module, graph, where, limits):
 
 def _aten_conv(torch, module, jit_node, self_value):
     """(weight name, weight, transposed, groups, strides, dilations) of an aten conv node."""
-    qualified = _attribute_path(jit_node.inputsAt(1), self_value)
-    tensor = _attribute(module, qualified)
+    qualified, tensor = _weight_source(module, jit_node.inputsAt(1), self_value)
     if not isinstance(tensor, torch.Tensor):
         raise _Unmapped(f"{qualified} is not a tensor")
     transposed_at, groups_at, dilation_at = _CONV_NODES[jit_node.kind()]
@@ -612,8 +615,7 @@ def _aten_conv(torch, module, jit_node, self_value):
 
 def _quantized_conv(torch, module, jit_node, self_value):
     """The same for a ``quantized::conv*2d`` node, from its packed parameters."""
-    qualified = _attribute_path(jit_node.inputsAt(1), self_value)
-    packed = _attribute(module, qualified)
+    qualified, packed = _weight_source(module, jit_node.inputsAt(1), self_value)
     try:
         tensor = packed.unpack()[0]
         transposed, groups = bool(packed.transpose()), int(packed.groups())
@@ -624,6 +626,21 @@ def _quantized_conv(torch, module, jit_node, self_value):
         raise _Unmapped(f"{qualified} holds no weight tensor")
     qualified = qualified.removesuffix("._packed_params") + ".weight"
     return qualified, tensor, transposed, groups, strides, dilations
+
+
+#: Key prefix of a conv weight that is a constant of the graph (a frozen module).
+_FROZEN = "%frozen:"
+
+
+def _weight_source(module, value, self_value) -> tuple[str, object]:
+    """``(key, object)`` of a conv node's weight argument: a parameter that
+    ``prim::GetAttr`` steps reach from ``self`` (key: its qualified name), or a constant
+    of the graph, as ``torch.jit.freeze`` leaves them (key: :data:`_FROZEN` and the
+    value's name; the layer is named by its place among the convs)."""
+    if value.node().kind() == "prim::Constant":
+        return f"{_FROZEN}{value.debugName()}", value.toIValue()
+    qualified = _attribute_path(value, self_value)
+    return qualified, _attribute(module, qualified)
 
 
 def _attribute_path(value, self_value) -> str:
