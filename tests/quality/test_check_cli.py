@@ -200,3 +200,25 @@ def test_check_errors_of_the_reader_come_back_whole(cli, tmp_path):
     result = cli("check", path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"filterdb: error: {path}: empty file (0 bytes)"]
+
+
+def _reader_bug(*args, **kwargs):
+    """Stands in for a reader that fails with an exception of its own (a bug)."""
+    raise AttributeError("'ConvReLU2d' object has no attribute '_modules'")
+
+
+def test_check_reports_a_readers_bug_in_one_line(tmp_path, monkeypatch, capsys):
+    """An exception that is not a refusal (a reader's bug on an unusual file) is one line
+    naming the file, as a build reports it, not a traceback. The worker is forked from
+    this process, so it runs the stand-in."""
+    from filterdb import api
+    from filterdb.cli import main
+
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.pt"
+    torch.save({"conv.weight": torch.ones(2, 1, 3, 3)}, path)
+    monkeypatch.setattr(api, "quality", _reader_bug)
+    assert main(["check", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"filterdb: error: {path}: unexpected AttributeError: 'ConvReLU2d' object has no "
+        "attribute '_modules'"]

@@ -43,7 +43,7 @@ def run(args) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from ..api import QUALITY_COLUMNS, quality
     from ..csvsafe import to_csv
-    from ..errors import FilterDBError
+    from ..errors import FilterDBError, ModelReadError
     from ..readers import Limits
     from ..worker import read_alone
 
@@ -51,9 +51,15 @@ def run(args) -> int:
         raise FilterDBError("--model-timeout must be 0 (no limit) or more")
     # Read in a worker process: a crash or hang of a native library on a damaged file
     # is one line, as in a build.
-    table = read_alone(quality, args.model, args.model, None, None,
-                       Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
-                       timeout=args.model_timeout or None)
+    try:
+        table = read_alone(quality, args.model, args.model, None, None,
+                           Limits(allow_unsafe_pickle=args.allow_unsafe_pickle),
+                           timeout=args.model_timeout or None)
+    except FilterDBError:
+        raise
+    except Exception as error:  # a reader's bug: one line naming the file, as in a build
+        raise ModelReadError(args.model, f"unexpected {type(error).__name__}: {error}"
+                             ) from None
     summary = table.attrs["summary"]
     if args.format == "json":
         records = table[list(QUALITY_COLUMNS)].astype(object)
