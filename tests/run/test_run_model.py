@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,29 @@ def test_torchscript_runs_with_channels_of_its_first_conv(tmp_path):
     result = run_model(models.torchscript_model(tmp_path / "net.pt", in_channels=2))
     assert (result.runs, result.input_shapes, result.output_shapes, result.finite) == (
         "yes", [(1, 2, 224, 224)], [(1, models.CLASSES)], True)
+
+
+def test_torchscript_failure_reason_is_the_error_not_its_traceback(tmp_path):
+    """A scripted forward that fails at the default input: TorchScript's message starts
+    with the scripted code's traceback; the reason gives the error at its end."""
+    torch = pytest.importorskip("torch")
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).reshape(1, 2 * 6 * 6)  # only for 8 x 8 inputs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Fixed()).save(str(tmp_path / "fixed.pt"))
+    result = run_model(tmp_path / "fixed.pt")
+    assert result.runs == "no"
+    assert result.reason.startswith("the forward pass failed (RuntimeError: shape '[1, 72]' "
+                                    "is invalid for input of size"), result.reason
+    assert "Traceback" not in result.reason and "def forward" not in result.reason
 
 
 def test_state_dict_and_safetensors_are_not_run(tmp_path):

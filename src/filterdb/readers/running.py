@@ -25,6 +25,7 @@ import importlib.util
 import json
 import numbers
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,9 +173,19 @@ def outputs_result(inputs: list[tuple[int, ...]], outputs: list[np.ndarray],
 
 
 def failure(stage: str, error: BaseException) -> RunResult:
-    """A failed run: the stage that failed and the error's message on one line, shortened."""
-    text = " ".join(str(error).split())  # one line: runtimes spread details over several
-    message = f"{type(error).__name__}: {text}".rstrip(": ")
+    """A failed run: the stage that failed and the error's message on one line, shortened.
+
+    An error that carries a traceback (TorchScript's interpreter puts the scripted
+    code's traceback first and the error last) is given by its last line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines[:-1]):
+        last = lines[-1]
+        named = re.match(r"[A-Za-z_][\w.]*(Error|Exception): ", last)
+        message = last if named else f"{type(error).__name__}: {last}"
+    else:
+        text = " ".join(lines)  # one line: runtimes spread details over several
+        message = f"{type(error).__name__}: {text}".rstrip(": ")
     if len(message) > MAX_REASON:
         message = message[:MAX_REASON - 3] + "..."
     return RunResult(RUNS_NO, f"{stage} failed ({message})")
