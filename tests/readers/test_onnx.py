@@ -551,6 +551,32 @@ def test_convs_inside_local_functions_are_read_at_each_call(tmp_path):
     assert record.operator_counts == {"Conv": 4, "Relu": 2, "Constant": 2}
 
 
+def test_a_weight_read_by_two_conv_nodes_is_one_layer_at_its_first_depth(tmp_path):
+    """A shared conv (the same initializer, directly or through a DequantizeLinear each)
+    is one layer, as in TorchScript, Keras and state dicts: a weight counts once."""
+    shared, other = ob.random_weight((4, 4, 3, 3), seed=5), ob.random_weight((2, 4, 1, 1), 6)
+    quantized = np.round(shared * 20).astype(np.int8)
+    scale = np.array(0.05, dtype=np.float32)
+    model = ob.make_model(
+        [ob.conv("first", "x", "W", "a", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["b"], name="relu"),
+         ob.conv("second", "b", "W", "c", pads=[1, 1, 1, 1]),
+         helper.make_node("DequantizeLinear", ["Q", "s"], ["q1"], name="dq1"),
+         helper.make_node("DequantizeLinear", ["Q", "s"], ["q2"], name="dq2"),
+         ob.conv("third", "c", "q1", "d", pads=[1, 1, 1, 1]),
+         ob.conv("fourth", "d", "q2", "e", pads=[1, 1, 1, 1]),
+         ob.conv("head", "e", "V", "y")],
+        [ob.image_input("x", 4)], [ob.output("y")],
+        [ob.tensor("W", shared), ob.tensor("V", other), ob.tensor("Q", quantized),
+         ob.tensor("s", scale)])
+    record = open_model(ob.save(model, tmp_path / "shared.onnx"))
+    assert [(layer.name, layer.depth) for layer in record.layers] == [
+        ("first", 0), ("third", 3), ("head", 5)]
+    np.testing.assert_array_equal(record.layers[0].weight, shared)
+    np.testing.assert_array_equal(record.layers[1].weight, quantized * np.float32(0.05))
+    assert record.operator_counts["Conv"] == 5
+
+
 @pytest.mark.parametrize("fault", ["extra input", "recursion"])
 def test_local_function_that_cannot_expand_is_one_line(tmp_path, fault):
     function, _ = _block_function()

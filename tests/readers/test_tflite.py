@@ -217,6 +217,26 @@ def test_depthwise_groups_from_options_when_input_shape_unknown(tmp_path):
     assert (layer.c_out, layer.c_in_per_group, layer.groups) == (8, 1, 2)
 
 
+def test_a_filter_tensor_read_by_two_operators_is_one_layer(tmp_path):
+    """A shared conv (two CONV_2D operators on one filter tensor) is one layer at its
+    first depth, as in the other formats: a weight counts once."""
+    rng = np.random.default_rng(4)
+    first, shared = (rng.standard_normal(shape).astype(np.float32)
+                     for shape in ((8, 3, 3, 3), (8, 3, 3, 8)))
+    m = wt.ModelDef()
+    x = m.tensor("x", [1, 8, 8, 3])
+    w1, ws = m.tensor("a/w", first.shape, data=first), m.tensor("s/w", shared.shape, data=shared)
+    h1, h2, h3 = (m.tensor(name, [1, 8, 8, 8]) for name in ("h1", "h2", "h3"))
+    m.op(BuiltinOperator.CONV_2D, [x, w1, -1], [h1])
+    m.op(BuiltinOperator.CONV_2D, [h1, ws, -1], [h2])
+    m.op(BuiltinOperator.CONV_2D, [h2, ws, -1], [h3])
+    m.inputs, m.outputs = [x], [h3]
+    record = open_model(m.save(tmp_path / "shared.tflite"))
+    assert [(layer.name, layer.depth) for layer in record.layers] == [("h1", 0), ("h2", 1)]
+    np.testing.assert_array_equal(record.layers[1].weight, shared.transpose(0, 3, 1, 2))
+    assert record.operator_counts == {"CONV_2D": 3}
+
+
 def test_conv_dilation_and_asymmetric_stride(tmp_path):
     tfl = np.arange(4 * 3 * 3 * 2, dtype=np.float32).reshape(4, 3, 3, 2)
     m = wt.ModelDef()

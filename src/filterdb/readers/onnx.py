@@ -96,6 +96,8 @@ class _Walk:
     def __init__(self, path: Path):
         self.path = path
         self.layers: list[ConvLayer] = []
+        # by the tensor the weight comes from, with its scope (kept alive by the key)
+        self.by_weight: dict[tuple, ConvLayer] = {}
         self.depths: list[int | None] = []
         self.operators: Counter = Counter()
         self.position = 0  # graph order over all graphs, a subgraph after its holder
@@ -117,14 +119,28 @@ class _Walk:
             self.operators[node.op_type] += 1
             position, self.position = self.position, self.position + 1
             if node.op_type in _CONV_OPS:
-                layer = _conv_layer(node, nodes[index].name, tensors)
-                if layer is not None:
-                    layer.depth = depth or 0
-                    layer.order = position
-                    self.layers.append(layer)
+                self._add(node, nodes[index].name, tensors, depth or 0, position)
             for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
                            f"{nodes[index].name}/{label}/", depth or 0)
+
+
+    def _add(self, node, name: str, tensors: _TensorSource, depth: int, position: int):
+        """The conv node's layer, or, for a weight another conv node read first (a
+        shared layer, a function called twice), that layer at the shallower depth: a
+        weight counts once, as in the other formats."""
+        weight_index = _CONV_OPS[node.op_type][1]
+        key = (tensors.origin(node.input[weight_index])
+               if len(node.input) > weight_index and node.input[weight_index] else None)
+        if key is not None and key in self.by_weight:
+            shared = self.by_weight[key]
+            shared.depth = min(shared.depth, depth)
+            return
+        layer = _conv_layer(node, name, tensors)
+        if layer is not None:
+            layer.depth, layer.order = depth, position
+            self.layers.append(layer)
+            self.by_weight[key] = layer
 
 
 def _subgraphs(node) -> list[tuple[str, object]]:
@@ -307,6 +323,20 @@ class _TensorSource:
                         scope.producers.get(name), "op_type", "") != "Constant":
                     names.append(name)
         return names
+
+    def origin(self, name: str, hops: int = 0) -> tuple[_TensorSource, str]:
+        """The tensor a weight comes from: its initializer or constant, through Cast,
+        Identity and DequantizeLinear steps, with the graph scope that holds it (a
+        subgraph's initializer may have the name of an outer one)."""
+        if name in self.initializers:
+            return self, name
+        if (outer := self._outer(name)) is not None:
+            return outer.origin(name, hops)
+        node = self.producers.get(name)
+        if node is not None and node.input and hops <= 64 and (
+                node.op_type in _PASS_THROUGH or node.op_type == "DequantizeLinear"):
+            return self.origin(node.input[0], hops + 1)
+        return self, name
 
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""

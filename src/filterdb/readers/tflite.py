@@ -197,6 +197,7 @@ class _Reader:
 
     def record(self) -> ModelRecord:
         layers: list[ConvLayer] = []
+        by_weight: dict[tuple[int, int] | None, ConvLayer] = {}
         depths_of_all: list[int | None] = []
         counts: Counter = Counter()
         pending, queued, position = [(0, "", 0)], {0}, 0
@@ -221,6 +222,12 @@ class _Reader:
                                         depth))
                 if not _is_conv(code, name):
                     continue
+                # a weight tensor that two operators read is one layer (a weight counts
+                # once, as in the other formats), at the shallower depth
+                key = (subgraph, inputs[1]) if len(inputs) > 1 and inputs[1] >= 0 else None
+                if key is not None and key in by_weight:
+                    by_weight[key].depth = min(by_weight[key].depth, depth)
+                    continue
                 layer = self._conv_layer(index)
                 if layer is None:
                     continue
@@ -228,6 +235,7 @@ class _Reader:
                 layer.depth = depth
                 layer.order = position + index
                 layers.append(layer)
+                by_weight[key] = layer
             position += len(self.operators)
         return ModelRecord(
             name=self.path.stem,
