@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from filterdb.store import layout
+from filterdb.synthetic_published import published_meta, write_published
 
 # each command with the arguments that make it quick
 COMMANDS = {
@@ -42,15 +43,21 @@ def two_databases(small_db, tmp_path):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_outputs_inside_a_database_are_refused(two_databases, cli, command):
+def test_outputs_inside_a_database_are_refused(two_databases, cli, command, tmp_path):
     db, other = two_databases
+    layout.report_path(db).write_text("{}")
+    published = write_published(tmp_path / "published.h5", published_meta(40, 2), 40)
     before = {path: _digest(path) for path in two_databases}
+    kept = {path: path.read_bytes() for path in (published, layout.report_path(db))}
     shard = next(layout.shards_dir(db).iterdir())
     cases = [
         (db, f"{db}: is part of the database {db}; choose another output"),
         (layout.shards_dir(db), f"{layout.shards_dir(db)}: is part of the database {db}"),
         (shard, f"{shard}: is part of the database {db}"),
         (db.with_name("db.h5.lock"), "db.h5.lock: is part of the database"),
+        (layout.report_path(db), "db.h5.build.json: is part of the database"),
+        (published, f"{published}: is a filter database file (it holds /filters); not "
+                    "overwritten"),
         (other, f"{other}: is part of a filterdb database; not overwritten"),
         (layout.shards_dir(other) / "x",
          f"{layout.shards_dir(other) / 'x'}: is part of a filterdb database"),
@@ -62,6 +69,7 @@ def test_outputs_inside_a_database_are_refused(two_databases, cli, command):
         lines = [line for line in result.stderr.splitlines() if line.startswith("filterdb")]
         assert len(lines) == 1 and message in lines[0], (output, result.stderr)
     assert {path: _digest(path) for path in two_databases} == before
+    assert {path: path.read_bytes() for path in kept} == kept
 
 
 def test_file_and_folder_mix_ups_are_one_line(two_databases, cli, tmp_path):

@@ -9,8 +9,24 @@ from ..store import layout
 
 
 def _database_paths(path: Path) -> list[Path]:
-    """A database's master, its shards folder and its lock file, resolved."""
-    return [p.resolve() for p in (path, layout.shards_dir(path), layout.lock_path(path))]
+    """A database's master, its shards folder, its lock file and its build report,
+    resolved."""
+    return [p.resolve() for p in (path, layout.shards_dir(path), layout.lock_path(path),
+                                  layout.report_path(path))]
+
+
+def _holds_filters(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file with a ``/filters`` dataset: a published CNN
+    Filter DB file, or a master whose shards folder is elsewhere."""
+    import h5py
+
+    try:
+        if not (path.is_file() and h5py.is_hdf5(path)):
+            return False
+        with h5py.File(path, "r") as handle:
+            return "filters" in handle
+    except OSError:
+        return False
 
 
 def _is_master(path: Path) -> bool:
@@ -20,8 +36,8 @@ def _is_master(path: Path) -> bool:
 
 def _guard(output: Path, database: Path) -> None:
     """One line, before any work, when ``output`` would overwrite or write into
-    ``database`` (its master, shards or lock) or another filterdb database (a
-    master beside its shards folder)."""
+    ``database`` (its master, shards, lock or build report), another filterdb database
+    (a master beside its shards folder) or a file holding filters (a published one)."""
     target = output.resolve()
     if any(target == p or p in target.parents for p in _database_paths(database)):
         raise FilterDBError(f"{output}: is part of the database {database}; choose "
@@ -29,6 +45,9 @@ def _guard(output: Path, database: Path) -> None:
     if any(_is_master(p) or _is_master(p.with_name(p.name.removesuffix(".shards")))
            for p in (target, *target.parents) if p.name):
         raise FilterDBError(f"{output}: is part of a filterdb database; not overwritten")
+    if _holds_filters(target):
+        raise FilterDBError(f"{output}: is a filter database file (it holds /filters); "
+                            "not overwritten")
 
 
 def output_file(output: Path, database: Path) -> Path:
