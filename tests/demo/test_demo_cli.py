@@ -54,3 +54,21 @@ def test_demo_command_warm(demo):
     for shape, n in counts.items():  # the datasheet's stored filters, duplicates counted
         assert f"<tr><td>{shape[0]}x{shape[1]}</td><td class=\"num\">{n}</td>" in page
     assert page.count('<table id="datasheet-redundancy">') == 1
+
+
+def test_demo_refuses_a_folder_of_other_files(tmp_path):
+    """The demo replaces filters.h5 and removes model files it did not make: a folder
+    holding anything else (no marker, no demo cache) is refused before any work."""
+    mine = tmp_path / "mine"
+    (mine / "zoo").mkdir(parents=True)
+    (mine / "filters.h5").write_bytes(b"my database")
+    (mine / "zoo" / "mymodel.onnx").write_bytes(b"my model")
+    result = subprocess.run([sys.executable, "-m", "filterdb", "demo", "-o", str(mine),
+                             "--models", "2", "--no-analysis"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"filterdb: error: {mine}: holds files of its own and is not a demo folder (the demo "
+        "replaces its database and model files); choose a new or empty folder")
+    assert (mine / "filters.h5").read_bytes() == b"my database"
+    assert (mine / "zoo" / "mymodel.onnx").read_bytes() == b"my model"
+    assert sorted(p.name for p in mine.rglob("*")) == ["filters.h5", "mymodel.onnx", "zoo"]

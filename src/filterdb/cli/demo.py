@@ -50,7 +50,7 @@ def run(args) -> int:
     from ..demo.zoo import make_zoo, pick, zoo_specs
     from ..store import layout
 
-    out = args.output
+    out = _demo_folder(args.output)
     specs = zoo_specs()
     if args.models is not None:
         specs = pick(specs, args.models)
@@ -101,6 +101,32 @@ def run(args) -> int:
     print(f"demo: report    {report}")
     _log(f"demo: done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+#: Written into the demo's output folder: the demo replaces the database and removes
+#: other model files there only in a folder that carries it.
+MARKER = ".filterdb-demo"
+
+
+def _demo_folder(out: Path) -> Path:
+    """``out``, made and marked as the demo's; a folder that holds anything but a former
+    demo run (the marker, or the model cache of a demo from before it) is refused, as
+    the demo replaces ``filters.h5`` and removes model files there."""
+    if out.exists() and not out.is_dir():
+        raise FilterDBError(f"{out}: is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (
+            (out / MARKER).is_file() or (out / "cache" / "manifest.json").is_file()):
+        raise FilterDBError(f"{out}: holds files of its own and is not a demo folder (the "
+                            "demo replaces its database and model files); choose a new or "
+                            "empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("filterdb demo output: filterdb demo replaces the files "
+                                  "here\n")
+    except OSError as error:
+        raise FilterDBError(f"{out}: cannot write the demo here "
+                            f"({error.strerror or error})") from None
+    return out
 
 
 def _quality_summary(database: Path) -> None:
