@@ -97,7 +97,19 @@ class WorkerPool(ProcessPoolExecutor):
         super().__init__(count, mp_context=multiprocessing.get_context(method),
                          initializer=init_worker, initargs=(quality, os.getpid()))
         # the pool starts a process per task while none is idle
-        self.started = [self.submit(_started) for _ in range(count)]
+        try:
+            self.started = [self.submit(_started) for _ in range(count)]
+        except BaseException:  # Ctrl-C while a worker starts: it would wait for ever
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """End the worker processes now and drop the queued tasks: for an interrupt,
+        where shutting down would wait for the workers, and a worker still starting
+        waits for ever for the start-up data the interrupted parent did not send."""
+        for process in list((self._processes or {}).values()):
+            process.kill()
+        self.shutdown(wait=False, cancel_futures=True)
 
     def came_up(self) -> bool:
         """Whether any worker started. False when the pool broke before: its processes
@@ -282,6 +294,9 @@ def read_alone(function, path, *args, timeout: float | None = None):
         started = time.monotonic()
         try:
             return solo.submit(timed, function, timeout, *args).result()
+        except (KeyboardInterrupt, SystemExit):
+            solo.kill()
+            raise
         except BrokenProcessPool:
             if not solo.came_up():
                 raise WorkerStartError(NO_START) from None

@@ -85,3 +85,20 @@ def test_file_and_folder_mix_ups_are_one_line(two_databases, cli, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"filterdb: error: {a_file}: is a file, not a folder"
     assert a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_that_cannot_be_written_is_one_line(two_databases, cli, tmp_path, command):
+    """An output whose folder is a file (or missing, for a file output): one line naming
+    the path, exit status 2, no traceback."""
+    db, _ = two_databases
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("x")
+    output = a_file / ("out" if command in ("analyze", "report") else "out.h5")
+    result = cli(command, db, "-o", output, *COMMANDS[command])
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("filterdb")]
+    assert len(lines) == 1 and lines[0].startswith("filterdb: error: "), result.stderr
+    assert str(a_file) in lines[0], lines[0]
+    assert a_file.read_text() == "x"

@@ -222,3 +222,31 @@ def test_check_reports_a_readers_bug_in_one_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"filterdb: error: {path}: unexpected AttributeError: 'ConvReLU2d' object has no "
         "attribute '_modules'"]
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5, 0.8, 1.1, 1.4])
+def test_ctrl_c_on_check_ends_it_whenever_it_comes(tmp_path, delay):
+    """SIGINT at any moment (the worker process may be starting) ends the command with
+    'interrupted' or its result; it never waits for ever for the worker. The wait below
+    only turns a hang into a failure."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.pt"
+    torch.save({"conv.weight": torch.randn(8, 4, 3, 3)}, path)
+    process = subprocess.Popen([sys.executable, "-m", "filterdb", "check", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"check still running 300 s after SIGINT at {delay} s")
+    assert process.returncode in (0, 130), err
+    assert "Traceback" not in err
+    if process.returncode == 130:
+        assert err.strip().splitlines()[-1] == "filterdb: interrupted"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 
 from .._version import __version__
@@ -58,6 +60,13 @@ def _keep_last_line() -> None:
             registry.remove(handle)
 
 
+def _second_interrupt_ends() -> None:
+    """After Ctrl-C, a second one ends the process at once (no traceback from the
+    shutdown it interrupts)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; known errors become one line on stderr and exit status 2 (130 when
     interrupted by Ctrl-C)."""
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except BuildInterrupted as error:  # Ctrl-C: the conventional 128 + SIGINT
         _keep_last_line()
+        _second_interrupt_ends()
         print(f"filterdb: {one_line(str(error))}", file=sys.stderr)
         return 130
     except FilterDBError as error:
@@ -73,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _keep_last_line()
+        _second_interrupt_ends()
         print("filterdb: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into head & co.: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # an output folder that is read-only, missing, a file, ...
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"filterdb: error: {where}{error.strerror or one_line(str(error))}",
+              file=sys.stderr)
+        return 2
