@@ -280,6 +280,13 @@ def test_unreadable_index_is_one_error_line(zoo, tmp_path, cli):
     bad = _write(tmp_path / "index.yaml", "just a string\n")
     with pytest.raises(IndexFileError, match="expected a list of rows"):
         read_index(bad)
+    strings = _write(tmp_path / "strings.yaml", 'alpha: "just a string"\n')
+    with pytest.raises(IndexFileError, match="needs the fields of each model as a mapping"):
+        read_index(strings)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("alpha:\n  Task: entra\u00eenement\n".encode("latin-1"))
+    with pytest.raises(IndexFileError, match="cannot read the meta index .'utf-8' codec"):
+        read_index(latin)
     nameless = _write(tmp_path / "index.csv", "Task,Visual Category\nClassification,natural\n")
     with pytest.raises(IndexFileError, match="needs a 'model', 'Name' or 'path' column"):
         read_index(nameless)

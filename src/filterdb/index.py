@@ -70,8 +70,11 @@ def index_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     path = Path(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):
+                if not all(isinstance(f, dict | None) for f in data.values()):
+                    raise IndexFileError(f"{path}: a mapping of models needs the fields of "
+                                         "each model as a mapping")
                 data = [{"model": name, **(fields or {})} for name, fields in data.items()]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
                 raise IndexFileError(f"{path}: expected a list of rows or a mapping of models")

@@ -45,3 +45,12 @@ def test_defaults_and_described_fields():
     assert out["license"]["name"] == "CC BY-SA 4.0" and out["license"]["url"] == "u"
     with pytest.raises(DatabaseError, match="x.yaml: unknown dataset field.s. version"):
         dataset.described(info, {"version": "9.9.9"}, "x.yaml")
+
+
+def test_a_datasheet_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "datasheet.yaml"
+    path.write_bytes("dataset:\n  title: Filtres entra\u00een\u00e9s\n".encode("latin-1"))
+    with pytest.raises(DatabaseError) as caught:
+        dataset.read_publication(path)
+    assert str(caught.value).startswith(f"{path}: cannot read the datasheet file ('utf-8' "
+                                        "codec can't decode byte 0xee")

@@ -226,9 +226,9 @@ def read_publication(path) -> tuple[dict, dict]:
     import yaml
 
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise DatabaseError(f"{path}: cannot read the datasheet file ({reason})") from None
     if not isinstance(data, dict) or set(data) - {"dataset", "answers"}:
