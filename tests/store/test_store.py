@@ -490,3 +490,35 @@ def test_database_without_3x3_filters_opens_with_an_empty_meta(tmp_path):
                           capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
     assert "Traceback" not in info.stderr
+
+
+def test_numbers_select_a_text_index_column_as_numbers(small_zoo, tmp_path):
+    """Index columns are stored as written (text): a number, a list of numbers or a
+    numeric range compares them as numbers; ``--where width=8..16`` too."""
+    from filterdb.cli.analyze import parse_where
+
+    with open(small_zoo, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    widths = {"plain-000": "8", "residual-001": "16", "depthwise-002": "32",
+              "plain-003": "8.0", "residual-004": "n/a", "depthwise-005": "16"}
+    index = tmp_path / "index.csv"
+    with open(index, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "width"])
+        writer.writeheader()
+        writer.writerows({**row, "width": widths[row["model"]]} for row in rows)
+    db_path = tmp_path / "db.h5"
+    build(small_zoo.parent, db_path, index=index, options=BuildOptions(workers=0))
+    db = filterdb.open(db_path)
+    assert db.models["width"].map(type).eq(str).all()
+
+    def count(names):
+        return sum(SMALL_ZOO_3X3[name] for name in names)
+
+    assert len(db.select(width=8)) == count(["plain-000", "plain-003"])
+    assert len(db.select(width=(8, 16))) == count(["depthwise-005", "plain-000", "plain-003",
+                                                  "residual-001"])
+    assert len(db.select(width=[16, 32])) == count(["depthwise-002", "depthwise-005",
+                                                   "residual-001"])
+    assert len(db.select(width="8")) == count(["plain-000"])  # text compares as text
+    assert parse_where(db, ["width=8..16"]) == {"width": (8.0, 16.0)}
+    assert parse_where(db, ["width=8"]) == {"width": "8"}

@@ -68,10 +68,12 @@ def parse_where(db, items: list[str]) -> dict:
             raise FilterDBError(f"--where: no column {column!r}; choose from: "
                                 + ", ".join(sorted(map(str, dtypes))))
         dtype = dtypes[column]
-        if ".." in text and pd.api.types.is_numeric_dtype(dtype) \
+        low, dots, high = text.partition("..")
+        if dots and pd.api.types.is_numeric_dtype(dtype) \
                 and not pd.api.types.is_bool_dtype(dtype):
-            low, _, high = text.partition("..")
             value = (_convert(column, low, dtype), _convert(column, high, dtype))
+        elif dots and _is_number(low) and _is_number(high):  # a text column of numbers
+            value = (float(low), float(high))
         else:
             value = _convert(column, text, dtype)
         if column in conditions:
@@ -84,6 +86,14 @@ def parse_where(db, items: list[str]) -> dict:
         else:
             conditions[column] = value
     return conditions
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _convert(column: str, text: str, dtype):

@@ -7,6 +7,7 @@ read in id order), so reading k filters costs O(k) whatever the database size.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Iterator
 from functools import cached_property
@@ -173,6 +174,9 @@ class FilterDB:
                 raise ValueError(f"no column {column!r}; choose from: "
                                  + ", ".join(sorted(map(str, table.columns))))
             values = table[column]
+            if _numbers(condition) and not pd.api.types.is_numeric_dtype(values):
+                # index columns are text as written ("8"): numbers compare as numbers
+                values = pd.to_numeric(values, errors="coerce")
             if isinstance(condition, tuple):
                 if len(condition) != 2:
                     raise ValueError(f"{column}: a range is a (low, high) pair")
@@ -183,6 +187,13 @@ class FilterDB:
                 mask &= (values == condition).to_numpy()
         return Selection(self, shape, table.loc[mask, ["model_id", "filter_id_start",
                                                        "filter_id_stop"]])
+
+
+def _numbers(condition) -> bool:
+    """Whether a condition's values are all numbers (not booleans)."""
+    values = condition if isinstance(condition, tuple | list | set | frozenset) else [condition]
+    return bool(values) and all(isinstance(v, numbers.Number)
+                                and not isinstance(v, bool | np.bool_) for v in values)
 
 
 class Selection:
