@@ -144,6 +144,35 @@ def test_files_no_reader_recognises_are_reported_not_built(tmp_path, cli):
     np.testing.assert_array_equal(opened.select().read(), weight.numpy().reshape(-1, 3, 3))
 
 
+def test_damaged_files_with_shared_suffixes_fail_instead_of_being_ignored(tmp_path, cli):
+    """A truncated Keras .h5 or torch .pth.tar: their suffixes are shared by other files,
+    so only recognised content makes them models; a damaged container of the format
+    still counts as a model that failed (and fails --strict), not as a file to ignore.
+    An HDF5 file that opens but holds no Keras model stays ignored."""
+    torch = pytest.importorskip("torch")
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3)}, zoo / "good.pth.tar")
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3)}, zoo / "cut.pth.tar")
+    with h5py.File(zoo / "cut.h5", "w") as handle:
+        handle.create_dataset("model_weights/conv/kernel", data=np.ones((3, 3, 3, 4)))
+    with h5py.File(zoo / "data.h5", "w") as handle:
+        handle.create_dataset("x", data=np.arange(10))
+    for name in ("cut.pth.tar", "cut.h5"):
+        data = (zoo / name).read_bytes()
+        (zoo / name).write_bytes(data[:len(data) // 2])
+    db = tmp_path / "db.h5"
+    result = cli("build", zoo, "-o", db, "--no-quality", "--strict")
+    assert result.returncode == 1, result.stderr
+    assert "1 added, 0 already present, 0 skipped, 2 failed" in result.stdout
+    lines = result.stderr.splitlines()
+    assert f"failed: {zoo / 'cut.pth.tar'}: damaged or truncated zip archive (File is not a " \
+           "zip file)" in lines
+    assert any(line.startswith(f"failed: {zoo / 'cut.h5'}: not a readable HDF5 file")
+               for line in lines), lines
+    assert "zoo: 1 file(s) that no reader recognises, not built: data.h5" in lines
+
+
 def _zoo_with_a_pickle(tmp_path: Path, models: int, name: str, payload) -> Path:
     """``models`` generated ONNX models m0, m1, ... and a torch.save file ``name`` whose
     pickle holds a conv weight and ``payload``."""

@@ -82,7 +82,8 @@ def model_extensions() -> set[str]:
 
 def is_model_file(path: str | os.PathLike) -> bool:
     """Whether a file in a zoo is a model: a claimed suffix, and for ambiguous suffixes
-    content that a reader recognises."""
+    content that a reader recognises, or its container damaged (a truncated Keras
+    ``.h5``, a truncated ``.pth.tar``: failed models, not files to ignore)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in model_extensions():
@@ -94,7 +95,10 @@ def is_model_file(path: str | os.PathLike) -> bool:
             head = handle.read(HEAD_BYTES)
     except OSError:
         return True  # let the read report why it cannot be opened
-    return any(module.sniff(head, path) for module in reader_modules().values())
+    modules = reader_modules().values()
+    return (any(module.sniff(head, path) for module in modules)
+            or any(suffix in module.EXTENSIONS and module.damaged(head, path)
+                   for module in modules if hasattr(module, "damaged")))
 
 
 def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:

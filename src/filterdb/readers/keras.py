@@ -118,6 +118,26 @@ def sniff(head: bytes, path: Path) -> bool:
     return False
 
 
+def damaged(head: bytes, path: Path) -> bool:
+    """An HDF5 file or a zip archive that cannot be opened: for a suffix that other files
+    share (``.h5``), a damaged Keras file rather than no model at all."""
+    if head.startswith(HDF5_MAGIC):
+        import h5py
+
+        try:
+            with h5py.File(path, "r"):
+                return False
+        except Exception:  # h5py raises OSError and others for a damaged file
+            return True
+    if head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path):
+                return False
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+            return True
+    return False
+
+
 def _hdf5_kind(handle, path: Path) -> str | None:
     """"legacy" (Keras 2 style), "v3" (Keras 3 weights file) or None."""
     import h5py

@@ -123,6 +123,18 @@ def sniff(head: bytes, path: Path) -> bool:
     return _is_legacy(head)
 
 
+def damaged(head: bytes, path: Path) -> bool:
+    """A zip archive that cannot be opened: for a suffix that other files share
+    (``.tar``, ``.pkl``, ``.bin``), a damaged torch.save archive rather than no model."""
+    if not head.startswith(_ZIP_MAGIC):
+        return False
+    try:
+        with zipfile.ZipFile(path):
+            return False
+    except Exception:  # zipfile raises BadZipFile, OSError, EOFError, ...
+        return True
+
+
 def _is_legacy(head: bytes) -> bool:
     # PROTO opcode, then (protocol 4+: a FRAME opcode and) the magic number.
     return head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]
