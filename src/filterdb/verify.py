@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -130,6 +131,15 @@ def _check_shape(db, shape, models, layers, problem) -> None:
     with h5py.File(db.path, "r") as handle:
         name = layout.filters_dataset(shape)
         length = handle[name].shape[0] if name in handle else None
+        sources = ({source.file_name for source in handle[name].virtual_sources()}
+                   if length and handle[name].is_virtual else set())
+    folder = layout.shards_dir(db.path).name
+    elsewhere = sorted(s for s in sources if Path(s).parts[:1] != (folder,))
+    if elsewhere:  # h5py and HDF5 read missing sources as fill values, without an error
+        used = Path(elsewhere[0]).parts[0]
+        problem(f"{where}: /{name} reads its rows from {used}/, not from {folder}/: the "
+                f"database was renamed; rename it and its shards folder back to "
+                f"{used.removesuffix('.shards')} and {used} (h5py reads NaN otherwise)")
     if length != int(counts.sum()):
         problem(f"{where}: /{name} has {length} rows but the models count {int(counts.sum())}")
 

@@ -72,6 +72,24 @@ def test_verify_catches_flipped_filter_bytes(db_copy, cli):
         f"{db_copy}: 1 problem(s)"]
 
 
+def test_verify_catches_a_renamed_database(db_copy, cli):
+    """Master and shards folder renamed together: the API still reads them (it finds the
+    shards by the master's name), but /filters names the old folder, so the published
+    h5py recipe reads NaN: verify says so."""
+    renamed = db_copy.with_name("renamed.h5")
+    db_copy.rename(renamed)
+    db_copy.with_name(db_copy.name + ".shards").rename(renamed.with_name("renamed.h5.shards"))
+    with h5py.File(renamed, "r") as handle:
+        assert np.isnan(handle["filters"][:10]).all()
+    done = cli("verify", renamed, "--no-scan")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"{renamed}: /filters reads its rows from {db_copy.name}.shards/, not from "
+        f"renamed.h5.shards/: the database was renamed; rename it and its shards folder back "
+        f"to {db_copy.name} and {db_copy.name}.shards (h5py reads NaN otherwise)",
+        f"{renamed}: 1 problem(s)"]
+
+
 def test_verify_catches_a_dropped_layer_row(db_copy):
     layers = pd.read_hdf(db_copy, "layers")
     with pd.HDFStore(db_copy, "a") as store:  # row 12 is plain-000's conv1
