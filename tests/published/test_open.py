@@ -177,3 +177,17 @@ def test_info_on_published_file(v1_file, cli):
     task = lines.index("models by Task:")
     assert lines[task + 1:task + 5] == ["      3  Classification", "      3  Segmentation",
                                         "      1  GAN-Generator", "      1  Object Detection"]
+
+
+def test_verify_of_a_published_or_tables_only_file_says_what_it_is(v1_file, cli, tmp_path):
+    result = cli("verify", v1_file)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"filterdb: error: {v1_file}: a published CNN Filter DB file; verify checks filterdb "
+        "databases (filterdb convert makes one of it)")
+    tables = tmp_path / "tables.h5"
+    assert cli("export-meta", v1_file, "-o", tables, "--no-scan").returncode == 0
+    result = cli("verify", tables)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"filterdb: error: {tables}: tables without filters "
+                                     "(export-meta); verify checks filterdb databases")

@@ -21,9 +21,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from .. import open as open_db
+    from ..errors import FilterDBError
+    from ..store.export import MetaOnlyDB
+    from ..store.published import PublishedDB
     from ..verify import verify
 
-    result = verify(open_db(args.database), args.checksums, args.scan, args.workdir)
+    db = open_db(args.database)
+    if isinstance(db, PublishedDB):
+        raise FilterDBError(f"{args.database}: a published CNN Filter DB file; verify checks "
+                            "filterdb databases (filterdb convert makes one of it)")
+    if isinstance(db, MetaOnlyDB):
+        raise FilterDBError(f"{args.database}: tables without filters (export-meta); verify "
+                            "checks filterdb databases")
+    result = verify(db, args.checksums, args.scan, args.workdir)
     for problem in result.problems:
         print(problem)
     if not result.ok:
