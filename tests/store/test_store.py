@@ -380,8 +380,11 @@ def test_append_keeps_ids_and_adds_new_models(tmp_path):
 # ``python -m filterdb`` with a pause before each model is read. Generated models build
 # in milliseconds, so without it a build of any affordable zoo ends before the first
 # commit (commits are at most once a second); the pause lets the kill land mid-build.
+# One BLAS thread, as the CLI sets before numpy's import: the process stays
+# single-threaded, so the build forks its workers and they inherit the slowed step.
 SLOW_CLI = """
-import runpy, sys, time
+import os, runpy, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import filterdb.extraction as extraction
 ordered = extraction.ordered_layers
 def slow(record):

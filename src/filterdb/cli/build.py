@@ -111,8 +111,13 @@ def run(args) -> int:
         print(f"quality: {one_line(outcome.model)}: {outcome.quality_verdict} "
               f"({outcome.degenerated_share:.0%} of layers degenerated)", file=sys.stderr)
     added = report.filters_added()
-    shapes_text = (", ".join(f"{n:,} {s}" for s, n in added.items()) + " filters added"
-                   if added else "no filters added")
+    stored = _stored_shapes(report.database)
+    counts = {label: ", ".join(f"{n:,} {s}" for s, n in added.items() if (s in stored) == kept)
+              for label, kept in (("stored", True), ("counted", False))}
+    shapes_text = (f"{counts['stored']} filters added" if counts["stored"]
+                   else "no filters added")
+    if counts["counted"]:
+        shapes_text += f" (counted, not stored: {counts['counted']})"
     not_selected = (f", {report.count(NOT_SELECTED)} not selected" if args.only_selected
                     else "")
     if not report.planned and not report.outcomes:
@@ -161,3 +166,14 @@ def completeness_lines(completeness: dict) -> list[str]:
                      f"({scan['duplicated_values']:,} values occur more than once; "
                      f"{scan['zero_filters']:,} all-zero)")
     return lines
+
+
+def _stored_shapes(database) -> set[str]:
+    """Labels of the kernel shapes the database stores (none if it was not made)."""
+    from .. import open as open_db
+    from ..errors import FilterDBError
+
+    try:
+        return {layout.shape_label(shape) for shape in open_db(database).shapes}
+    except (FilterDBError, OSError):
+        return set()
