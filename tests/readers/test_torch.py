@@ -509,6 +509,25 @@ def test_pickled_module_that_contains_itself(tmp_path):
     assert [layer.name for layer in open_model(path).layers] == ["conv", "out"]
 
 
+def test_legacy_pickle_cut_inside_a_global_name_is_damaged_not_untrusted(tmp_path):
+    """Cut in the middle of a GLOBAL opcode, a legacy pickle names a global that cannot
+    exist (``torch._utils._rebuild``): that is damage, and the advice to allow unsafe
+    unpickling would be wrong."""
+    whole = tmp_path / "legacy.pt"
+    torch.save({"conv.weight": torch.randn(4, 3, 3, 3)}, whole,
+               _use_new_zipfile_serialization=False)
+    data = whole.read_bytes()
+    cut = data.index(b"_rebuild_tensor") + len(b"_rebuild_")
+    path = tmp_path / "cut.pt"
+    path.write_bytes(data[:cut])
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    message = one_line(caught.value)
+    assert message.startswith(f"{path}: damaged or truncated pickle (it names "
+                              "torch._utils._rebuild"), message
+    assert message.endswith(", which does not exist)") and "unsafe" not in message
+
+
 class TaggedTensor(torch.Tensor):  # a tensor subclass: its class is needed to rebuild it
     pass
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from collections import Counter
@@ -231,6 +232,8 @@ def _refusal(message: str) -> str:
     if match:
         name = match.group(1)
         name = name if "." in name else f"builtins.{name}"  # torch drops "builtins."
+        if not _may_exist(name):  # cut inside a GLOBAL opcode: no question of trust
+            return f"damaged or truncated pickle (it names {name}, which does not exist)"
         return (f"refuses to unpickle {name} (the file needs arbitrary code to load, even "
                 "with stand-ins for its classes); pass --allow-unsafe-pickle only if you "
                 "trust it")
@@ -238,6 +241,18 @@ def _refusal(message: str) -> str:
     reason = next((line.strip() for line in detail.splitlines() if line.strip()), "")
     return (f"the weights-only unpickler cannot read it ({reason}); "
             "pass --allow-unsafe-pickle only if you trust it")
+
+
+def _may_exist(name: str) -> bool:
+    """False for a global that cannot exist: not a dotted name, or an attribute missing
+    from a module already imported (no module is imported to find out)."""
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", name):
+        return False
+    module, _, attribute = name.rpartition(".")
+    if module in ("__main__", "__mp_main__"):  # the script that saved it, not this one
+        return True
+    loaded = sys.modules.get(module)
+    return loaded is None or hasattr(loaded, attribute)
 
 
 # state dicts and checkpoints ---------------------------------------------------------
