@@ -363,7 +363,11 @@ def _read_publication(index) -> tuple[Path, dict, dict] | None:
     path = Path(index).parent / dataset.DATASHEET_FILE if index is not None else None
     if path is None or not path.is_file():
         return None
-    return (path, *dataset.read_publication(path))
+    from .datasheet import check_answers
+
+    fields, answers = dataset.read_publication(path)
+    check_answers(answers, str(path))
+    return path, fields, answers
 
 
 def _store_publication(writer: DatabaseWriter, publication) -> None:

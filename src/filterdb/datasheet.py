@@ -92,6 +92,27 @@ QUESTIONS = (
 )
 
 
+
+def check_answers(answers: dict, source: str) -> None:
+    """Refuse answer keys that name no question (a typo would leave its question open
+    without a word), naming the closest key.
+
+    Raises
+    ------
+    FilterDBError
+    """
+    import difflib
+
+    from .errors import FilterDBError
+
+    keys = [key for _, questions in QUESTIONS for key, _ in questions]
+    unknown = [key for key in answers if key not in keys]
+    if unknown:
+        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(
+            key, keys, n=1)) else key for key in unknown]
+        raise FilterDBError(f"{source}: unknown datasheet answer(s): {', '.join(hints)}; "
+                            f"the questions' keys are {', '.join(keys)}")
+
 def compute(db, answers: dict | None = None, scan: bool = True) -> dict:
     """Every factual datasheet answer computed from ``db``, prose from ``answers``.
 

@@ -54,3 +54,23 @@ def test_a_datasheet_file_that_is_not_utf8_is_one_line(tmp_path):
         dataset.read_publication(path)
     assert str(caught.value).startswith(f"{path}: cannot read the datasheet file ('utf-8' "
                                         "codec can't decode byte 0xee")
+
+
+def test_answer_keys_that_name_no_question_are_refused_with_the_closest(tmp_path, cli,
+                                                                          small_db):
+    from filterdb.datasheet import QUESTIONS, check_answers
+    from filterdb.errors import FilterDBError
+
+    check_answers({"funding": "NSF", "purpose": "study"}, "x.yaml")  # known keys pass
+    with pytest.raises(FilterDBError) as caught:
+        check_answers({"fundng": "NSF", "zzz": "?"}, "x.yaml")
+    assert str(caught.value).startswith(
+        "x.yaml: unknown datasheet answer(s): fundng (did you mean funding?), zzz; the "
+        "questions' keys are purpose, creators, funding")
+    assert len(QUESTIONS) >= 5
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("answers:\n  fundng: NSF\n")
+    result = cli("datasheet", small_db, "--answers", answers, "--no-scan")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"filterdb: error: {answers}: unknown datasheet answer(s): "
+                                    "fundng (did you mean funding?)")

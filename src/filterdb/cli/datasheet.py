@@ -23,12 +23,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from .. import open as open_db
-    from ..datasheet import compute, render_markdown
+    from ..datasheet import check_answers, compute, render_markdown
     from ..store.dataset import read_publication
 
     if args.output:
         output_file(args.output, args.database)
     answers = read_publication(args.answers)[1] if args.answers else None
+    if answers:
+        check_answers(answers, str(args.answers))
     data = compute(open_db(args.database), answers, scan=args.scan)
     text = render_markdown(data)
     if args.output:

@@ -36,6 +36,10 @@ def run(args) -> int:
     if not args.database.is_file():
         raise DatabaseError(f"{args.database}: no such database file")
     fields, answers = dataset.read_publication(args.source) if args.source else ({}, None)
+    if answers:
+        from ..datasheet import check_answers
+
+        check_answers(answers, str(args.source))
     fields.update({key: getattr(args, key) for key in ("title", "creators", "description",
                                                        "contact", "funding", "doi")
                    if getattr(args, key) is not None})
