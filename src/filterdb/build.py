@@ -204,7 +204,10 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
         report.outcomes.append(ModelOutcome(model.name, str(model.path), NOT_SELECTED,
                                             f"{SELECTION} is not 1 in the index"))
     with DatabaseWriter(database, options.shapes, durable=options.durable) as writer:
-        jobs = [Job(planned.name, planned.path, planned.meta, writer.known_hashes,
+        # a model whose shard is gone is read again: its worker writes the shard anew
+        missing = writer.missing_shards
+        known = {sha: name for sha, name in writer.known_hashes.items() if sha not in missing}
+        jobs = [Job(planned.name, planned.path, planned.meta, known,
                     writer.shards, writer.shapes, options.limits,
                     options.thresholds if options.quality else None,
                     max(1, layer_quality.default_threads() // max(1, options.workers)),
@@ -234,6 +237,9 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     results: dict[int, ModelEntry | ModelOutcome] = {}
     next_commit = 0
     committed_hashes = dict(writer.known_hashes)
+    missing = writer.missing_shards
+    stored_shards = (dict(zip(writer.models["sha256"], writer.models["shard"], strict=True))
+                     if missing else {})
     committed_names = set(writer.known_names)
     committed_weights = dict(writer.known_weights)
     committer = _Committer(writer, options.commit_seconds, report, notify)
@@ -248,6 +254,9 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
             elif result.sha256 in committed_hashes:
                 outcome = present(result.model, result.source_path,
                                   committed_hashes[result.sha256])
+                if result.sha256 in missing and result.shard == stored_shards.get(
+                        result.sha256):
+                    outcome.reason += "; its missing shard was written again"
             elif result.model in committed_names:
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        "another model of this name is already in the database")

@@ -179,6 +179,16 @@ class DatabaseWriter:
         return dict(zip(self.models["sha256"], self.models["model"], strict=True))
 
     @property
+    def missing_shards(self) -> set[str]:
+        """sha256 of the committed models whose shard file is gone (deleted by hand): a
+        build that meets such a model again writes its shard again."""
+        if not self._committed():
+            return set()
+        return {sha for sha, shard in zip(self.models["sha256"], self.models["shard"],
+                                          strict=True)
+                if not (self.shards / shard).is_file()}
+
+    @property
     def known_weights(self) -> dict[str, str]:
         """Conv-weights hash -> model name of every committed model (duplicates in
         another file or format have the same weights hash)."""
