@@ -528,6 +528,28 @@ def test_legacy_pickle_cut_inside_a_global_name_is_damaged_not_untrusted(tmp_pat
     assert message.endswith(", which does not exist)") and "unsafe" not in message
 
 
+def test_onnx_from_the_dynamo_exporter_names_layers_like_the_state_dict(tmp_path):
+    """torch.onnx.export(dynamo=True) names its nodes node_conv2d, node_conv2d_1, ...
+    but keeps the parameters' names on the weights: the layers get the modules' names,
+    as the same network's state dict gives them."""
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 2, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(tmp_path / "net.onnx"),
+                          dynamo=True, verbose=False)
+    nodes = [n.name for n in onnx.load(str(tmp_path / "net.onnx")).graph.node
+             if n.op_type == "Conv"]
+    assert all(name.startswith("node_") for name in nodes), nodes
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    from_onnx = open_model(tmp_path / "net.onnx").layers
+    from_state = open_model(tmp_path / "net.pth").layers
+    assert [la.name for la in from_onnx] == [la.name for la in from_state] == ["0", "2.0"]
+    for a, b in zip(from_onnx, from_state, strict=True):
+        np.testing.assert_array_equal(a.weight, b.weight)
+
+
 class TaggedTensor(torch.Tensor):  # a tensor subclass: its class is needed to rebuild it
     pass
 

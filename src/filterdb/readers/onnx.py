@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,6 +33,9 @@ _CONV_OPS = {
     "QLinearConv": (QUANTIZED_CONV, 3),
 }
 _PASS_THROUGH = {"Identity", "Cast"}
+#: Node names an exporter makes up (torch.onnx's dynamo exporter: ``node_conv2d_1``,
+#: ``node_Conv_291``).
+_GENERATED_NAME = re.compile(r"node_[A-Za-z][A-Za-z0-9]*(_\d+)?")
 # Operators of the standard domain with graph attributes (other domains are looked at).
 _HOLDERS = {"If", "Loop", "Scan", "SequenceMap"}
 # Weights computed from constants are evaluated when the computation is this small and
@@ -139,6 +143,12 @@ class _Walk:
         layer = _conv_layer(node, name, tensors)
         if layer is not None:
             layer.depth, layer.order = depth, position
+            if key is not None and _GENERATED_NAME.fullmatch(node.name) \
+                    and key[1].endswith(".weight"):
+                # torch.onnx's dynamo exporter makes up node names (node_conv2d_1) but
+                # keeps the parameter's name on the weight: the module's name, as in the
+                # other formats
+                layer.name = name.removesuffix(node.name) + key[1].removesuffix(".weight")
             self.layers.append(layer)
             self.by_weight[key] = layer
 
