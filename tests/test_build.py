@@ -497,3 +497,23 @@ def test_file_sha256_equals_hashlib_at_window_edges(tmp_path, size):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_changed_index_row_of_a_present_model_is_named_not_applied(small_zoo, tmp_path):
+    """Building again after editing the index: the models are present (same files); the
+    outcome names each field that differs from the stored row, which stays as it was."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo.parent, zoo)
+    db = tmp_path / "db.h5"
+    build(zoo, db, index=zoo / "index.csv", options=BuildOptions(workers=0))
+    rows = (zoo / "index.csv").read_text().replace(
+        "plain-000,plain CNN,Classification,natural", "plain-000,plain CNN,Detection,natural")
+    (zoo / "index.csv").write_text(rows)
+    again = build(zoo, db, index=zoo / "index.csv", options=BuildOptions(workers=0))
+    reasons = {o.model: o.reason for o in again.outcomes}
+    assert reasons["plain-000"] == ("same content as plain-000; its index row differs from "
+                                    "the stored one (Task: 'Classification' -> 'Detection'), "
+                                    "not updated")
+    assert all(r == f"same content as {m}" for m, r in reasons.items() if m != "plain-000")
+    models = filterdb.open(db).models.set_index("model")
+    assert models.loc["plain-000", "Task"] == "Classification"

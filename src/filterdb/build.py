@@ -244,19 +244,25 @@ def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
     committed_weights = dict(writer.known_weights)
     committer = _Committer(writer, options.commit_seconds, report, notify)
 
+    stored_index = _stored_index(writer)
+
     def settle(final: bool) -> None:
         nonlocal next_commit
         while next_commit in results:
+            job = jobs[next_commit]
             result = results.pop(next_commit)
             next_commit += 1
             if isinstance(result, ModelOutcome):
                 outcome = result
+                if outcome.status == PRESENT:
+                    outcome.reason += _index_changes(job, stored_index)
             elif result.sha256 in committed_hashes:
                 outcome = present(result.model, result.source_path,
                                   committed_hashes[result.sha256])
                 if result.sha256 in missing and result.shard == stored_shards.get(
                         result.sha256):
                     outcome.reason += "; its missing shard was written again"
+                outcome.reason += _index_changes(job, stored_index)
             elif result.model in committed_names:
                 outcome = ModelOutcome(result.model, result.source_path, SKIPPED,
                                        "another model of this name is already in the database")
@@ -365,6 +371,32 @@ def _completeness(writer: DatabaseWriter, count_duplicates: bool) -> dict:
             for scan in (redundancy.scan_filters(db, shape, workdir=writer.path.parent)
                          for shape in writer.shapes)]
     return completeness
+
+
+def _stored_index(writer: DatabaseWriter) -> dict[str, dict[str, str]]:
+    """Model name -> its stored index fields, as text ("" where empty)."""
+    import pandas as pd
+
+    if not writer.known_names:
+        return {}
+    models = writer.models
+    columns = [c for c in writer.index_columns if c in models]
+    return {str(row["model"]): {c: "" if pd.isna(row[c]) else str(row[c]) for c in columns}
+            for row in models[["model", *columns]].to_dict("records")}
+
+
+def _index_changes(job: Job, stored_index: dict[str, dict[str, str]]) -> str:
+    """For a model already present: how its index row now differs from the stored one
+    (a build adds models; it does not rewrite the fields of stored ones)."""
+    stored = stored_index.get(job.name)
+    if stored is None:
+        return ""
+    changes = [f"{column}: {stored[column]!r} -> {value!r}" for column, value in
+               job.meta.items() if column in stored and stored[column] != str(value)]
+    if not changes:
+        return ""
+    return (f"; its index row differs from the stored one ({', '.join(changes)}), not "
+            "updated")
 
 
 def _read_publication(index) -> tuple[Path, dict, dict] | None:
