@@ -99,3 +99,24 @@ def test_parse_where(zoo_db):
         "Task": ["a", "b"], "depthwise": True}
     assert parse_where(db, ["conv_depth_norm=0..0.5", "c_out=8"]) == {
         "conv_depth_norm": (0.0, 0.5), "c_out": 8}
+
+
+def test_default_groupings_the_database_lacks_are_skipped(small_zoo, tmp_path, cli):
+    """Built without an index, a database has no Task or Visual Category: analyze's
+    default groupings skip them with a note (as report does); asked for, they fail."""
+    from filterdb.build import BuildOptions, build
+
+    db = tmp_path / "db.h5"
+    build(small_zoo.parent, db, options=BuildOptions(workers=0))
+    out = tmp_path / "out"
+    result = cli("analyze", db, "-o", out, "--no-figures")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[:2] == [
+        f"analyze: no column 'Task' in {db}: grouping skipped (--by chooses the groupings)",
+        f"analyze: no column 'Visual Category' in {db}: grouping skipped (--by chooses the "
+        "groupings)"]
+    assert sorted(p.name for p in out.iterdir()) == ["drift_depth.csv", "groups_depth.csv",
+                                                     "pca.json"]
+    asked = cli("analyze", db, "-o", tmp_path / "asked", "--by", "Task", "--no-figures")
+    assert asked.returncode == 2
+    assert asked.stderr.startswith("filterdb: error: no column 'Task' to group by")

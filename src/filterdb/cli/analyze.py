@@ -131,10 +131,16 @@ def run(args) -> int:
     from ..analysis.groups import slug
 
     by = args.by or list(DEFAULT_BY)
+    db = open_db(args.database)
+    if not args.by:  # the default groupings: those the database has columns for
+        columns = {*db.models.columns, *db.layers.columns, "depth"}
+        for name in [name for name in by if name not in columns]:
+            print(f"analyze: no column {name!r} in {args.database}: grouping skipped "
+                  "(--by chooses the groupings)", file=sys.stderr)
+            by.remove(name)
     slugs = [slug(name) for name in by]
     if len(set(slugs)) != len(slugs):
         raise FilterDBError(f"--by: groupings {by} give the same file names")
-    db = open_db(args.database)
     where = parse_where(db, args.where)
     plots = None
     if not args.no_figures:
