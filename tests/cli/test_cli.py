@@ -210,6 +210,13 @@ def test_build_into_an_impossible_path(small_zoo, tmp_path, cli):
     assert _one_error_line(result).startswith(f"filterdb: error: {target}")
 
 
+def test_build_makes_the_databases_new_folder(small_zoo, tmp_path, cli):
+    target = tmp_path / "new" / "sub" / "db.h5"
+    result = cli("build", small_zoo.parent, "-o", target, "--no-quality")
+    assert result.returncode == 0, result.stderr
+    assert len(filterdb.open(target).models) == 6
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--shapes", "3by3"], "filterdb: error: --shapes: not a kernel shape: '3by3'"),
     (["--workers", "0"], "filterdb: error: --workers must be at least 1"),

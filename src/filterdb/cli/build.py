@@ -72,6 +72,13 @@ def run(args) -> int:
         print("filterdb: error: --model-timeout must be 0 (no limit) or more",
               file=sys.stderr)
         return 2
+    if not args.output.parent.exists():  # a new folder for the database, as synth makes
+        try:
+            args.output.parent.mkdir(parents=True)
+        except OSError as error:
+            print(f"filterdb: error: {args.output}: cannot make its folder "
+                  f"({error.strerror or error})", file=sys.stderr)
+            return 2
     # The workers start first: they import their modules while this process imports
     # the rest (pandas and PyTables for the tables) and plans the zoo.
     pool = start_workers(args.workers, args.quality)
