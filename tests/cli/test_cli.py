@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -97,6 +98,18 @@ def test_info(cli_db, small_zoo, cli):
     shapes = out.split("filters by kernel shape (all layers):\n")[1].split("models by")[0]
     assert [line.split(maxsplit=2) for line in shapes.splitlines()] == [
         ["(3,", "3)", "909"], ["(1,", "1)", "112"]]
+    assert next(line for line in out.splitlines() if line.startswith("size:")).endswith(
+        "(6 shard files)")
+
+
+def test_info_counts_missing_shards(cli_db, cli, tmp_path):
+    db, _ = cli_db
+    alone = tmp_path / db.name
+    shutil.copy(db, alone)  # the master without its shards folder
+    result = cli("info", alone)
+    assert result.returncode == 0, result.stderr
+    assert next(line for line in result.stdout.splitlines() if line.startswith("size:")
+                ).endswith("(6 shard files; 6 MISSING (filterdb verify))")
 
 
 def test_layers_of_one_model(cli_db, small_zoo, cli):

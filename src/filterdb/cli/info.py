@@ -40,7 +40,10 @@ def run(args) -> int:
         size = db.path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5"))
         print(f"schema:    {db.attrs['schema']} {db.attrs['schema_version']} "
               f"(filterdb {db.attrs['filterdb_version']})")
-        print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files)")
+        present = sum((shards / name).is_file() for name in models["shard"])
+        missing = (f"; {len(models) - present} MISSING (filterdb verify)"
+                   if present < len(models) else "")
+        print(f"size:      {size / 2**20:,.1f} MiB ({len(models)} shard files{missing})")
     print(f"models:    {len(models)}   layers: {len(db.layers)}")
     if recorded(models):
         headline, lines = run_lines(summarize_runs(models), "models")
