@@ -120,3 +120,20 @@ def test_default_groupings_the_database_lacks_are_skipped(small_zoo, tmp_path, c
     asked = cli("analyze", db, "-o", tmp_path / "asked", "--by", "Task", "--no-figures")
     assert asked.returncode == 2
     assert asked.stderr.startswith("filterdb: error: no column 'Task' to group by")
+
+
+def test_summary_line_names_the_pair_of_largest_drift(zoo_db, tmp_path, cli):
+    """The largest drift is over pairs of two groups: with one bin every drift is 0, and
+    the line still names two different groups (it named a group against itself)."""
+    for bins in ("1", "70"):
+        done = cli("analyze", zoo_db, "--by", "Task", "--bins", bins, "-o",
+                   tmp_path / bins, "--no-figures")
+        assert done.returncode == 0, done.stderr
+        line = next(x for x in done.stdout.splitlines() if x.startswith("Task: "))
+        pair = line.rsplit("(", 1)[1].rstrip(")").split(" vs ")
+        assert len(pair) == 2 and pair[0] != pair[1], line
+        drift = pd.read_csv(tmp_path / bins / "drift_task.csv", index_col=0)
+        expected = drift.to_numpy()[np.triu_indices(len(drift), 1)].max()
+        assert f"max {expected:.4g} (" in line
+        if bins == "1":
+            assert expected == 0

@@ -194,10 +194,11 @@ def _summary(result, by, written) -> None:
         if n < 2:
             print(f"{name}: 1 group, no drift")
             continue
-        upper = matrix[np.triu_indices(n, 1)]
-        i, j = divmod(int(matrix.argmax()), n)
+        rows, columns = np.triu_indices(n, 1)
+        upper = matrix[rows, columns]
+        top = int(upper.argmax())  # a pair of two groups, even when every drift is 0
         print(f"{name}: {n} groups, drift median {np.median(upper):.4g}, "
-              f"max {matrix[i, j]:.4g} ({grouping.drift.index[i]} vs "
-              f"{grouping.drift.columns[j]})")
+              f"max {upper[top]:.4g} ({grouping.drift.index[rows[top]]} vs "
+              f"{grouping.drift.columns[columns[top]]})")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
