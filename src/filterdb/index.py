@@ -117,14 +117,17 @@ def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def is_selected(meta: dict[str, str]) -> bool:
-    """Whether an index row marks its model as selected (``Selection`` 1; YAML ``true``).
+    """Whether an index row marks its model as selected (``Selection`` 1, as published;
+    also ``true``, YAML's true, and ``yes``).
 
     Examples
     --------
     >>> is_selected({"Selection": "1"}), is_selected({"Selection": "0"}), is_selected({})
     (True, False, False)
+    >>> is_selected({"Selection": "Yes"})
+    True
     """
-    return meta.get(SELECTION, "").strip().lower() in ("1", "1.0", "true")
+    return meta.get(SELECTION, "").strip().lower() in ("1", "1.0", "true", "yes", "y")
 
 
 def _yaml_row(path: Path, row: dict) -> dict:

@@ -63,3 +63,13 @@ def test_only_selected_needs_the_column(small_zoo, tmp_path):
         build(small_zoo.parent, tmp_path / "db.h5", index=small_zoo,
               options=BuildOptions(only_selected=True))
     assert not (tmp_path / "db.h5").exists()
+
+
+def test_selection_spellings():
+    from filterdb.index import is_selected
+
+    for value in ("1", "1.0", "true", "True", "yes", "Yes", "y", " 1 "):
+        assert is_selected({"Selection": value}), value
+    for value in ("0", "", "no", "false", "2", "maybe"):
+        assert not is_selected({"Selection": value}), value
+    assert not is_selected({})
