@@ -311,6 +311,15 @@ def test_csv_quoting_bom_blank_lines_and_short_rows(tmp_path):
         {"model": "beta", "Task": "Detection", "Notes": ""}]
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_csv_separated_by_semicolons_or_tabs(tmp_path, delimiter):
+    text = delimiter.join(["model", "Visual Category", "Notes"]) + "\n" + delimiter.join(
+        ["alpha", "natural", '"a, b"']) + "\n"
+    frame = read_index(_write(tmp_path / "index.csv", text))
+    assert frame.to_dict("records") == [
+        {"model": "alpha", "Visual Category": "natural", "Notes": "a, b"}]
+
+
 @pytest.mark.parametrize("text, message", [
     ("model,Task\nalpha,Classification,extra\n",
      "cannot read the meta index (row 2 has 3 fields, the header 2)"),

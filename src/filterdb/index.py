@@ -95,9 +95,15 @@ def index_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def _csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header (published names) and rows of a CSV index; blank lines are skipped, a row
-    with more fields than the header is an error, a shorter one is filled with ''."""
+    with more fields than the header is an error, a shorter one is filled with ''.
+
+    Fields are separated by commas, or by semicolons or tabs when the header line holds
+    one of those and no comma (spreadsheets in many locales write ``;``)."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        records = [record for record in csv.reader(handle) if record]
+        first = handle.readline()
+        handle.seek(0)
+        delimiter = next((d for d in (";", "\t") if d in first and "," not in first), ",")
+        records = [record for record in csv.reader(handle, delimiter=delimiter) if record]
     if not records:
         return [], []
     header = [_CANONICAL.get(_key(c), c.strip()) for c in records[0]]
