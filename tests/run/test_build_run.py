@@ -226,9 +226,9 @@ def test_check_run(zoo, cli):
     shaped = cli("check", folder / "sym.onnx", "--run", "--input-shape", "3x1x8x8")
     assert "runs: yes; outputs 3x4 (finite)" in shaped.stdout.splitlines()[-1]
     bad = cli("check", folder / "ok.onnx", "--run", "--input-shape", "1x3xa")
-    assert (bad.returncode, bad.stderr) == (
-        2, "filterdb: error: --input-shape: input shape '1x3xa' is not like 1x3x224x224\n")
+    assert (bad.returncode, bad.stdout, bad.stderr) == (  # refused before the table
+        2, "", "filterdb: error: --input-shape: input shape '1x3xa' is not like 1x3x224x224\n")
     limits = cli("check", folder / "ok.onnx", "--run", "--run-timeout", "0")
-    assert (limits.returncode, limits.stderr) == (
-        2, "filterdb: error: --run-timeout and --run-memory must be positive\n")
+    assert (limits.returncode, limits.stdout, limits.stderr) == (
+        2, "", "filterdb: error: --run-timeout and --run-memory must be positive\n")
 

@@ -49,6 +49,8 @@ def run(args) -> int:
 
     if args.model_timeout < 0:
         raise FilterDBError("--model-timeout must be 0 (no limit) or more")
+    if args.run_model:  # the run's options are checked before the model is read
+        _run_options(args)
     # Read in a worker process: a crash or hang of a native library on a damaged file
     # is one line, as in a build.
     try:
@@ -78,15 +80,11 @@ def run(args) -> int:
 def _run(args) -> int:
     """Run the model; one line on stdout after a table, on stderr after JSON or CSV (which
     stay parseable). Exit status 1 when the model does not run."""
-    from ..errors import FilterDBError
-    from ..readers import parse_input_shapes, run_model
+    from ..readers import run_model
     from ..records import RUNS_NO, RUNS_YES
 
-    try:
-        shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
-    except ValueError as error:
-        raise FilterDBError(f"--input-shape: {error}") from None
-    result = run_model(args.model, shapes, run_limits(args))
+    shapes, limits = _run_options(args)
+    result = run_model(args.model, shapes, limits)
     if result.runs == RUNS_YES:
         outputs = ", ".join("x".join(map(str, shape)) for shape in result.output_shapes)
         finite = "finite" if result.finite else "NOT finite (NaN or Inf)"
@@ -96,6 +94,18 @@ def _run(args) -> int:
         line = f"{args.model}: runs: {result.runs} ({result.reason})"
     print(line, file=sys.stdout if args.format == "table" else sys.stderr)
     return 1 if result.runs == RUNS_NO else 0
+
+
+def _run_options(args):
+    """The run's input shapes and limits, or one line for a bad option."""
+    from ..errors import FilterDBError
+    from ..readers import parse_input_shapes
+
+    try:
+        shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+    except ValueError as error:
+        raise FilterDBError(f"--input-shape: {error}") from None
+    return shapes, run_limits(args)
 
 
 def _render(table, colour: bool) -> str:
