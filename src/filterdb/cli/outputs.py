@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import FilterDBError
@@ -50,9 +51,20 @@ def _guard(output: Path, database: Path) -> None:
                             "not overwritten")
 
 
+def _writable_place(output: Path) -> None:
+    """One line, before any work, when ``output`` cannot be made: a file where one of its
+    folders should be, or a folder this process may not write to."""
+    ancestor = next(p for p in output.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise FilterDBError(f"{output}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise FilterDBError(f"{output}: cannot write in {ancestor} (permission denied)")
+
+
 def output_file(output: Path, database: Path) -> Path:
     """``output`` checked as a file to write a command's result into."""
     _guard(output, database)
+    _writable_place(output)
     if output.is_dir():
         raise FilterDBError(f"{output}: is a folder, not a file")
     return output
@@ -61,6 +73,7 @@ def output_file(output: Path, database: Path) -> Path:
 def output_folder(output: Path, database: Path) -> Path:
     """``output`` checked as a folder to write a command's files into."""
     _guard(output, database)
+    _writable_place(output)
     if output.exists() and not output.is_dir():
         raise FilterDBError(f"{output}: is a file, not a folder")
     return output
