@@ -58,7 +58,7 @@ def _writable_place(output: Path) -> None:
     if not ancestor.is_dir():
         raise FilterDBError(f"{output}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise FilterDBError(f"{output}: cannot write in {ancestor} (permission denied)")
+        raise FilterDBError(f"{output}: cannot write in {ancestor} (read-only or not permitted)")
 
 
 def output_file(output: Path, database: Path) -> Path:
