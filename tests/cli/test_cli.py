@@ -351,3 +351,31 @@ def test_ctrl_c_while_pytables_opens_a_file_ends_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 130
     assert result.stderr.splitlines() == ["filterdb: db.h5: release interrupted"]
+
+
+def test_after_an_interrupt_pytables_destructor_errors_are_not_printed(monkeypatch):
+    """A PyTables node the interrupted code held fails to close in its destructor once
+    its file is closed; after Ctrl-C that error is dropped (it printed a traceback after
+    the last line), and any other destructor error still reaches the previous hook."""
+    import gc
+
+    import tables
+
+    from filterdb.cli import _keep_last_line
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(
+        type(unraisable.exc_value)))
+
+    class Node:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    _keep_last_line()
+    Node(tables.exceptions.HDF5ExtError("Problems closing the Group None"))
+    Node(ValueError("other"))
+    gc.collect()
+    assert seen == [ValueError]

@@ -58,6 +58,16 @@ def _keep_last_line() -> None:
     for handle in list(getattr(registry, "handlers", ())):
         if not hasattr(handle, "root"):
             registry.remove(handle)
+    # A node of that file which the interrupted code still held fails to close in its
+    # destructor once the file is closed ("Problems closing the Group"): Python prints
+    # such errors as "Exception ignored", traceback and all. They are not the user's.
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not type(unraisable.exc_value).__module__.startswith("tables"):
+            default(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _second_interrupt_ends() -> None:
