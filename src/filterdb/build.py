@@ -215,7 +215,7 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
                     options.model_timeout if options.workers else None)
                 for planned in plan.models]
         try:
-            _run(jobs, writer, options, report, notify, pool)
+            _run(jobs, writer, options, report, notify, pool, missing)
             _store_publication(writer, publication)
             report.completeness = _completeness(writer, options.count_duplicates)
         except KeyboardInterrupt:
@@ -232,12 +232,12 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
 
 
 def _run(jobs: list[Job], writer: DatabaseWriter, options: BuildOptions,
-         report: BuildReport, notify, pool: WorkerPool | None) -> None:
-    """Process jobs, committing finished models in job order."""
+         report: BuildReport, notify, pool: WorkerPool | None, missing: set[str]) -> None:
+    """Process jobs, committing finished models in job order; ``missing``: the sha256 of
+    stored models whose shard file is gone (the jobs read them again)."""
     results: dict[int, ModelEntry | ModelOutcome] = {}
     next_commit = 0
     committed_hashes = dict(writer.known_hashes)
-    missing = writer.missing_shards
     stored_shards = (dict(zip(writer.models["sha256"], writer.models["shard"], strict=True))
                      if missing else {})
     committed_names = set(writer.known_names)

@@ -92,7 +92,6 @@ QUESTIONS = (
 )
 
 
-
 def check_answers(answers: dict, source: str) -> None:
     """Refuse answer keys that name no question (a typo would leave its question open
     without a word), naming the closest key.
@@ -112,6 +111,7 @@ def check_answers(answers: dict, source: str) -> None:
             key, keys, n=1)) else key for key in unknown]
         raise FilterDBError(f"{source}: unknown datasheet answer(s): {', '.join(hints)}; "
                             f"the questions' keys are {', '.join(keys)}")
+
 
 def compute(db, answers: dict | None = None, scan: bool = True) -> dict:
     """Every factual datasheet answer computed from ``db``, prose from ``answers``.

@@ -11,10 +11,10 @@ Passes over the selected filters, each split into chunk tasks of at most
 3. *histograms*: bin the projections (see the bin rule in
    :mod:`filterdb.analysis.stats`) and count them per group and component.
 
-Passes alternate direction: the range pass after a fitted PCA (and the histogram pass
-after a given basis's range pass) runs its tasks last to first. Their merges do not
-depend on the order (min and max; integer counts), and when the filters are larger than
-the page cache the pass starts on the part the pass before left in it.
+Passes alternate direction: the even-numbered pass (the range pass after a fitted PCA,
+the histogram pass after a given basis's range pass) runs its tasks last to first. Its
+merge does not depend on the order (min and max; integer counts), and when the filters
+are larger than the page cache it starts on the part the pass before left in it.
 
 A task touches only its own ranges (``db.rows``: uncompressed shards mapped into
 memory, a view of the page cache per run of a model's rows; other files read into a
@@ -574,7 +574,7 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                             **common),
             plan, no_codes, progress, f"pass {number}/{n_passes}: coefficient range",
             lambda a, b: (np.minimum(a[0], b[0]), np.maximum(a[1], b[1])),
-            (np.full(d, np.inf), np.full(d, -np.inf)), backward=basis is None)
+            (np.full(d, np.inf), np.full(d, -np.inf)), backward=number % 2 == 0)
         kept = kept_range if kept is None else kept
         n_filters = int(kept.sum())
         if n_filters == 0:
@@ -599,7 +599,8 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
                 f"pass {n_passes}/{n_passes}: histograms",
                 lambda acc, part: ([a.merge(b) for a, b in zip(acc[0], part[0], strict=True)],
                                    acc[1] + part[1]),
-                ([GroupedHistogram(d, bins) for _ in prepared], 0), backward=basis is not None)
+                ([GroupedHistogram(d, bins) for _ in prepared], 0),
+                backward=n_passes % 2 == 0)
 
     results = {}
     for grouping, info, hist in zip(groupings, prepared, hists, strict=True):

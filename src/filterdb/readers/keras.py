@@ -119,23 +119,18 @@ def sniff(head: bytes, path: Path) -> bool:
 
 
 def damaged(head: bytes, path: Path) -> bool:
-    """An HDF5 file or a zip archive that cannot be opened: for a suffix that other files
-    share (``.h5``), a damaged Keras file rather than no model at all."""
-    if head.startswith(HDF5_MAGIC):
-        import h5py
+    """An HDF5 file that cannot be opened: for a suffix that other files share (``.h5``,
+    ``.hdf5``), a damaged Keras file rather than no model at all. (``.keras`` archives
+    need no such test: that suffix is Keras's alone.)"""
+    if not head.startswith(HDF5_MAGIC):
+        return False
+    import h5py
 
-        try:
-            with h5py.File(path, "r"):
-                return False
-        except Exception:  # h5py raises OSError and others for a damaged file
-            return True
-    if head.startswith(ZIP_MAGIC):
-        try:
-            with zipfile.ZipFile(path):
-                return False
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
-            return True
-    return False
+    try:
+        with h5py.File(path, "r"):
+            return False
+    except Exception:  # h5py raises OSError and others for a damaged file
+        return True
 
 
 def _hdf5_kind(handle, path: Path) -> str | None:

@@ -128,7 +128,6 @@ class _Walk:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
                            f"{nodes[index].name}/{label}/", depth or 0)
 
-
     def _add(self, node, name: str, tensors: _TensorSource, depth: int, position: int):
         """The conv node's layer, or, for a weight another conv node read first (a
         shared layer, a function called twice), that layer at the shallower depth: a
