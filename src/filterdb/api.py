@@ -68,7 +68,7 @@ def quality(model, db=None, thresholds: layer_quality.Thresholds | None = None,
     record = model_record(model, limits)
     layers = extraction.ordered_layers(record)
     if not layers:
-        raise FilterDBError(f"{record.path or record.name}: no convolution layers")
+        raise FilterDBError(f"{record.path or record.name}: no convolution layers with 2-D kernels")
     rows, summary = layer_quality.assess_layers([layer.weight for layer in layers], thresholds)
     table = pd.DataFrame([{
         "name": layer.name,
@@ -122,7 +122,7 @@ def extract(model, limits: Limits | None = None) -> pd.DataFrame:
     record = model_record(model, limits)
     layers = extraction.ordered_layers(record)
     if not layers:
-        raise FilterDBError(f"{record.path or record.name}: no convolution layers")
+        raise FilterDBError(f"{record.path or record.name}: no convolution layers with 2-D kernels")
     rows = extraction.layer_rows(layers)
     table = pd.DataFrame(rows).drop(columns=["local_start"])
     filters: dict[tuple[int, int], list[np.ndarray]] = {}

@@ -656,6 +656,70 @@ def test_convs_inside_if_branches_are_read_with_outer_and_local_weights(tmp_path
         "choose/else_branch/else_conv2"]
 
 
+def test_branch_reading_the_outer_graphs_input_counts_depth_from_it(tmp_path):
+    """A branch whose convs read an input of the main graph (silero-vad's If holds the
+    whole network that way): depths grow from that input inside the branch."""
+    weights = [ob.random_weight((4, 3, 3, 3), seed=1), ob.random_weight((4, 4, 3, 3), seed=2)]
+    branch = helper.make_graph(
+        [ob.conv("c1", "x", "w1", "a", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["b"], name="relu"),
+         ob.conv("c2", "b", "w2", "t", pads=[1, 1, 1, 1])], "then", [], [ob.output("t")],
+        initializer=[ob.tensor("w1", weights[0]), ob.tensor("w2", weights[1])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"], name="same")],
+                              "else", [], [ob.output("e")])
+    model = ob.make_model(
+        [helper.make_node("If", ["cond"], ["y"], name="choose", then_branch=branch,
+                          else_branch=other)],
+        [ob.image_input("x", 3), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [ob.output("y")], [])
+    record = open_model(ob.save(model, tmp_path / "if_input.onnx"))
+    # choose is at depth 0; inside, c1 reads x (depth 0), relu 1, c2 2
+    assert {layer.name: layer.depth for layer in record.layers} == {
+        "choose/then_branch/c1": 0, "choose/then_branch/c2": 2}
+    assert [conv_depth for _, conv_depth in sorted(
+        (layer.name, layer.depth) for layer in ordered_layers(record))] == [0, 2]
+
+
+def test_conv_of_a_layout_changing_domain_is_refused_naming_node(tmp_path):
+    """onnxruntime's com.microsoft.nchwc Conv holds its weight reordered into blocks
+    under the declared shape: reading it as ONNX layout would scramble the filters."""
+    weight = ob.random_weight((8, 8, 3, 3), seed=3)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="blocked", domain="com.microsoft.nchwc")
+    model = ob.make_model([node], [ob.image_input("x", 8)], [ob.output("y")],
+                          [ob.tensor("W", weight)], check=False)
+    model.opset_import.append(helper.make_opsetid("com.microsoft.nchwc", 1))
+    with pytest.raises(ModelReadError) as error:
+        open_model(ob.save(model, tmp_path / "nchwc.onnx"))
+    assert "'blocked'" in str(error.value) and "com.microsoft.nchwc:Conv" in str(error.value)
+    # onnxruntime's contrib FusedConv keeps the ONNX layout
+    fused = helper.make_node("FusedConv", ["x", "W"], ["y"], name="fused",
+                             domain="com.microsoft", activation="Relu")
+    model = ob.make_model([fused], [ob.image_input("x", 8)], [ob.output("y")],
+                          [ob.tensor("W", weight)], check=False)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    (layer,) = open_model(ob.save(model, tmp_path / "fused.onnx")).layers
+    np.testing.assert_array_equal(layer.weight, weight)
+
+
+def test_weight_quantized_by_the_graph_records_the_quantized_dtype(tmp_path):
+    """A float Constant quantized by QuantizeLinear and dequantized again: the values the
+    graph computes, and the int8 they were stored as in effect."""
+    weight = ob.random_weight((4, 3, 3, 3), seed=5)
+    scale = np.float32(0.01)
+    nodes = [ob.constant("w_float", "wf", weight),
+             helper.make_node("QuantizeLinear", ["wf", "s", "z"], ["wq"], name="quantize"),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dequantize"),
+             ob.conv("conv", "x", "w", "y")]
+    model = ob.make_model(nodes, [ob.image_input("x", 3)], [ob.output("y")],
+                          [ob.tensor("s", np.array(scale)),
+                           ob.tensor("z", np.array(0, dtype=np.int8))])
+    (layer,) = open_model(ob.save(model, tmp_path / "qdq_constant.onnx")).layers
+    stored = np.clip(np.rint(weight / scale), -128, 127).astype(np.int8)
+    expected = stored.astype(np.float32) * scale
+    np.testing.assert_array_equal(layer.weight, expected)
+    assert layer.source_dtype == "int8"
+
+
 def test_weight_of_a_loop_body_conv_from_a_body_input_raises_naming_node(tmp_path):
     """A conv whose weight is a loop-carried value is not a constant: one line naming it."""
     body = helper.make_graph(

@@ -123,6 +123,7 @@ class _Walk:
             self.operators[node.op_type] += 1
             position, self.position = self.position, self.position + 1
             if node.op_type in _CONV_OPS:
+                _check_domain(self.path, node, nodes[index].name)
                 self._add(node, nodes[index].name, tensors, depth or 0, position)
             for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
@@ -150,6 +151,22 @@ class _Walk:
                 layer.name = name.removesuffix(node.name) + key[1].removesuffix(".weight")
             self.layers.append(layer)
             self.by_weight[key] = layer
+
+
+#: Domains whose conv operators keep the ONNX weight layout (c_out, c_in / groups, kh, kw):
+#: the standard one and onnxruntime's contrib operators (FusedConv, QLinearConv).
+_LAYOUT_DOMAINS = {"", "ai.onnx", "com.microsoft"}
+
+
+def _check_domain(path: Path, node, name: str) -> None:
+    """Refuse a conv operator of another domain: its weight layout is not ONNX's (the
+    ``com.microsoft.nchwc`` Conv of a graph onnxruntime saved after its layout
+    optimizations holds weights reordered into blocks, under the same shape)."""
+    if node.domain not in _LAYOUT_DOMAINS:
+        hint = (" (onnxruntime's blocked NCHWc layout: save the model with an optimization "
+                "level below ORT_ENABLE_ALL)" if node.domain == "com.microsoft.nchwc" else "")
+        raise ModelReadError(path, f"node {name!r} is a {node.domain}:{node.op_type}, whose "
+                                   f"weight layout is not ONNX's{hint}")
 
 
 def _subgraphs(node) -> list[tuple[str, object]]:
@@ -303,19 +320,23 @@ class _TensorSource:
         self.parent = parent  # the enclosing graph's, for a subgraph
         self.initializers = {t.name: t for t in graph.initializer}
         self.producers = {out: node for node in graph.node for out in node.output}
+        self.inputs = {value.name for value in graph.input}
         self.order = {id(node): index for index, node in enumerate(graph.node)}
 
     def scope(self, subgraph) -> _TensorSource:
         """The source of a subgraph, which also sees this graph's values."""
         return _TensorSource(self.path, subgraph, self.limits, self.opsets, parent=self)
 
+    def _has(self, name: str) -> bool:
+        return name in self.initializers or name in self.producers or name in self.inputs
+
     def _outer(self, name: str) -> _TensorSource | None:
-        """The enclosing graph that has ``name``, if this one does not."""
-        if name in self.initializers or name in self.producers:
+        """The enclosing graph that has ``name`` (an initializer, a node's output or an
+        input of its own), if this one does not."""
+        if self._has(name):
             return None
         scope = self.parent
-        while scope is not None and not (name in scope.initializers
-                                         or name in scope.producers):
+        while scope is not None and not scope._has(name):
             scope = scope.parent
         return scope
 
@@ -422,7 +443,10 @@ class _TensorSource:
         except Exception as error:  # the evaluator raises many types for bad graphs
             raise ModelReadError(self.path, f"cannot compute the weight {name!r} of node "
                                             f"{consumer!r}: {_first_line(error)}") from None
-        return np.asarray(value), source_dtype
+        value = np.asarray(value)
+        if value.dtype.kind in "iu":  # quantized by the graph (QuantizeLinear): stored so
+            source_dtype = value.dtype.name
+        return value, source_dtype
 
     def _array(self, tensor, span: Span | None = None) -> tuple[np.ndarray, str]:
         """The tensor's values; ``span``: where its raw data lies in the model file, cut
