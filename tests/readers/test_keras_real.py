@@ -507,6 +507,76 @@ def test_real_convs_inside_custom_layers(keras, tmp_path, suffix):
     assert ordered_layers(record)[-1].name == "out"
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_real_renamed_subclasses_of_every_conv_class(keras, tmp_path, suffix):
+    """Subclasses of DepthwiseConv2D, SeparableConv2D and Conv2DTranspose under names of
+    their own are read like their base classes (they were dropped), as Conv2D's are."""
+    L = keras.layers
+    classes = {}
+    for base in (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose):
+        name = f"My{base.__name__.replace('2D', '')}"
+        classes[base] = keras.saving.register_keras_serializable("filterdb_test")(
+            type(name, (base,), {}))
+    image = keras.Input((12, 12, 4))
+    x = classes[L.Conv2D](8, 3, name="conv")(image)
+    x = classes[L.DepthwiseConv2D](3, depth_multiplier=2, name="dw")(x)
+    x = classes[L.SeparableConv2D](8, 3, name="sep")(x)
+    x = classes[L.Conv2DTranspose](4, 3, strides=2, name="up")(x)
+    model = keras.Model(image, x)
+    path = tmp_path / f"subclasses{suffix}"
+    model.save(path)
+    record = open_model(path)
+    expected = expected_layers(keras, model)
+    assert [e.name for e in expected] == ["conv", "dw", "sep/depthwise", "sep/pointwise", "up"]
+    assert [_attributes(layer) for layer in record.layers] == \
+        [_expected_attributes(e) for e in expected]
+    for layer, e in zip(record.layers, expected, strict=True):
+        np.testing.assert_array_equal(layer.weight, e.weight)
+    assert [layer.depth for layer in record.layers] == [0, 1, 2, 3, 4]
+
+
+def test_real_custom_layer_owning_its_kernels(keras, tmp_path):
+    """A custom layer that owns depthwise kernels itself (MLTK's
+    MultiScaleTemporalConvolution: one per scale), in a legacy .h5 with its config:
+    each kernel is a layer, named by its variable (they were dropped)."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("filterdb_test")
+    class MultiScale(L.Layer):
+        def __init__(self, scales=(3, 5), **kwargs):
+            super().__init__(**kwargs)
+            self.scales = list(scales)
+
+        def build(self, input_shape):
+            self.kernels = [self.add_weight(shape=(k, 1, input_shape[-1], 1),
+                                            name="depthwise_kernel" + (f"_{i}" if i else ""))
+                            for i, k in enumerate(self.scales)]
+
+        def call(self, x):
+            return sum(keras.ops.depthwise_conv(x, k, padding="same") for k in self.kernels)
+
+        def get_config(self):
+            return {**super().get_config(), "scales": self.scales}
+
+    image = keras.Input((16, 1, 6))
+    x = L.Conv2D(6, 3, padding="same", name="stem")(image)
+    x = MultiScale(name="mtconv")(x)
+    model = keras.Model(image, L.Conv2D(2, 1, name="head")(x))
+    path = tmp_path / "own.h5"
+    model.save(path)
+    record = open_model(path)
+    layers = {layer.name: layer for layer in record.layers}
+    assert sorted(layers) == ["head", "mtconv/depthwise_kernel", "mtconv/depthwise_kernel_1",
+                              "stem"]
+    own = model.get_layer("mtconv").get_weights()
+    for name, kernel in zip(["mtconv/depthwise_kernel", "mtconv/depthwise_kernel_1"], own,
+                            strict=True):
+        layer = layers[name]
+        assert (layer.c_out, layer.c_in_per_group, layer.groups) == (6, 1, 6)
+        np.testing.assert_array_equal(layer.weight, np.moveaxis(kernel[..., 0], 2, 0)[:, None])
+        assert layer.depth == 1 and layer.depth_is_approximate
+
+
 # damaged real files --------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", FORMATS)

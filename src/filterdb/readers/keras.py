@@ -440,8 +440,9 @@ class _Graph:
         key = lineage
         if key not in self.layers:
             name = _layer_name(entry)
-            parts = 2 if _KINDS.get(entry["class_name"]) == "separable" else 1
             config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+            kind = _kind(entry["class_name"], config) or ""
+            parts = 2 if kind.removesuffix("-like") == "separable" else 1
             self.layers[key] = _KLayer(name, entry["class_name"], config, lineage,
                                        legacy_group or name, legacy_group is not None,
                                        parts, self.slots)
@@ -567,7 +568,7 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         group = _v3_group(handle, layer.lineage, memo, own_vars=False)
         if group is None or set(group) <= {"vars"}:  # most layers hold none
             return []
-        return [(sub, arrays) for sub, arrays in _scan_vars(group) if sub]
+        return _scan_vars(group)  # the layer's own variables under "", then its sublayers'
 
     return _record_with_graph(path, graph, lookup, producer, limits, inner)
 
@@ -647,7 +648,7 @@ def _guess_class(names: tuple[str, ...], arrays: list) -> str:
     names (legacy files), by a group or layer name that Keras derived from the class
     (``depthwise_conv2d_3``), by the shapes where they decide it, else a Conv2D (or a
     Conv2DTranspose by a name saying so)."""
-    hints = {hint for hint, _ in arrays}
+    hints = {re.sub(r"_\d+$", "", hint) for hint, _ in arrays}  # depthwise_kernel_1 too
     if "pointwise_kernel" in hints:
         return "SeparableConv2D"
     if "depthwise_kernel" in hints:
@@ -721,8 +722,8 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
             return []
         owners: dict[str, list] = {}
         for weight_name, ds in _legacy_weights(group):
-            parts = weight_name.split("/")  # '<layer>/<sublayer>/kernel': a sublayer's
-            if layer.name in parts[:-2]:
+            parts = weight_name.split("/")  # '<layer>/<sublayer>/kernel': a sublayer's;
+            if layer.name in parts[:-1]:    # '<layer>/kernel': the layer's own ("")
                 sub = "/".join(parts[parts.index(layer.name) + 1:-1])
                 owners.setdefault(sub, []).append((_hint(weight_name), ds))
         return [(sub, arrays) for sub, arrays in owners.items()
@@ -811,7 +812,7 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
         converted, problem = None, ""
         if kind is not None:
             converted, problem = _converted(path, label, kind, layer, lookup, limits)
-        if converted is None and kind in (None, "conv-like"):
+        if converted is None and (kind is None or kind.endswith("-like")):
             for conv in _held_convs(path, label, layer, inner, limits):
                 conv.order = layer.slot
                 keys.append((layer.slot, 0))
@@ -846,16 +847,26 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
 
 
 def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[ConvLayer]:
-    """Conv layers held inside a layer of another class (a custom block): Keras saves
-    their variables below the block's, but the config holds the block alone, so their
-    classes are guessed from the weights as without a config."""
+    """Conv layers held inside a layer of another class (a custom block), and the
+    kernels such a layer owns itself (e.g. MLTK's MultiScaleTemporalConvolution, one
+    depthwise kernel per scale): Keras saves their variables below the block's, but
+    the config holds the block alone, so their classes are guessed from the weights as
+    without a config."""
     convs: list[ConvLayer] = []
     for sub, arrays in inner(layer):
-        class_name = _guess_class((sub.rsplit("/", 1)[-1],), arrays)
-        try:
-            convs += _convert(path, f"{label}/{sub}", _KINDS[class_name], {}, arrays, limits)
-        except _Mismatch as error:
-            raise ModelReadError(path, str(error)) from None
+        name = sub.rsplit("/", 1)[-1] if sub else layer.name
+        parts = [(f"{label}/{sub}" if sub else label, arrays)]
+        kernels = [(hint, ds) for hint, ds in arrays if ds.ndim == 4]
+        if not sub and len(kernels) > 1 and _guess_class((name,), arrays) != "SeparableConv2D":
+            # several kernels of one custom layer: each one conv, named by its variable
+            parts = [(f"{label}/{hint or k}", [(hint, ds)])
+                     for k, (hint, ds) in enumerate(kernels)]
+        for part_label, part in parts:
+            class_name = _guess_class((name,), part)
+            try:
+                convs += _convert(path, part_label, _KINDS[class_name], {}, part, limits)
+            except _Mismatch as error:
+                raise ModelReadError(path, str(error)) from None
     return convs
 
 
@@ -932,16 +943,23 @@ def _record_without_graph(path: Path, found: list, producer: str, limits) -> Mod
 
 
 def _kind(class_name: str, config: dict) -> str | None:
-    """The conv kind of a layer class; an unknown class configured like a Conv2D
-    (``filters`` and a 2-D ``kernel_size``, e.g. a quantization-aware subclass) counts
-    as one when its kernel fits."""
+    """The conv kind of a layer class. An unknown class configured like one of the conv
+    classes (a subclass, e.g. quantization-aware or renamed) counts as one when its
+    weights fit (``<kind>-like``): a 2-D ``kernel_size`` with ``depth_multiplier``
+    (DepthwiseConv2D; with ``filters`` too, SeparableConv2D), with ``output_padding``
+    or a class name saying Transpose (Conv2DTranspose), else with ``filters`` (Conv2D)."""
     if class_name in _KINDS:
         return _KINDS[class_name]
     size = config.get("kernel_size") if isinstance(config, dict) else None
-    if isinstance(size, list) and len(size) == 2 and "filters" in config and \
-            "depth_multiplier" not in config and "Transpose" not in class_name:
-        return "conv-like"
-    return None
+    if not (isinstance(size, list | tuple) and len(size) == 2):
+        return None
+    if "depth_multiplier" in config:
+        return "separable-like" if "filters" in config else "depthwise-like"
+    if "filters" not in config:
+        return None
+    if "output_padding" in config or _TRANSPOSED_NAME.search(class_name):
+        return "transpose-like"
+    return "conv-like"
 
 
 class _Mismatch(Exception):
@@ -950,6 +968,7 @@ class _Mismatch(Exception):
 
 def _convert(path: Path, name: str, kind: str, config: dict, arrays: list,
              limits) -> list[ConvLayer]:
+    kind = kind.removesuffix("-like")
     if config.get("dim_ordering") == "th":
         raise ModelReadError(path, f"conv layer {name!r}: Keras 1 Theano-ordered kernels are "
                                    "not supported")
