@@ -49,8 +49,9 @@ def _assert_network_filters(record, network):
 
 def test_extensions_and_sniffing(tmp_path, network):
     claimed = set(torch_reader.EXTENSIONS)
-    assert claimed == {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl"}
-    for kind, name in [("state_dict", "a.bin"), ("torchscript", "b.bin")]:
+    assert claimed == {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".jit", ".torchscript"}
+    for kind, name in [("state_dict", "a.bin"), ("torchscript", "b.bin"),
+                       ("torchscript", "c.jit"), ("torchscript", "d.torchscript")]:
         path = writers_torch.write(tmp_path / name, network, kind)
         assert is_model_file(path)
         assert find_reader(path) is torch_reader
@@ -185,7 +186,8 @@ def test_ema_only_checkpoint_and_two_levels(tmp_path, network):
 
 def test_partial_prefix_is_kept(tmp_path):
     weight = torch.randn(4, 3, 3, 3)
-    torch.save({"model.conv.weight": weight, "head.conv.weight": weight}, tmp_path / "p.pt")
+    torch.save({"model.conv.weight": weight, "head.conv.weight": weight.clone()},
+               tmp_path / "p.pt")
     names = [layer.name for layer in open_model(tmp_path / "p.pt").layers]
     assert names == ["model.conv", "head.conv"]
 
@@ -213,6 +215,44 @@ def test_torchscript(tmp_path, network, kind):
             spec.c_out, spec.c_in // spec.groups)
     assert record.total_depth >= 12  # six convs and six ReLUs in a chain
     assert sum(count for op, count in record.operator_counts.items() if "conv" in op) == 6
+
+
+class _TwoNames(nn.Module):
+    """One conv module under two attribute names, called once under each."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(torch.relu(self.stem(x)))))
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "script", "trace", "module"])
+def test_one_conv_under_two_names_is_one_layer(tmp_path, kind):
+    """A weight shared by two names counts once, under its first name and depth, in
+    every torch form, as in the other formats (a state dict and a scripted module gave
+    two layers)."""
+    torch.manual_seed(0)
+    model = _TwoNames().eval()
+    path = tmp_path / f"{kind}.pt"
+    if kind == "state_dict":
+        torch.save(model.state_dict(), path)
+    elif kind == "module":
+        torch.save(model, path)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = (torch.jit.script(model) if kind == "script"
+                        else torch.jit.trace(model, torch.randn(1, 3, 8, 8)))
+        torch.jit.save(scripted, path)
+    layers = ordered_layers(open_model(path))
+    assert [layer.name for layer in layers] == ["stem", "a"]
+    np.testing.assert_array_equal(layers[1].weight, model.a.weight.detach().numpy())
+    if kind in ("script", "trace"):  # exact depths: stem 0, relu 1, a 2 (and 4 as b)
+        assert [layer.depth for layer in layers] == [0, 2]
 
 
 class _Branches(nn.Module):

@@ -1,7 +1,7 @@
 """PyTorch reader: state dicts, checkpoints that nest them, and TorchScript archives.
 
-Files are ``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.tar`` or ``.pkl`` (``model_best.pth.tar``,
-fastai's ``export.pkl``). They are recognised by content: a
+Files are ``.pt``, ``.pth``, ``.bin``, ``.ckpt``, ``.tar``, ``.pkl`` (``model_best.pth.tar``,
+fastai's ``export.pkl``), ``.jit`` or ``.torchscript``. They are recognised by content: a
 ``torch.save`` zip archive (a member ``<name>/data.pkl``), a TorchScript archive
 (``<name>/constants.pkl`` and ``<name>/code/``) or a legacy ``torch.save`` pickle (the
 pickle protocol byte, then torch's magic number). Raw tensor bytes, such as ONNX
@@ -87,7 +87,7 @@ from .running import require_runtime
 NAME = "torch"
 #: ``.tar`` and ``.pkl`` as in ``model_best.pth.tar`` (PyTorch's ImageNet example) and
 #: fastai's ``export.pkl``: recognised by content only (``AMBIGUOUS_EXTENSIONS``).
-EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl"}
+EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".jit", ".torchscript"}
 
 #: Checkpoint keys that may hold the model's tensors, in order of preference.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
@@ -353,9 +353,14 @@ def state_dict_layers(torch, state: Mapping, path, limits,
                                          if isinstance(v, torch.Tensor)], path)
     names = _strip_prefixes([k for k, _ in items])
     layers = []
+    seen = set()  # one conv under two names (``m.a = m.b = conv``): its first name counts
     for name, (key, tensor) in zip(names, items, strict=True):
         if tensor.dim() != 4 or not name.endswith("weight"):
             continue
+        same = _tensor_key(tensor)
+        if same is not None and same in seen:
+            continue
+        seen.add(same)
         converted = _weight_array(torch, tensor, name, path, limits)
         if converted is None:
             continue
@@ -368,6 +373,19 @@ def state_dict_layers(torch, state: Mapping, path, limits,
         _apply_conv_attributes(layer, (attributes or {}).get(key))
         layers.append(layer)
     return layers
+
+
+def _tensor_key(tensor) -> tuple | None:
+    """What the names of one tensor share (its storage, offset, shape, strides and
+    dtype), or None where it has no storage to tell (meta, some quantized tensors)."""
+    try:
+        pointer = tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+    if tensor.is_meta or pointer == 0:
+        return None
+    return (pointer, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()),
+            tensor.dtype)
 
 
 def _fold_reparametrised(torch, items: list[tuple[str, object]], path
@@ -592,6 +610,7 @@ def _graph_layers(torch, module, graph, where, limits):
     depths = node_depths([node for node, _ in entries], real_inputs)
 
     layers: dict[str, ConvLayer] = {}
+    names: dict[tuple, str] = {}  # a submodule under two attributes: one tensor, 2 paths
     for index, (_, jit_node) in enumerate(entries):
         if jit_node is None:
             continue
@@ -603,6 +622,8 @@ def _graph_layers(torch, module, graph, where, limits):
             continue
         qualified, tensor, transposed, groups, strides, dilations = conv
         depth = depths[index] if depths[index] is not None else 0
+        same = _tensor_key(tensor)
+        qualified = names.setdefault(same, qualified) if same is not None else qualified
         if qualified in layers:  # one weight, several calls: the first (shallowest) counts
             layers[qualified].depth = min(layers[qualified].depth, depth)
             continue
