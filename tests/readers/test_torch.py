@@ -167,6 +167,33 @@ def test_checkpoint_of_several_networks_under_names_of_its_own(tmp_path):
         np.testing.assert_array_equal(layer.weight, conv.weight.detach().numpy())
 
 
+def test_ema_copies_of_networks_are_not_read_again(tmp_path):
+    """rosinality's StyleGAN2 checkpoints hold g, d and g_ema (the generator averaged):
+    g and d are read, g_ema is the generator again; a lone EMA copy is read."""
+    torch.manual_seed(5)
+    generator = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 3, 3))
+    discriminator = nn.Sequential(nn.Conv2d(3, 16, 3))
+    averaged = {k: v * 0.5 for k, v in generator.state_dict().items()}
+    path = tmp_path / "stylegan2.pt"
+    torch.save({"g": generator.state_dict(), "d": discriminator.state_dict(),
+                "g_ema": averaged, "g_optim": {"state": {}, "param_groups": []}}, path)
+    assert [layer.name for layer in open_model(path).layers] == ["g.0", "g.1", "d.0"]
+    torch.save({"ema_netG": averaged, "netD": discriminator.state_dict()}, path)
+    assert [layer.name for layer in open_model(path).layers] == [
+        "ema_netG.0", "ema_netG.1", "netD.0"]
+
+
+def test_basicsr_params_and_params_ema(tmp_path, network):
+    """BasicSR / Real-ESRGAN / GFPGAN checkpoints: ``params`` (and ``params_ema``, the
+    EMA copy, read when alone)."""
+    state = writers_torch.build_module(network).state_dict()
+    halved = {k: v * 0.5 for k, v in state.items()}
+    torch.save({"params": state, "params_ema": halved}, tmp_path / "both.pth")
+    _assert_network_filters(open_model(tmp_path / "both.pth"), network)
+    torch.save({"params_ema": state}, tmp_path / "ema.pth")
+    _assert_network_filters(open_model(tmp_path / "ema.pth"), network)
+
+
 def test_checkpoint_prefers_main_weights_over_ema(tmp_path, network):
     path = writers_torch.write(tmp_path / "ckpt.pth", network, "model_checkpoint")
     checkpoint = torch.load(path, weights_only=True)

@@ -25,9 +25,12 @@ State dicts and checkpoints
 ---------------------------
 The tensors are taken from the object itself or, for a checkpoint, from a mapping of
 tensors nested one or two levels under one of :data:`NESTED_KEYS` (``state_dict``,
-``model_state_dict``, ``model``, ``module``, ``net``, ``network``, ``state_dict_ema``,
-``ema``, ``model_ema``), tried in that order: when a checkpoint holds both the main
-weights and an EMA copy, the main weights are read. Optimizer states are never read.
+``model_state_dict``, ``model``, ``module``, ``net``, ``network``, ``params`` (BasicSR,
+Real-ESRGAN), ``state_dict_ema``, ``ema``, ``model_ema``, ``params_ema``), tried in that
+order: when a checkpoint holds both the main weights and an EMA copy, the main weights
+are read. Otherwise every network under a key of its own is read (a GAN's ``netG`` and
+``netD``), again without the EMA copy of one of them (``g_ema`` beside ``g``).
+Optimizer states are never read.
 A prefix shared by every tensor name (``module.`` of DataParallel, ``model.`` of
 Lightning, ``_orig_mod.`` of ``torch.compile``, ``net.``, ``network.``) is removed,
 so layer names read like module names (``layer1.0.conv1``).
@@ -91,7 +94,7 @@ EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".jit", ".torchscr
 
 #: Checkpoint keys that may hold the model's tensors, in order of preference.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
-               "state_dict_ema", "ema", "model_ema")
+               "params", "state_dict_ema", "ema", "model_ema", "params_ema")
 #: Name prefixes removed when every tensor name carries them.
 STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 
@@ -322,13 +325,20 @@ def _several_networks(torch, obj: Mapping) -> dict | None:
     combined = {}
     for key, value in obj.items():
         if (not isinstance(value, dict) or "param_groups" in value
-                or _TRAINING_STATE.search(str(key))):
+                or _TRAINING_STATE.search(str(key)) or _ema_copy(str(key), obj)):
             continue
         found = _find_tensors(torch, value, 1)
         found = found[0] if isinstance(found, tuple) else found  # a pickled module's
         if isinstance(found, Mapping):
             combined.update({f"{key}.{name}": tensor for name, tensor in found.items()})
     return combined or None
+
+
+def _ema_copy(key: str, obj: Mapping) -> bool:
+    """Whether ``key`` names the EMA copy of another entry of ``obj`` (``g_ema`` of ``g``,
+    ``ema_netG`` of ``netG``): the same network again, averaged."""
+    match = re.fullmatch(r"(?i)(.+?)[_.]?ema|ema[_.]?(.+)", key)
+    return match is not None and (match.group(1) or match.group(2)) in obj
 
 
 def _strip_prefixes(keys: list[str]) -> list[str]:
