@@ -41,6 +41,11 @@ PARTS = (
 )
 
 
+#: Cosine above which u lies along W_mat v: the stored vectors come from a power
+#: iteration (random vectors of a few dozen dimensions stay far below).
+SPECTRAL_ALIGNED = 0.9
+
+
 @dataclass(frozen=True)
 class Reparametrised:
     """One module's weight, stored as parts.
@@ -121,9 +126,12 @@ def fold(item: Reparametrised, arrays: list[np.ndarray]) -> np.ndarray:
         raise ValueError(f"{item.name}: spectral norm vectors of shapes {u.shape} and "
                          f"{v.shape} do not fit the weight {weight.shape}")
     # u's axis is the output channels: 0 for a conv, 1 for a transposed conv. Where both
-    # have its length, it is the one whose W_mat v lies along u (the power iteration
-    # left u = W_mat v / |W_mat v|).
+    # have its length, it is the one whose W_mat v lies along u (a power iteration step
+    # left u = W_mat v / |W_mat v|; training since then moves W a little). Before any
+    # step u and v are random, neither lies along it, and the conv, by far the more
+    # common, is taken.
     products = [np.moveaxis(weight, axis, 0).reshape(u.size, -1) @ v for axis in axes]
     alignment = [abs(u @ p) / (np.linalg.norm(p) or 1.0) for p in products]
-    sigma = float(u @ products[int(np.argmax(alignment))])
+    best = int(np.argmax(alignment))
+    sigma = float(u @ products[best if alignment[best] > SPECTRAL_ALIGNED else 0])
     return (weight / sigma).astype(np.float32)

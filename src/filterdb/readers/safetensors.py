@@ -48,7 +48,7 @@ import numpy as np
 
 from ..errors import ModelReadError
 from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
-from . import reparam, require
+from . import reparam, require, statedict
 
 NAME = "safetensors"
 EXTENSIONS = {".safetensors"}
@@ -94,13 +94,23 @@ def read(path: Path, limits) -> ModelRecord:
     safetensors = require("safetensors", path, "safetensors")
     entries, metadata, data_start = _header(path, limits)
     torch_layout = isinstance(metadata, dict) and metadata.get("format") == "pt"
+    copies = statedict.ema_copies({name: tuple(info["shape"]) for name, info in entries})
+    entries = [(name, info) for name, info in entries if name not in copies]
     infos = dict(entries)
-    folded = {name: item for name, item in reparam.find(infos).items()
+    found = reparam.find(infos)
+    for weight, stored in statedict.unfoldable(infos, found).items():
+        module = weight.removesuffix("weight") + "parametrizations.weight."
+        if any(len(info["shape"]) == 4 for name, info in entries if name.startswith(module)):
+            raise ModelReadError(path, statedict.unfoldable_reason(weight, stored))
+    folded = {name: item for name, item in found.items()
               if len(infos[name]["shape"]) == 4
               and all(infos[part]["dtype"] in _FLOAT_DTYPES for part in item.parts)}
     parts = reparam.parts_of(folded)
     candidates = [(name, info) for name, info in entries
                   if name in folded or (name not in parts and _is_conv_weight(name, info))]
+    # layer names as the PyTorch reader gives them, without a prefix all names share
+    first = next(iter(infos), "")
+    shared = len(first) - len(statedict.strip_prefixes([*infos])[0]) if infos else 0
     for name in [n for n, _ in candidates] + sorted(parts):
         elements = int(np.prod(infos[name]["shape"], dtype=object))
         if elements > limits.max_tensor_elements:
@@ -132,7 +142,7 @@ def read(path: Path, limits) -> ModelRecord:
                 except ValueError as error:
                     raise ModelReadError(path, str(error)) from None
                 weight = _stored_precision(weight, info["dtype"])
-            layers.append(_layer(item.name if item else name, weight,
+            layers.append(_layer((item.name if item else name)[shared:], weight,
                                  _FLOAT_DTYPES[info["dtype"]][1], layers, torch_layout))
     for index, layer in enumerate(layers):
         layer.depth = layer.order = index

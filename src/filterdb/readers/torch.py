@@ -84,7 +84,7 @@ import numpy as np
 from ..errors import FilterDBError, ModelReadError
 from ..graph import GraphCycleError, Node, node_depths, total_depth
 from ..records import CONV, CONV_TRANSPOSE, QUANTIZED_CONV, ConvLayer, ModelRecord
-from . import read_head, reparam, require, torch_pickle
+from . import read_head, reparam, require, statedict, torch_pickle
 from .running import require_runtime
 
 NAME = "torch"
@@ -95,8 +95,6 @@ EXTENSIONS = {".pt", ".pth", ".bin", ".ckpt", ".tar", ".pkl", ".jit", ".torchscr
 #: Checkpoint keys that may hold the model's tensors, in order of preference.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
                "params", "state_dict_ema", "ema", "model_ema", "params_ema")
-#: Name prefixes removed when every tensor name carries them.
-STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 #: Largest compressed archive member read (TorchScript code files are kilobytes).
@@ -322,16 +320,20 @@ def _several_networks(torch, obj: Mapping) -> dict | None:
     name under its network's key; optimizer and scheduler states left out."""
     if not isinstance(obj, dict) or isinstance(obj, torch_pickle.Opaque):
         return None  # a stand-in's attributes are no networks
-    combined = {}
+    combined, attributes = {}, {}
     for key, value in obj.items():
         if (not isinstance(value, dict) or "param_groups" in value
                 or _TRAINING_STATE.search(str(key)) or _ema_copy(str(key), obj)):
             continue
         found = _find_tensors(torch, value, 1)
-        found = found[0] if isinstance(found, tuple) else found  # a pickled module's
+        if isinstance(found, tuple):  # a pickled module's tensors and conv attributes
+            found, conv_attributes = found
+            attributes.update({f"{key}.{name}": a for name, a in conv_attributes.items()})
         if isinstance(found, Mapping):
             combined.update({f"{key}.{name}": tensor for name, tensor in found.items()})
-    return combined or None
+    if not combined:
+        return None
+    return (combined, attributes) if attributes else combined
 
 
 def _ema_copy(key: str, obj: Mapping) -> bool:
@@ -341,17 +343,6 @@ def _ema_copy(key: str, obj: Mapping) -> bool:
     return match is not None and (match.group(1) or match.group(2)) in obj
 
 
-def _strip_prefixes(keys: list[str]) -> list[str]:
-    """Remove prefixes every name shares, repeatedly (``module.model.x`` -> ``x``)."""
-    while keys:
-        prefix = next((p for p in STRIPPED_PREFIXES
-                       if all(k.startswith(p) and len(k) > len(p) for k in keys)), None)
-        if prefix is None:
-            break
-        keys = [k[len(prefix):] for k in keys]
-    return keys
-
-
 def state_dict_layers(torch, state: Mapping, path, limits,
                       attributes: Mapping | None = None) -> list[ConvLayer]:
     """Conv layers of a mapping of tensors, in its order, with approximate depths.
@@ -359,9 +350,10 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     ``attributes``: groups, stride, dilation and transposed of the conv modules of a
     pickled module, by weight name (:func:`torch_pickle.module_tensors`).
     """
-    items = _fold_reparametrised(torch, [(str(k), v) for k, v in state.items()
-                                         if isinstance(v, torch.Tensor)], path)
-    names = _strip_prefixes([k for k, _ in items])
+    items = [(str(k), v) for k, v in state.items() if isinstance(v, torch.Tensor)]
+    copies = statedict.ema_copies({k: tuple(v.shape) for k, v in items})
+    items = _fold_reparametrised(torch, [(k, v) for k, v in items if k not in copies], path)
+    names = statedict.strip_prefixes([k for k, _ in items])
     layers = []
     seen = set()  # one conv under two names (``m.a = m.b = conv``): its first name counts
     for name, (key, tensor) in zip(names, items, strict=True):
@@ -404,9 +396,14 @@ def _fold_reparametrised(torch, items: list[tuple[str, object]], path
     normalised or pruned weight (:mod:`.reparam`) replaced, at the first part's place, by the
     ``<module>.weight`` they stand for, in the first part's dtype."""
     found = reparam.find(name for name, _ in items)
+    tensors = dict(items)
+    for weight, stored in statedict.unfoldable(tensors, found).items():
+        module = weight.removesuffix("weight") + "parametrizations.weight."
+        if any(t.dim() == 4 for name, t in items if name.startswith(module)):
+            raise ModelReadError(path, statedict.unfoldable_reason(weight, stored))
     if not found:
         return items
-    tensors, parts = dict(items), reparam.parts_of(found)
+    parts = reparam.parts_of(found)
     folded = []
     for name, tensor in items:
         item = found.get(name)

@@ -1,0 +1,94 @@
+"""Conventions of state dicts that the PyTorch and safetensors readers share: prefixes
+left out of layer names, EMA copies kept beside the weights, and parametrized weights
+that cannot be computed.
+
+A prefix that every tensor name carries (``module.`` of DataParallel, ``model.`` of
+Lightning, ``_orig_mod.`` of ``torch.compile``, ``net.``, ``network.``) is left out of
+the layer names, so that they read like module names (``layer1.0.conv1``) in either
+format.
+
+Training code often saves an exponential moving average of the weights in the same
+state dict, under a prefix (timm's ``model_ema.module.``, latent diffusion's LitEma
+``model_ema.`` with the dots of the names removed, mmcv's EMAHook buffers
+``ema_<name with _ for .>``). Such a copy is the network again: the readers read the
+main weights, as they do for a checkpoint's ``ema`` entry. A tensor counts as a copy
+only when a tensor of the same shape has its name without the prefix (comparing names
+without dots and underscores, and also without the main weights' own leading prefix,
+``model.``).
+
+``torch.nn.utils.parametrize`` stores the tensors a weight is computed from, not the
+weight. :mod:`.reparam` folds weight norm and spectral norm; any other parametrization
+(``orthogonal``, a custom one, or one chained after those) stores neither the function
+nor the weight, so the weight cannot be known: :func:`unfoldable` names them, and the
+readers refuse the model rather than leave the conv out or read a wrong weight.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from . import reparam
+
+#: Name prefixes removed when every tensor name carries them.
+STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
+#: Prefixes of EMA copies, longest first.
+EMA_PREFIXES = ("model_ema.module.", "model_ema.", "ema_model.", "ema.", "ema_")
+_PARAMETRIZED = re.compile(r"(?P<module>(?:.*\.)?)parametrizations\.weight\.[^.].*")
+
+
+def strip_prefixes(names: list[str]) -> list[str]:
+    """Remove prefixes every name shares, repeatedly (``module.model.x`` -> ``x``)."""
+    while names:
+        prefix = next((p for p in STRIPPED_PREFIXES
+                       if all(n.startswith(p) and len(n) > len(p) for n in names)), None)
+        if prefix is None:
+            break
+        names = [n[len(prefix):] for n in names]
+    return names
+
+
+def _bare(name: str) -> str:
+    return name.replace(".", "").replace("_", "")
+
+
+def _ema_part(name: str) -> str | None:
+    return next((name[len(p):] for p in EMA_PREFIXES
+                 if name.startswith(p) and len(name) > len(p)), None)
+
+
+def ema_copies(shapes: Mapping[str, tuple]) -> set[str]:
+    """The names of ``shapes`` (tensor name -> shape) that are EMA copies of others.
+
+    Examples
+    --------
+    >>> sorted(ema_copies({"conv1.weight": (8, 3, 3, 3), "ema_conv1_weight": (8, 3, 3, 3),
+    ...                    "ema_head": (2,)}))
+    ['ema_conv1_weight']
+    """
+    known: set[tuple[str, tuple]] = set()
+    for name, shape in shapes.items():
+        if _ema_part(name) is None:
+            parts = name.split(".")
+            known.update((_bare(".".join(parts[k:])), tuple(shape)) for k in range(len(parts)))
+    return {name for name, shape in shapes.items()
+            if (part := _ema_part(name)) is not None and (_bare(part), tuple(shape)) in known}
+
+
+def unfoldable(names, found: Mapping[str, reparam.Reparametrised]) -> dict[str, list[str]]:
+    """Parametrized weights that :func:`reparam.fold` cannot compute: ``<module>weight``
+    -> the stored names under its ``parametrizations.weight.`` that no fold uses."""
+    used = reparam.parts_of(found)
+    left: dict[str, list[str]] = {}
+    for name in names:
+        match = _PARAMETRIZED.fullmatch(name)
+        if match is not None and name not in used:
+            left.setdefault(match["module"] + "weight", []).append(name)
+    return left
+
+
+def unfoldable_reason(weight: str, stored: list[str]) -> str:
+    return (f"the conv weight {weight!r} is computed by a parametrization "
+            f"(torch.nn.utils.parametrize) that the file does not store, from "
+            f"{', '.join(stored)}; save the model after "
+            "torch.nn.utils.parametrize.remove_parametrizations, or as TorchScript")

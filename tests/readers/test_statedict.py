@@ -1,0 +1,166 @@
+"""State dict conventions the PyTorch and safetensors readers share (see
+:mod:`filterdb.readers.statedict`): EMA copies inside one state dict, parametrizations
+that cannot be computed, shared prefixes, and conv attributes of pickled modules kept
+under names of their own."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from filterdb.errors import ModelReadError
+from filterdb.readers import open_model
+
+from .refusals import one_line
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)).eval()
+
+
+def _save(state: dict, path, suffix: str):
+    """``state`` as a torch file (a Lightning-like checkpoint) or as safetensors."""
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    else:
+        torch.save({"state_dict": state, "epoch": 1}, path)
+    return path
+
+
+def _mmcv_ema_hook(net):
+    """mmcv 1.x EMAHook: a buffer ``ema_<name with _ for .>`` per parameter."""
+    model = copy.deepcopy(net)
+    for name, parameter in list(model.named_parameters()):
+        model.register_buffer("ema_" + name.replace(".", "_"), parameter.detach() * 0.5)
+    return model.state_dict()
+
+
+def _lit_ema(net):
+    """latent diffusion's LitEma: ``model_ema.<name without dots>`` beside ``model.``."""
+    ema = nn.Module()
+    for name, parameter in net.named_parameters():
+        ema.register_buffer(name.replace(".", ""), parameter.detach() * 0.5)
+    holder = nn.Module()
+    holder.model, holder.model_ema = net, ema
+    return holder.state_dict()
+
+
+def _timm_ema_attribute(net):
+    """timm's ModelEmaV2 kept as an attribute: ``model_ema.module.`` beside ``model.``."""
+    ema = nn.Module()
+    ema.module = copy.deepcopy(net)
+    for parameter in ema.module.parameters():
+        parameter.data *= 0.5
+    holder = nn.Module()
+    holder.model, holder.model_ema = net, ema
+    return holder.state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("layout", [_mmcv_ema_hook, _lit_ema, _timm_ema_attribute])
+def test_ema_copy_inside_a_state_dict_is_not_read(tmp_path, suffix, layout):
+    net = _net()
+    record = open_model(_save(layout(net), tmp_path / f"ema{suffix}", suffix))
+    assert [layer.name for layer in record.layers] == ["0", "1"]
+    for layer, conv in zip(record.layers, net, strict=True):
+        np.testing.assert_array_equal(layer.weight, conv.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_lone_ema_named_network_and_different_shapes_are_kept(tmp_path, suffix):
+    """Only a copy counts: ``ema_<x>`` whose ``x`` has another shape is a layer of its own."""
+    net = _net()
+    state = {"conv.weight": net[0].weight.detach(),
+             "ema_conv.weight": torch.randn(4, 3, 3, 3)}
+    record = open_model(_save(state, tmp_path / f"own{suffix}", suffix))
+    assert [layer.name for layer in record.layers] == ["conv", "ema_conv"]
+
+
+def _parametrized(kind: str) -> nn.Module:
+    net = _net()
+    if kind == "orthogonal":
+        nn.utils.parametrizations.orthogonal(net[1])
+    elif kind == "chained":
+        nn.utils.parametrizations.weight_norm(net[1])
+
+        class Scale(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("s", torch.tensor(3.0))
+
+            def forward(self, weight):
+                return weight * self.s
+
+        nn.utils.parametrize.register_parametrization(net[1], "weight", Scale())
+    return net
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("kind", ["orthogonal", "chained"])
+def test_parametrization_that_cannot_be_computed_is_refused(tmp_path, suffix, kind):
+    """An orthogonal (or any custom, or chained) parametrization stores neither its
+    function nor the weight: one line naming the weight, not a dropped or wrong conv."""
+    path = _save(_parametrized(kind).state_dict(), tmp_path / f"{kind}{suffix}", suffix)
+    with pytest.raises(ModelReadError) as error:
+        open_model(path)
+    message = one_line(error.value)
+    assert "'1.weight'" in message and "remove_parametrizations" in message
+
+
+def test_untrained_spectral_norm_of_a_square_conv_is_the_convs(tmp_path):
+    """Before any power iteration step u and v are random; a conv whose input and output
+    channels agree is taken as a conv (the weight torch evaluates with), not as a
+    transposed conv."""
+    for seed in range(10):
+        torch.manual_seed(seed)
+        conv = nn.utils.spectral_norm(nn.Conv2d(8, 8, 3)).eval()
+        path = tmp_path / f"sn{seed}.pt"
+        torch.save(conv.state_dict(), path)
+        with torch.no_grad():
+            conv(torch.randn(1, 8, 5, 5))  # eval: uses the stored u and v, changes nothing
+            expected = conv.weight.numpy()
+        (layer,) = open_model(path).layers
+        np.testing.assert_allclose(layer.weight, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_pickled_modules_under_names_of_their_own_keep_conv_attributes(tmp_path):
+    """A GAN checkpoint of whole pickled modules whose classes are gone: groups, strides
+    and direction come from the modules, as for a module under ``model``."""
+    package = tmp_path / "gone"
+    package.mkdir()
+    (package / "ganmods.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+        class G(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c = nn.Conv2d(8, 8, 3, stride=2, groups=4)
+                self.up = nn.ConvTranspose2d(8, 4, 2, 2)
+    """))
+    path = tmp_path / "gan.pth"
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(package)!r})
+        from ganmods import G
+        torch.save({{"netG": G(), "netD": G(), "optimizer_G": {{}}}}, {str(path)!r})
+    """)], check=True)
+    layers = open_model(path).layers
+    assert [(layer.name, layer.op_type, layer.groups, layer.strides) for layer in layers] == [
+        ("netG.c", "conv", 4, (2, 2)), ("netG.up", "conv_transpose", 1, (2, 2)),
+        ("netD.c", "conv", 4, (2, 2)), ("netD.up", "conv_transpose", 1, (2, 2))]
+
+
+def test_safetensors_layer_names_drop_a_shared_prefix_as_torch_files_do(tmp_path):
+    net = _net()
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    names = [[layer.name for layer in open_model(_save(state, tmp_path / f"ddp{s}", s)).layers]
+             for s in (".pt", ".safetensors")]
+    assert names == [["0", "1"], ["0", "1"]]
