@@ -577,6 +577,106 @@ def test_real_custom_layer_owning_its_kernels(keras, tmp_path):
         assert layer.depth == 1 and layer.depth_is_approximate
 
 
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_real_time_distributed_convs_read_with_the_wrapped_config(keras, tmp_path, suffix):
+    """TimeDistributed holds its layer's config: groups, dilations, strides and the class
+    of a bias-free depthwise or transposed conv come from it (they were guessed), named
+    after the wrapped layer; a wrapped model's convs are read too (legacy files lost
+    them)."""
+    L = keras.layers
+    keras.utils.set_random_seed(1)
+    sub = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(4, 3, name="c1")], name="subseq")
+    clip = keras.Input((3, 8, 8, 4))
+    x = L.TimeDistributed(L.Conv2D(6, 3, groups=2, dilation_rate=2, padding="same",
+                                   name="g"), name="td_g")(clip)
+    x = L.TimeDistributed(L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False,
+                                            padding="same", name="dw"), name="td_dw")(x)
+    x = L.TimeDistributed(L.Conv2DTranspose(4, 3, strides=2, use_bias=False, name="tr"),
+                          name="td_tr")(x)
+    y = L.TimeDistributed(sub, name="td_seq")(clip)
+    model = keras.Model(clip, [x, y])
+    path = tmp_path / f"td{suffix}"
+    model.save(path)
+    layers = {layer.name: layer for layer in open_model(path).layers}
+    expected = {f"td_{n}/{n}": e for n in ("g", "dw", "tr")
+                for e in _expected_layer(keras, f"td_{n}/{n}", model.get_layer(f"td_{n}").layer)}
+    for name, e in expected.items():
+        assert _attributes(layers[name]) == _expected_attributes(e)
+        np.testing.assert_array_equal(layers[name].weight, e.weight)
+    (inner,) = [layer for name, layer in layers.items() if name.startswith("td_seq/")]
+    np.testing.assert_array_equal(inner.weight, _expected_layer(
+        keras, "c1", sub.get_layer("c1"))[0].weight)
+    assert len(layers) == 4
+
+
+def test_real_conv_lstm_reads_both_kernels(keras, tmp_path):
+    """ConvLSTM2D convolves the input and the state: both kernels (4 gates each) are
+    layers at its depth, the input kernel with the config's strides."""
+    L = keras.layers
+    keras.utils.set_random_seed(2)
+    clip = keras.Input((4, 16, 16, 3))
+    cell = L.ConvLSTM2D(4, 3, strides=2, padding="same", name="clstm")
+    model = keras.Model(clip, cell(clip))
+    kernel, recurrent, _ = (np.asarray(w) for w in cell.get_weights())
+    for suffix in (".keras", ".h5"):
+        path = tmp_path / f"clstm{suffix}"
+        model.save(path)
+        layers = open_model(path).layers
+        assert [(layer.name, layer.c_out, layer.c_in_per_group, layer.strides, layer.depth)
+                for layer in layers] == [("clstm/kernel", 16, 3, (2, 2), 0),
+                                         ("clstm/recurrent_kernel", 16, 4, (1, 1), 0)]
+        np.testing.assert_array_equal(layers[0].weight, np.einsum("hwio->oihw", kernel))
+        np.testing.assert_array_equal(layers[1].weight, np.einsum("hwio->oihw", recurrent))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_real_held_conv_of_a_submodel_used_twice_counts_once(keras, tmp_path, suffix):
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("filterdb_test")
+    class Block(L.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = L.Conv2D(4, 3, padding="same")
+
+        def call(self, x):
+            return self.conv(x)
+
+    image = keras.Input((8, 8, 4))
+    sub = keras.Model(image, Block(name="blk")(image), name="sub")
+    wrap = keras.Sequential([keras.Input((8, 8, 4)), sub,
+                             L.Conv2D(4, 3, padding="same", name="sc")], name="wrap")
+    image = keras.Input((8, 8, 4))
+    model = keras.Model(image, wrap(sub(image)))
+    path = tmp_path / f"twice{suffix}"
+    model.save(path)
+    names = [layer.name for layer in open_model(path).layers]
+    assert len(names) == 2 and names[0].startswith("sub/blk/") and names[1] == "wrap/sc"
+
+
+def test_real_own_kernel_of_a_custom_layer_in_a_keras_archive(keras, tmp_path):
+    """A custom layer's own kernel (add_weight) in a .keras archive (it was dropped)."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("filterdb_test")
+    class OwnKernel(L.Layer):
+        def build(self, shape):
+            self.kernel = self.add_weight(shape=(3, 3, shape[-1], 5), name="kernel")
+
+        def call(self, x):
+            return keras.ops.conv(x, self.kernel, padding="same")
+
+    image = keras.Input((8, 8, 3))
+    own = OwnKernel(name="own")
+    model = keras.Model(image, L.Conv2D(2, 1, name="post")(own(image)))
+    path = tmp_path / "own.keras"
+    model.save(path)
+    layers = {layer.name: layer for layer in open_model(path).layers}
+    assert sorted(layers) == ["own", "post"]
+    np.testing.assert_array_equal(layers["own"].weight,
+                                  np.einsum("hwio->oihw", np.asarray(own.get_weights()[0])))
+
+
 # damaged real files --------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", FORMATS)

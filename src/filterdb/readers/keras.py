@@ -85,6 +85,7 @@ _KINDS = {
     "SeparableConv2D": "separable", "SeparableConvolution2D": "separable",
     "Conv2DTranspose": "transpose", "Convolution2DTranspose": "transpose",
     "Deconvolution2D": "transpose", "Deconv2D": "transpose",
+    "ConvLSTM2D": "recurrent",
 }
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 _TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
@@ -563,11 +564,19 @@ def _read_v3(path: Path, handle, config, producer: str, limits) -> ModelRecord:
         group = _v3_group(handle, layer.lineage, memo)
         if group is not None:
             yield _vars(group)
+        # or the one sublayer that holds them (ConvLSTM2D's cell)
+        whole = _v3_group(handle, layer.lineage, memo, own_vars=False)
+        held = _scan_vars(whole) if whole is not None else []
+        if len(held) == 1 and held[0][0]:
+            yield held[0][1]
 
     def inner(layer: _KLayer) -> list[tuple[str, list]]:
         group = _v3_group(handle, layer.lineage, memo, own_vars=False)
-        if group is None or set(group) <= {"vars"}:  # most layers hold none
+        if group is None:
             return []
+        if set(group) <= {"vars"}:  # most layers hold no others: their own kernels only
+            own = _vars(group["vars"]) if "vars" in group else []
+            return [("", own)] if any(ds.ndim == 4 for _, ds in own) else []
         return _scan_vars(group)  # the layer's own variables under "", then its sublayers'
 
     return _record_with_graph(path, graph, lookup, producer, limits, inner)
@@ -721,11 +730,16 @@ def _read_legacy(path: Path, handle, limits) -> ModelRecord:
         if not isinstance(group, h5py.Group):
             return []
         owners: dict[str, list] = {}
+        wrapped = _inner_configs(layer.config)  # a wrapped model's weights bear its name
         for weight_name, ds in _legacy_weights(group):
             parts = weight_name.split("/")  # '<layer>/<sublayer>/kernel': a sublayer's;
             if layer.name in parts[:-1]:    # '<layer>/kernel': the layer's own ("")
                 sub = "/".join(parts[parts.index(layer.name) + 1:-1])
-                owners.setdefault(sub, []).append((_hint(weight_name), ds))
+            elif len(parts) > 1 and parts[0] in wrapped:
+                sub = "/".join(parts[:-1])
+            else:
+                continue
+            owners.setdefault(sub, []).append((_hint(weight_name), ds))
         return [(sub, arrays) for sub, arrays in owners.items()
                 if any(ds.ndim == 4 for _, ds in arrays)]
 
@@ -813,7 +827,15 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
         if kind is not None:
             converted, problem = _converted(path, label, kind, layer, lookup, limits)
         if converted is None and (kind is None or kind.endswith("-like")):
-            for conv in _held_convs(path, label, layer, inner, limits):
+            held_convs = _held_convs(path, label, layer, inner, limits)
+            first = firsts.get(_identity(layer))
+            if held_convs and first is not None and _same_weights(held_convs, first[1]):
+                _merge_depths(depths, layer, first[0])  # a block reached at two places
+                repeats.append(layer)
+                continue
+            if held_convs:
+                firsts.setdefault(_identity(layer), (layer, held_convs))
+            for conv in held_convs:
                 conv.order = layer.slot
                 keys.append((layer.slot, 0))
                 held.append(True)
@@ -829,7 +851,7 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
         firsts.setdefault(_identity(layer), (layer, converted))
         for part, conv in enumerate(converted):
             conv.order = layer.slot + part
-            keys.append((layer.slot, part))
+            keys.append((layer.slot, min(part, layer.parts - 1)))  # ConvLSTM2D: 2 at 1 step
             held.append(False)
             layers.append(conv)
     # Any conv layer the graph does not reach: fall back to layer order for all.
@@ -847,20 +869,29 @@ def _record_with_graph(path: Path, graph: _Graph, lookup, producer: str, limits,
 
 
 def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[ConvLayer]:
-    """Conv layers held inside a layer of another class (a custom block), and the
-    kernels such a layer owns itself (e.g. MLTK's MultiScaleTemporalConvolution, one
-    depthwise kernel per scale): Keras saves their variables below the block's, but
-    the config holds the block alone, so their classes are guessed from the weights as
+    """Conv layers held inside a layer of another class (a custom block, a wrapper such
+    as TimeDistributed, a model it wraps), and the kernels such a layer owns itself
+    (e.g. MLTK's MultiScaleTemporalConvolution, one depthwise kernel per scale): Keras
+    saves their variables below the block's. A held layer whose config the block's
+    config holds (a wrapper's ``layer``, a wrapped model's layers) is read with it and
+    named after it; the classes of the others are guessed from the weights, as
     without a config."""
+    known = _inner_configs(layer.config)
     convs: list[ConvLayer] = []
     for sub, arrays in inner(layer):
         name = sub.rsplit("/", 1)[-1] if sub else layer.name
-        parts = [(f"{label}/{sub}" if sub else label, arrays)]
-        kernels = [(hint, ds) for hint, ds in arrays if ds.ndim == 4]
-        if not sub and len(kernels) > 1 and _guess_class((name,), arrays) != "SeparableConv2D":
-            # several kernels of one custom layer: each one conv, named by its variable
-            parts = [(f"{label}/{hint or k}", [(hint, ds)])
-                     for k, (hint, ds) in enumerate(kernels)]
+        if name in known:
+            inner_name, class_name, config = known[name]
+            kind = _kind(class_name, config)
+            if kind is not None:
+                where = f"{label}/{sub.rsplit('/', 1)[0]}/" if "/" in sub else f"{label}/"
+                try:
+                    convs += _convert(path, where + inner_name, kind, config, arrays, limits)
+                except _Mismatch as error:
+                    raise ModelReadError(path, str(error)) from None
+                continue
+        parts = ([(f"{label}/{sub}", arrays)] if sub
+                 else _split_kernels(label, name, arrays))
         for part_label, part in parts:
             class_name = _guess_class((name,), part)
             try:
@@ -868,6 +899,43 @@ def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[C
             except _Mismatch as error:
                 raise ModelReadError(path, str(error)) from None
     return convs
+
+
+def _split_kernels(label: str, name: str, arrays: list) -> list[tuple[str, list]]:
+    """The variables of a layer known only by its weights, as conv layers: all of them
+    as one, or, for several kernels that are not a separable pair (a custom layer's),
+    each kernel as one named ``<label>/<variable>``."""
+    kernels = [(hint, ds) for hint, ds in arrays if ds.ndim == 4]
+    if len(kernels) < 2 or _guess_class((name,), arrays) == "SeparableConv2D":
+        return [(label, arrays)]
+    return [(f"{label}/{hint or k}", [(hint, ds)]) for k, (hint, ds) in enumerate(kernels)]
+
+
+def _inner_configs(config) -> dict[str, tuple[str, str, dict]]:
+    """Layer entries inside a layer's config (a wrapper's ``layer``, the layers of a
+    model it wraps), by the names their weights are saved under: the layer's name, and
+    ``layer`` for a wrapper's (Keras 3 saves it under that attribute). Values are
+    (layer name, class name, config)."""
+    found: dict[str, tuple[str, str, dict]] = {}
+
+    def visit(value, key=None):
+        if isinstance(value, dict):
+            inner = value.get("config")
+            if isinstance(value.get("class_name"), str) and isinstance(inner, dict):
+                name = str(inner.get("name", ""))
+                entry = (name, value["class_name"], inner)
+                if name:
+                    found.setdefault(name, entry)
+                if key == "layer":
+                    found.setdefault("layer", entry)
+            for inner_key, inner_value in value.items():
+                visit(inner_value, inner_key)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(config)
+    return found
 
 
 def _converted(path: Path, label: str, kind: str, layer: _KLayer, lookup,
@@ -927,11 +995,17 @@ def _record_without_graph(path: Path, found: list, producer: str, limits) -> Mod
     layers: list[ConvLayer] = []
     counts: Counter[str] = Counter()
     for name, class_name, config, arrays in found:
-        kind = _kind(class_name, config)
-        try:
-            converted = _convert(path, name, kind, config, arrays, limits)
-        except _Mismatch as error:
-            raise ModelReadError(path, str(error)) from None
+        parts = [(name, arrays)]
+        if class_name == "Conv2D" and not config:  # guessed: maybe a custom layer's kernels
+            parts = _split_kernels(name, name.rsplit("/", 1)[-1], arrays)
+        converted = []
+        for part_name, part in parts:
+            kind = _kind(class_name if len(parts) == 1 else
+                         _guess_class((part_name.rsplit("/", 1)[-1],), part), config)
+            try:
+                converted += _convert(path, part_name, kind, config, part, limits)
+            except _Mismatch as error:
+                raise ModelReadError(path, str(error)) from None
         counts[class_name] += 1
         for conv in converted:
             conv.order = conv.depth = len(layers)
@@ -957,6 +1031,8 @@ def _kind(class_name: str, config: dict) -> str | None:
         return "separable-like" if "filters" in config else "depthwise-like"
     if "filters" not in config:
         return None
+    if "recurrent_activation" in config:
+        return "recurrent-like"
     if "output_padding" in config or _TRANSPOSED_NAME.search(class_name):
         return "transpose-like"
     return "conv-like"
@@ -992,6 +1068,17 @@ def _convert(path: Path, name: str, kind: str, config: dict, arrays: list,
         return [first, second]
     if not kernels:
         raise _Mismatch(f"no weights found for conv layer {name!r}")
+    if kind == "recurrent":  # ConvLSTM2D: input and recurrent kernels, 4 gates each
+        if len(kernels) < 2:
+            raise _Mismatch(f"recurrent conv layer {name!r} has {len(kernels)} kernels, "
+                            "expected 2")
+        gates = {"filters": 4 * config["filters"]} if type(config.get("filters")) is int \
+            else {}
+        kernel = named.get("kernel", kernels[0][1])
+        recurrent = named.get("recurrent_kernel", kernels[1][1])
+        return [_plain(path, f"{name}/kernel", kernel, gates, size, strides, dilations, limits),
+                _plain(path, f"{name}/recurrent_kernel", recurrent, gates, size, (1, 1),
+                       (1, 1), limits)]
     if kind == "depthwise":
         kernel = named.get("depthwise_kernel", named.get("kernel", kernels[0][1]))
         return [_depthwise(path, name, kernel, config, size, strides, dilations, limits)]
