@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from filterdb.errors import ModelReadError
 from filterdb.extraction import conv_depths, ordered_layers
@@ -544,10 +544,12 @@ def test_convs_inside_local_functions_are_read_at_each_call(tmp_path):
     onnx.checker.check_model(model)
     record = open_model(ob.save(model, tmp_path / "functions.onnx"))
 
-    assert len(record.layers) == 4
-    for layer, weight in zip(record.layers, [first, inner, second, inner], strict=True):
+    # the body's own Constant weight is one weight at both calls: one layer, at the
+    # first call's depth (a module applied twice), as in the other formats
+    assert len(record.layers) == 3
+    for layer, weight in zip(record.layers, [first, inner, second], strict=True):
         np.testing.assert_array_equal(layer.weight, weight)
-    assert [layer.depth for layer in record.layers] == [0, 2, 3, 5]
+    assert [layer.depth for layer in record.layers] == [0, 2, 3]
     assert record.operator_counts == {"Conv": 4, "Relu": 2, "Constant": 2}
 
 
@@ -699,6 +701,54 @@ def test_conv_of_a_layout_changing_domain_is_refused_naming_node(tmp_path):
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     (layer,) = open_model(ob.save(model, tmp_path / "fused.onnx")).layers
     np.testing.assert_array_equal(layer.weight, weight)
+
+
+def test_function_holding_its_weight_as_a_constant_called_twice_is_one_layer(tmp_path):
+    """The inliner gives each call its own copy of the function's Constant: the copies
+    are one weight, one layer, at the first call's depth."""
+    weight = ob.random_weight((4, 4, 3, 3), seed=6)
+    block = helper.make_function("local", "Block", ["x"], ["y"], [
+        helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(weight, "w")),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"])], [helper.make_opsetid("", 17)])
+    graph = helper.make_graph(
+        [helper.make_node("Block", ["x"], ["h"], domain="local", name="first"),
+         helper.make_node("Block", ["h"], ["y"], domain="local", name="second")], "g",
+        [ob.image_input("x", 4)], [ob.output("y")])
+    model = helper.make_model(graph, functions=[block], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    (layer,) = open_model(ob.save(model, tmp_path / "twice.onnx")).layers
+    np.testing.assert_array_equal(layer.weight, weight)
+    assert layer.depth == 0
+
+
+def test_contrib_convs_are_read_or_refused_never_left_out(tmp_path):
+    """onnxruntime's ConvTransposeWithDynamicPads keeps ConvTranspose's layout and is
+    read; its NhwcConv is refused in one line, not left out of the layers unseen."""
+    weight = ob.random_weight((8, 4, 3, 3), seed=7)
+    for op_type in ("ConvTransposeWithDynamicPads", "NhwcConv"):
+        node = helper.make_node(op_type, ["x", "W"], ["y"], name="contrib",
+                                domain="com.microsoft")
+        model = ob.make_model([node], [ob.image_input("x", 8)], [ob.output("y")],
+                              [ob.tensor("W", weight)], check=False)
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        path = ob.save(model, tmp_path / f"{op_type}.onnx")
+        if op_type == "NhwcConv":
+            with pytest.raises(ModelReadError, match="com.microsoft:NhwcConv"):
+                open_model(path)
+            continue
+        (layer,) = open_model(path).layers
+        assert (layer.op_type, layer.c_out, layer.c_in_per_group) == ("conv_transpose", 4, 8)
+        np.testing.assert_array_equal(layer.weight, weight)
+
+
+def test_weights_saved_as_graph_inputs_say_so(tmp_path):
+    """torch.onnx.export(..., export_params=False): the weights are graph inputs."""
+    node = ob.conv("conv", "x", "W", "y")
+    weight_input = helper.make_tensor_value_info("W", TensorProto.FLOAT, [4, 3, 3, 3])
+    model = ob.make_model([node], [ob.image_input("x", 3), weight_input], [ob.output("y")], [])
+    with pytest.raises(ModelReadError, match="export_params=False"):
+        open_model(ob.save(model, tmp_path / "no_params.onnx"))
 
 
 def test_weight_quantized_by_the_graph_records_the_quantized_dtype(tmp_path):

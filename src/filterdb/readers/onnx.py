@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import re
@@ -31,7 +32,11 @@ _CONV_OPS = {
     "DeformConv": (CONV, 1),
     "ConvInteger": (QUANTIZED_CONV, 1),
     "QLinearConv": (QUANTIZED_CONV, 3),
+    "ConvTransposeWithDynamicPads": (CONV_TRANSPOSE, 1),  # onnxruntime's, ONNX's layout
 }
+#: An operator name that says convolution (NhwcConv, ConvTransposeWithDynamicPads; not
+#: ConvertFoo).
+_CONV_NAME = re.compile(r"Conv(?:[A-Z]|$)")
 _PASS_THROUGH = {"Identity", "Cast"}
 #: Node names an exporter makes up (torch.onnx's dynamo exporter: ``node_conv2d_1``,
 #: ``node_Conv_291``).
@@ -110,7 +115,7 @@ class _Walk:
               base: int) -> None:
         held = [_subgraphs(n) for n in graph.node]
         # a node holding subgraphs also reads what they read from the enclosing graphs
-        nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}"),
+        nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}").removeprefix("/" if prefix else ""),
                       [*n.input, *_implicit_inputs(subgraphs)], list(n.output))
                  for i, (n, subgraphs) in enumerate(zip(graph.node, held, strict=True))]
         try:
@@ -125,6 +130,11 @@ class _Walk:
             if node.op_type in _CONV_OPS:
                 _check_domain(self.path, node, nodes[index].name)
                 self._add(node, nodes[index].name, tensors, depth or 0, position)
+            elif node.domain not in ("", "ai.onnx") and _CONV_NAME.search(node.op_type):
+                # a contrib conv (onnxruntime's NhwcConv): refused, not left out unseen
+                raise ModelReadError(self.path, f"node {nodes[index].name!r} is a "
+                                                f"{node.domain}:{node.op_type}, a convolution "
+                                                "whose weight layout filterdb does not read")
             for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
                            f"{nodes[index].name}/{label}/", depth or 0)
@@ -136,6 +146,8 @@ class _Walk:
         weight_index = _CONV_OPS[node.op_type][1]
         key = (tensors.origin(node.input[weight_index])
                if len(node.input) > weight_index and node.input[weight_index] else None)
+        if key is not None:
+            key = key[0].constant_key(key[1]) or key
         if key is not None and key in self.by_weight:
             shared = self.by_weight[key]
             shared.depth = min(shared.depth, depth)
@@ -368,6 +380,26 @@ class _TensorSource:
             return self.origin(node.input[0], hops + 1)
         return self, name
 
+    def constant_key(self, name: str) -> tuple | None:
+        """For a weight that a Constant node holds, a key of its value: a function
+        called twice gives each call its own copy of the Constant (the inliner renames
+        them), one weight all the same."""
+        node = self.producers.get(name)
+        if node is None or node.op_type != "Constant":
+            return None
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if value is None:
+            return None
+        if value.HasField("raw_data"):
+            data = value.raw_data
+        else:  # values in typed fields; the tensor's name may differ between copies
+            unnamed = type(value)()
+            unnamed.CopyFrom(value)
+            unnamed.ClearField("name")
+            data = unnamed.SerializeToString()
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        return ("Constant", tuple(value.dims), value.data_type, digest)
+
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""
         if name in self.initializers:
@@ -376,8 +408,11 @@ class _TensorSource:
             return outer.resolve(name, consumer, hops)
         node = self.producers.get(name)
         if node is None or hops > 64:
+            reason = ("it is an input of the graph (a model saved without its weights, e.g. "
+                      "by torch.onnx.export(..., export_params=False))"
+                      if name in self.inputs and self.parent is None else "it is not a constant")
             raise ModelReadError(self.path, f"cannot resolve the weight {name!r} of node "
-                                            f"{consumer!r}: it is not a constant")
+                                            f"{consumer!r}: {reason}")
         if node.op_type == "Constant":
             value = next((a.t for a in node.attribute if a.name == "value"), None)
             if value is None:
