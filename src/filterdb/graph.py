@@ -22,7 +22,8 @@ class Node:
     outputs: Sequence[str]
 
 
-def node_depths(nodes: Sequence[Node], graph_inputs: Iterable[str]) -> list[int | None]:
+def node_depths(nodes: Sequence[Node], graph_inputs: Iterable[str],
+                spans: Sequence[int] | None = None) -> list[int | None]:
     """Depth of every node: the longest path, in edges, from a node that reads a graph input.
 
     A node that reads a real graph input (not an initializer) directly has depth 0;
@@ -35,6 +36,9 @@ def node_depths(nodes: Sequence[Node], graph_inputs: Iterable[str]) -> list[int 
         The graph's nodes, in any order.
     graph_inputs : iterable of str
         Names of the real inputs, initializers excluded.
+    spans : sequence of int, optional
+        Steps each node counts for its successors (default 1 each): a node holding a
+        subgraph spans that subgraph's depth levels.
 
     Returns
     -------
@@ -74,9 +78,10 @@ def node_depths(nodes: Sequence[Node], graph_inputs: Iterable[str]) -> list[int 
         index = queue.popleft()
         done += 1
         here = depth[index]
+        step = 1 if spans is None else spans[index]
         for succ in successors[index]:
-            if here is not None and (depth[succ] is None or depth[succ] < here + 1):
-                depth[succ] = here + 1
+            if here is not None and (depth[succ] is None or depth[succ] < here + step):
+                depth[succ] = here + step
             pending[succ] -= 1
             if pending[succ] == 0:
                 queue.append(succ)

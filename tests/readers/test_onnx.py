@@ -648,14 +648,15 @@ def test_convs_inside_if_branches_are_read_with_outer_and_local_weights(tmp_path
                          ("choose/else_branch/else_conv", w_else),
                          ("choose/else_branch/else_conv2", w_inner)]:
         np.testing.assert_array_equal(layers[name].weight, weight)
-    # relu 0, choose 1 (its branches start there), after 2
+    # relu 0, choose 1 (its branches start there: else_conv 1, else_relu 2, else_conv2 3),
+    # after 4 (after the deeper branch's three levels)
     assert {name: layer.depth for name, layer in layers.items()} == {
         "choose/then_branch/then_conv": 1, "choose/else_branch/else_conv": 1,
-        "choose/else_branch/else_conv2": 3, "after": 2}
+        "choose/else_branch/else_conv2": 3, "after": 4}
     assert record.operator_counts == {"Relu": 2, "If": 1, "Conv": 4, "Constant": 1}
     assert [layer.name for layer in ordered_layers(record)] == [
-        "choose/else_branch/else_conv", "choose/then_branch/then_conv", "after",
-        "choose/else_branch/else_conv2"]
+        "choose/else_branch/else_conv", "choose/then_branch/then_conv",
+        "choose/else_branch/else_conv2", "after"]
 
 
 def test_branch_reading_the_outer_graphs_input_counts_depth_from_it(tmp_path):
@@ -768,6 +769,33 @@ def test_weight_quantized_by_the_graph_records_the_quantized_dtype(tmp_path):
     expected = stored.astype(np.float32) * scale
     np.testing.assert_array_equal(layer.weight, expected)
     assert layer.source_dtype == "int8"
+
+
+def test_nodes_after_a_loop_come_after_its_body(tmp_path):
+    """A Loop's body runs as part of the Loop: the conv reading its output is deeper than
+    every conv of the body (it was one step after the Loop, shallower than the body)."""
+    weights = [ob.random_weight((4, 4, 3, 3), seed=k) for k in range(3)]
+    body = helper.make_graph(
+        [ob.conv("b1", "state", "w1", "a", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["b"], name="relu"),
+         ob.conv("b2", "b", "w2", "state_out", pads=[1, 1, 1, 1]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("state", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, None)])
+    model = ob.make_model(
+        [helper.make_node("Loop", ["trips", "", "x"], ["looped"], name="loop", body=body),
+         ob.conv("after", "looped", "w3", "y", pads=[1, 1, 1, 1])],
+        [ob.image_input("x", 4), helper.make_tensor_value_info("trips", TensorProto.INT64, [])],
+        [ob.output("y")], [ob.tensor(f"w{k + 1}", w) for k, w in enumerate(weights)],
+        check=False)
+    record = open_model(ob.save(model, tmp_path / "loop_depth.onnx"))
+    # loop 0; inside b1 0, relu 1, b2 2 (three levels): after 3
+    assert {layer.name: layer.depth for layer in record.layers} == {
+        "loop/body/b1": 0, "loop/body/b2": 2, "after": 3}
+    assert record.total_depth == 4
 
 
 def test_weight_of_a_loop_body_conv_from_a_body_input_raises_naming_node(tmp_path):

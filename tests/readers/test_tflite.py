@@ -303,6 +303,36 @@ def test_convs_of_called_subgraphs_are_read_and_entry_points_are_not(tmp_path):
                                       "DEPTHWISE_CONV_2D": 1}
 
 
+def test_operators_after_a_call_come_after_the_called_subgraph(tmp_path):
+    """An IF branch of two convs runs as part of the IF: the conv reading the IF's output
+    is deeper than both (it was one step after the IF, shallower than the branch)."""
+    rng = np.random.default_rng(7)
+    w_body = [rng.standard_normal((3, 3, 3, 3)).astype(np.float32) for _ in range(2)]
+    w_after = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    m = wt.ModelDef()
+    x = m.tensor("x", [1, 8, 8, 3])
+    condition = m.tensor("condition", [], type=TensorType.BOOL)
+    branched = m.tensor("branched", [1, 8, 8, 3])
+    w = m.tensor("w_after", w_after.shape, data=w_after)
+    y = m.tensor("y", [1, 8, 8, 2])
+    m.op(BuiltinOperator.IF, [condition, x], [branched], then_subgraph=1, else_subgraph=2)
+    m.op(BuiltinOperator.CONV_2D, [branched, w, -1], [y])
+    m.inputs, m.outputs = [x, condition], [y]
+    body = wt.ModelDef(name="two")
+    bx = body.tensor("bx", [1, 8, 8, 3])
+    mid, out = body.tensor("mid", [1, 8, 8, 3]), body.tensor("out", [1, 8, 8, 3])
+    first = body.tensor("w1", w_body[0].shape, data=w_body[0])
+    second = body.tensor("w2", w_body[1].shape, data=w_body[1])
+    body.op(BuiltinOperator.CONV_2D, [bx, first, -1], [mid])
+    body.op(BuiltinOperator.CONV_2D, [mid, second, -1], [out])
+    body.inputs, body.outputs = [bx], [out]
+    m.subgraphs = [body, _branch("one", BuiltinOperator.CONV_2D, w_body[0], 3, 3)]
+    record = open_model(m.save(tmp_path / "deeper_branch.tflite"))
+    # IF 0; the deeper branch: mid 0, out 1 (two levels): the conv after it 2
+    assert {layer.name: layer.depth for layer in record.layers} == {
+        "y": 2, "two/mid": 0, "two/out": 1, "one/one_out": 0}
+
+
 def test_weights_a_caller_passes_into_a_branch_are_read_from_the_caller(tmp_path):
     """TF's functional If passes captured constants as operands: the branch's weight is
     one of its inputs, a float constant or an int8 one whose scale only the caller's

@@ -97,9 +97,11 @@ class _Walk:
 
     A subgraph's nodes run as part of the node that holds it: a node inside reading
     the subgraph's inputs, or values of the enclosing graphs that are not constants,
-    has that node's depth, and the depths grow inside from there. Layers inside are
-    named ``<holder>/<attribute>/<node>`` (``<attribute>[i]`` for a list of graphs);
-    their weights may come from the subgraph or from any enclosing graph.
+    has that node's depth, and the depths grow inside from there; the nodes that read
+    the holder's outputs come after its deepest subgraph's nodes (the holder spans as
+    many steps as that subgraph has depth levels). Layers inside are named
+    ``<holder>/<attribute>/<node>`` (``<attribute>[i]`` for a list of graphs); their
+    weights may come from the subgraph or from any enclosing graph.
     """
 
     def __init__(self, path: Path):
@@ -110,18 +112,35 @@ class _Walk:
         self.depths: list[int | None] = []
         self.operators: Counter = Counter()
         self.position = 0  # graph order over all graphs, a subgraph after its holder
+        self.levels: dict[int, int] = {}  # depth levels of each subgraph, by id
 
-    def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
-              base: int) -> None:
+    def _depths(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str):
+        """The graph's subgraphs per node, its nodes and their depths (from 0)."""
         held = [_subgraphs(n) for n in graph.node]
         # a node holding subgraphs also reads what they read from the enclosing graphs
         nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}").removeprefix("/" if prefix else ""),
                       [*n.input, *_implicit_inputs(subgraphs)], list(n.output))
                  for i, (n, subgraphs) in enumerate(zip(graph.node, held, strict=True))]
+        spans = [max([1, *(self._levels(g, tensors) for _, g in subgraphs)])
+                 for subgraphs in held]
         try:
-            depths = node_depths(nodes, [*inputs, *tensors.outer_values(nodes)])
+            depths = node_depths(nodes, [*inputs, *tensors.outer_values(nodes)], spans)
         except GraphCycleError as error:
             raise ModelReadError(self.path, str(error)) from None
+        return held, nodes, depths
+
+    def _levels(self, subgraph, tensors: _TensorSource) -> int:
+        """Depth levels of a subgraph's nodes (its holder's span)."""
+        key = id(subgraph)
+        if key not in self.levels:
+            _, _, depths = self._depths(subgraph, tensors.scope(subgraph),
+                                        [i.name for i in subgraph.input], "")
+            self.levels[key] = max((d for d in depths if d is not None), default=-1) + 1
+        return self.levels[key]
+
+    def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
+              base: int) -> None:
+        held, nodes, depths = self._depths(graph, tensors, inputs, prefix)
         for index, node in enumerate(graph.node):
             depth = None if depths[index] is None else base + depths[index]
             self.depths.append(depth)

@@ -129,7 +129,8 @@ class _Reader:
     nodes, conv operators to layers.
 
     A called subgraph runs as part of its caller: its layers are named
-    ``<subgraph name>/<layer>`` and their depths count on from the calling operator's.
+    ``<subgraph name>/<layer>`` and their depths count on from the calling operator's;
+    the operators after the caller come after the subgraph's deepest ones.
     Subgraphs that nothing calls are other entry points (signatures) and are not read.
     """
 
@@ -149,6 +150,7 @@ class _Reader:
                               if not key.startswith("_") and isinstance(value, int)}
         #: called subgraph -> (calling subgraph, the tensor it passes to each input)
         self.calls: dict[int, tuple[int, list[int]]] = {}
+        self.levels: dict[int, int] = {}  # depth levels of each called subgraph
 
     def _use(self, subgraph: int) -> None:
         """Read subgraph ``subgraph`` from now on: its tensors and operators."""
@@ -193,6 +195,33 @@ class _Reader:
         finally:
             self._use(current)
 
+    def _graph_depths(self, visiting: frozenset = frozenset()) -> list[int | None]:
+        """Depths (from 0) of this subgraph's operators; an operator that calls subgraphs
+        spans their depth levels, so the operators after it come after theirs."""
+        constants = {t for t in range(self.n_tensors) if self._has_data(t)}
+        nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
+                      [str(t) for t in outputs if t >= 0])
+                 for i, (_code, _name, inputs, outputs, _op) in enumerate(self.operators)]
+        inside = visiting | {self.subgraph}
+        spans = [max([1, *(self._levels(called, inside)
+                           for called, _ in self._called(op, code, inputs))])
+                 for code, _name, inputs, _outputs, op in list(self.operators)]
+        return node_depths(nodes, [str(t) for t in self.inputs], spans)
+
+    def _levels(self, subgraph: int, visiting: frozenset) -> int:
+        """Depth levels of a called subgraph's operators (its caller's span)."""
+        if subgraph in visiting:  # a subgraph calling itself again: no further levels
+            return 1
+        if subgraph not in self.levels:
+            current = self.subgraph
+            self._use(subgraph)
+            try:
+                depths = self._graph_depths(visiting)
+            finally:
+                self._use(current)
+            self.levels[subgraph] = max((d for d in depths if d is not None), default=-1) + 1
+        return self.levels[subgraph]
+
     # -- the record ------------------------------------------------------------------
 
     def record(self) -> ModelRecord:
@@ -204,12 +233,7 @@ class _Reader:
         while pending:  # a subgraph after the one that calls it
             subgraph, prefix, base = pending.pop(0)
             self._use(subgraph)
-            constants = {t for t in range(self.n_tensors) if self._has_data(t)}
-            nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
-                          [str(t) for t in outputs if t >= 0])
-                     for i, (_code, _name, inputs, outputs, _op) in enumerate(self.operators)]
-            depths = [None if d is None else base + d
-                      for d in node_depths(nodes, [str(t) for t in self.inputs])]
+            depths = [None if d is None else base + d for d in self._graph_depths()]
             depths_of_all += depths
             for index, (code, name, inputs, _outputs, op) in enumerate(self.operators):
                 counts[name] += 1
