@@ -743,6 +743,39 @@ def test_contrib_convs_are_read_or_refused_never_left_out(tmp_path):
         np.testing.assert_array_equal(layer.weight, weight)
 
 
+@pytest.mark.parametrize("where", ["sparse_initializer", "Constant sparse_value"])
+@pytest.mark.parametrize("coordinates", [False, True])
+def test_sparse_weights_are_read_dense(tmp_path, where, coordinates):
+    """A weight stored sparse (linear indices, or one row of coordinates each): its
+    values at its indices, zeros elsewhere; indices outside the shape are refused."""
+    weight = ob.random_weight((4, 3, 3, 3), seed=8)
+    weight[np.abs(weight) < 1.0] = 0
+    flat = np.flatnonzero(weight)
+    indices = (np.stack(np.unravel_index(flat, weight.shape), axis=1) if coordinates
+               else flat).astype(np.int64)
+    for bad in (False, True):
+        if bad:
+            indices = indices.copy()
+            indices[-1] = weight.size if not coordinates else [4, 0, 0, 0]
+        sparse = helper.make_sparse_tensor(numpy_helper.from_array(weight.flat[flat], "W"),
+                                           numpy_helper.from_array(indices, "W_i"),
+                                           weight.shape)
+        nodes = [ob.conv("conv", "x", "W", "y")]
+        if where == "Constant sparse_value":
+            nodes.insert(0, helper.make_node("Constant", [], ["W"], name="c", sparse_value=sparse))
+        graph = helper.make_graph(nodes, "g", [ob.image_input("x", 3)], [ob.output("y")],
+                                  sparse_initializer=[sparse] if where != "Constant sparse_value"
+                                  else [])
+        path = ob.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                       tmp_path / f"sparse{bad}.onnx")
+        if bad:
+            with pytest.raises(ModelReadError, match="indices do not fit"):
+                open_model(path)
+        else:
+            (layer,) = open_model(path).layers
+            np.testing.assert_array_equal(layer.weight, weight)
+
+
 def test_weights_saved_as_graph_inputs_say_so(tmp_path):
     """torch.onnx.export(..., export_params=False): the weights are graph inputs."""
     node = ob.conv("conv", "x", "W", "y")

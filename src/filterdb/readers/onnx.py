@@ -73,7 +73,8 @@ def read(path: Path, limits) -> ModelRecord:
     if not graph.node:
         raise ModelReadError(path, "ONNX model has no graph nodes")
     walk = _Walk(path)
-    initializer_names = {t.name for t in graph.initializer}
+    initializer_names = ({t.name for t in graph.initializer}
+                         | {t.values.name for t in graph.sparse_initializer})
     walk.graph(graph, _TensorSource(path, graph, limits, model.opset_import, spans=spans),
                [i.name for i in graph.input if i.name not in initializer_names], "", 0)
 
@@ -350,6 +351,7 @@ class _TensorSource:
         self.limits = limits
         self.parent = parent  # the enclosing graph's, for a subgraph
         self.initializers = {t.name: t for t in graph.initializer}
+        self.sparse = {t.values.name: t for t in graph.sparse_initializer}
         self.producers = {out: node for node in graph.node for out in node.output}
         self.inputs = {value.name for value in graph.input}
         self.order = {id(node): index for index, node in enumerate(graph.node)}
@@ -359,7 +361,8 @@ class _TensorSource:
         return _TensorSource(self.path, subgraph, self.limits, self.opsets, parent=self)
 
     def _has(self, name: str) -> bool:
-        return name in self.initializers or name in self.producers or name in self.inputs
+        return (name in self.initializers or name in self.sparse or name in self.producers
+                or name in self.inputs)
 
     def _outer(self, name: str) -> _TensorSource | None:
         """The enclosing graph that has ``name`` (an initializer, a node's output or an
@@ -380,7 +383,8 @@ class _TensorSource:
         for node in nodes:
             for name in node.inputs:
                 scope = self._outer(name) if name else None
-                if scope is not None and name not in scope.initializers and getattr(
+                if scope is not None and name not in scope.initializers \
+                        and name not in scope.sparse and getattr(
                         scope.producers.get(name), "op_type", "") != "Constant":
                     names.append(name)
         return names
@@ -389,7 +393,7 @@ class _TensorSource:
         """The tensor a weight comes from: its initializer or constant, through Cast,
         Identity and DequantizeLinear steps, with the graph scope that holds it (a
         subgraph's initializer may have the name of an outer one)."""
-        if name in self.initializers:
+        if name in self.initializers or name in self.sparse:
             return self, name
         if (outer := self._outer(name)) is not None:
             return outer.origin(name, hops)
@@ -423,6 +427,8 @@ class _TensorSource:
         """The tensor's values (original dtype) and the name of its source dtype."""
         if name in self.initializers:
             return self._array(self.initializers[name], self.spans.get(name))
+        if name in self.sparse:
+            return self._dense(self.sparse[name])
         if (outer := self._outer(name)) is not None:
             return outer.resolve(name, consumer, hops)
         node = self.producers.get(name)
@@ -434,6 +440,10 @@ class _TensorSource:
                                             f"{consumer!r}: {reason}")
         if node.op_type == "Constant":
             value = next((a.t for a in node.attribute if a.name == "value"), None)
+            sparse = next((a.sparse_tensor for a in node.attribute
+                           if a.name == "sparse_value"), None)
+            if value is None and sparse is not None:
+                return self._dense(sparse)
             if value is None:
                 raise ModelReadError(self.path, f"Constant node {node.name!r} feeding "
                                                 f"{consumer!r} holds no tensor value")
@@ -471,6 +481,9 @@ class _TensorSource:
             if tensor in self.initializers:
                 leaves[tensor] = self._array(self.initializers[tensor],
                                              self.spans.get(tensor))
+                continue
+            if tensor in self.sparse:
+                leaves[tensor] = self._dense(self.sparse[tensor])
                 continue
             if (outer := self._outer(tensor)) is not None:
                 leaves[tensor] = outer.resolve(tensor, consumer)
@@ -544,6 +557,32 @@ class _TensorSource:
         except (ValueError, TypeError) as error:
             raise ModelReadError(self.path, f"tensor {tensor.name!r}: "
                                             f"{_first_line(error)}") from None
+
+    def _dense(self, sparse) -> tuple[np.ndarray, str]:
+        """A sparse tensor (``sparse_initializer``, a Constant's ``sparse_value``) as the
+        dense array it stands for: its values at its indices (linear, or one row of
+        coordinates each), zeros elsewhere."""
+        name = sparse.values.name
+        dims = [int(d) for d in sparse.dims]
+        elements = int(np.prod(dims, dtype=object)) if dims else 1
+        if any(d < 0 for d in dims) or elements > self.limits.max_tensor_elements:
+            raise ModelReadError(self.path, f"sparse tensor {name!r} declares {dims}, "
+                                            "beyond the element limit")
+        values, dtype = self._array(sparse.values)
+        indices = self._array(sparse.indices)[0].astype(np.int64)
+        flat = indices if indices.ndim == 1 else None
+        if indices.ndim == 2 and indices.shape[1] == len(dims):
+            try:
+                flat = np.ravel_multi_index(tuple(indices.T), dims)
+            except ValueError:  # a coordinate outside the shape
+                flat = None
+        if (flat is None or values.ndim != 1 or len(flat) != len(values)
+                or (len(flat) and (flat.min() < 0 or flat.max() >= elements))):
+            raise ModelReadError(self.path, f"sparse tensor {name!r}: its indices do not fit "
+                                            f"its {len(values)} values and shape {dims}")
+        dense = np.zeros(elements, dtype=values.dtype)
+        dense[flat] = values
+        return dense.reshape(dims), dtype
 
     def _read_span(self, span: Span) -> np.ndarray:
         """The bytes at ``span`` of the model file."""
