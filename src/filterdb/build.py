@@ -391,8 +391,11 @@ def _index_changes(job: Job, stored_index: dict[str, dict[str, str]]) -> str:
     stored = stored_index.get(job.name)
     if stored is None:
         return ""
+    # an empty field gives nothing (the stored Framework and Precision were filled in
+    # from the file), so it is no change
     changes = [f"{column}: {stored[column]!r} -> {value!r}" for column, value in
-               job.meta.items() if column in stored and stored[column] != str(value)]
+               job.meta.items() if column in stored and str(value).strip()
+               and stored[column] != str(value)]
     if not changes:
         return ""
     return (f"; its index row differs from the stored one ({', '.join(changes)}), not "

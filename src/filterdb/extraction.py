@@ -101,6 +101,30 @@ def filters_by_shape(layers: list[ConvLayer], shape: Shape) -> Iterator[np.ndarr
             yield layer.filters()
 
 
+#: The framework a model file's format or ONNX exporter names, spelled as meta indexes
+#: spell it: what a build fills in where the index leaves Framework empty.
+_FRAMEWORKS = {"pytorch": "PyTorch", "torchscript": "PyTorch", "keras": "Keras",
+               "tflite": "TensorFlow Lite", "tf2onnx": "TensorFlow", "keras2onnx": "Keras",
+               "paddle2onnx": "PaddlePaddle", "caffe2": "Caffe2", "onnx-caffe2": "Caffe2",
+               "mxnet": "MXNet", "onnx-mxnet": "MXNet", "chainer": "Chainer",
+               "onnx-chainer": "Chainer", "cntk": "CNTK", "skl2onnx": "scikit-learn"}
+
+
+def framework_of(record: ModelRecord) -> str:
+    """The framework a model comes from, as far as its file says: its format's, or for
+    ONNX its exporter's (``pytorch 2.3`` -> PyTorch); else the format's name.
+
+    Examples
+    --------
+    >>> framework_of(ModelRecord("m", "m.onnx", framework="onnx", producer="tf2onnx 1.16"))
+    'TensorFlow'
+    """
+    key = record.framework
+    if key == "onnx" and record.producer:
+        key = record.producer.split()[0].lower()
+    return _FRAMEWORKS.get(key, record.framework)
+
+
 def model_summary(record: ModelRecord, layers: list[ConvLayer]) -> dict:
     """Per-model figures: filters per shape, total, 3x3 share, precision, NaN/Inf counts."""
     counts = shape_counts(layers)
@@ -108,6 +132,7 @@ def model_summary(record: ModelRecord, layers: list[ConvLayer]) -> dict:
     dtypes = sorted({layer.source_dtype for layer in layers})
     return {
         "format": record.framework,
+        "framework": framework_of(record),
         "producer": record.producer,
         "opset": int(record.opset) if record.opset is not None else -1,
         "depth": int(record.total_depth or 0),

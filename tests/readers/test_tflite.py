@@ -303,6 +303,20 @@ def test_convs_of_called_subgraphs_are_read_and_entry_points_are_not(tmp_path):
                                       "DEPTHWISE_CONV_2D": 1}
 
 
+def test_a_description_its_author_wrote_is_not_the_producer(tmp_path):
+    """TF's converter writes "MLIR Converted."; a model's author may replace it with
+    free text (MLTK's), which would split the producer grouping model by model."""
+    path = wt.write_network(tmp_path / "net.tflite", equivalence_network())
+    assert open_model(path).producer == f"MLIR Converted. (min runtime {wt.MIN_RUNTIME})"
+    m = wt.ModelDef(description="Image classifier example for detecting Rock/Paper/Scissors")
+    x, w_t, y = (m.tensor("x", [1, 8, 8, 3]),
+                 m.tensor("w", [2, 3, 3, 3], data=np.ones((2, 3, 3, 3), np.float32)),
+                 m.tensor("y", [1, 8, 8, 2]))
+    m.op(BuiltinOperator.CONV_2D, [x, w_t, -1], [y])
+    m.inputs, m.outputs = [x], [y]
+    assert open_model(m.save(tmp_path / "authored.tflite")).producer.startswith("tflite")
+
+
 def test_operators_after_a_call_come_after_the_called_subgraph(tmp_path):
     """An IF branch of two convs runs as part of the IF: the conv reading the IF's output
     is deeper than both (it was one step after the IF, shallower than the branch)."""
@@ -778,7 +792,7 @@ def test_zoo_with_tflite_builds(tmp_path):
     assert models.loc["float_net", "weight_dtype"] == "float32"
     assert models.loc["int8_net", "weight_dtype"] == "int8"
     assert models.loc["int8_net", "Precision"] == "int8"
-    assert models.loc["float_net", "Framework"] == "tflite"
+    assert models.loc["float_net", "Framework"] == "TensorFlow Lite"
     layers = filterdb.open(db).layers
     assert len(layers) == 12
     assert sorted(set(layers["op_type"])) == ["conv", "conv_transpose", "quantized_conv"]

@@ -322,3 +322,16 @@ def test_mediapipe_transposed_conv_with_short_options(mediapipe_models, tmp_path
         open_model(path)
     assert str(caught.value).startswith(f"{path}: Convolution2DTransposeBias operator ")
     assert "has 8 bytes of options, expected 12" in str(caught.value)
+
+
+def test_a_custom_operator_litert_lacks_is_not_run_not_a_failure(mediapipe_models):
+    """Selfie segmentation decodes with MediaPipe's Convolution2DTransposeBias, which
+    LiteRT has no kernel for: the model is "not run" (it says nothing about the model),
+    while a model of builtin operators runs."""
+    from filterdb.readers import tflite_run
+    from filterdb.records import NOT_RUN, RUNS_YES
+
+    result = tflite_run.run(mediapipe_models / "selfie_segmentation.tflite", None, 0)
+    assert result.runs == NOT_RUN
+    assert "Convolution2DTransposeBias" in result.reason
+    assert tflite_run.run(mediapipe_models / "hand_recrop.tflite", None, 0).runs == RUNS_YES

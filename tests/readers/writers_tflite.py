@@ -36,7 +36,7 @@ from tflite import (
 from .network import INPUT_CHANNELS, INPUT_SIZE, ConvSpec
 
 SCHEMA_VERSION = 3
-DESCRIPTION = "filterdb test writer"
+DESCRIPTION = "MLIR Converted."  # what the TF converter writes
 MIN_RUNTIME = "2.3.0"
 VARIANTS = ("float32", "float16", "int8", "sparse")
 

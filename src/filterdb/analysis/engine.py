@@ -117,8 +117,9 @@ class AnalysisResult:
     Attributes
     ----------
     basis : Basis
-        The basis used; fitted on the selection (then ``coef_min``/``coef_max`` are the
-        selection's coefficient range) or the one given.
+        The basis used, fitted on the selection or the one given; ``coef_min`` and
+        ``coef_max`` are the analysed filters' coefficient range in it, which the
+        histograms span (for a given basis, in place of its reference set's).
     groupings : dict of str -> GroupingResult
         In the order requested.
     bin_edges : float64 (d, bins + 1)
@@ -579,8 +580,9 @@ def analyze(db, by: Iterable = ("Task",), where: dict | None = None, bins: int =
         n_filters = int(kept.sum())
         if n_filters == 0:
             raise ValueError("the selection holds no usable (finite) filters")
-        if basis is None:
-            fitted = fitted.with_range(lo, hi)
+        # the range the histograms span, in either case: a given basis's own range is
+        # its reference set's, not what these drifts were measured over
+        fitted = fitted.with_range(lo, hi)
         edges = np.repeat(bin_edges(lo.min(), hi.max(), bins), d, axis=0)
 
         layer_kept = np.bincount(plan.layer, weights=kept, minlength=len(table)).astype(np.int64)

@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import mmap
 import os
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -636,8 +637,12 @@ class _Reader:
         return f"{op_name}_{index}"
 
     def _producer(self) -> str:
+        """The converter's note (``MLIR Converted.``, ``TOCO Converted.``) and the least
+        runtime version; a description the model's author wrote instead (free text)
+        is not a producer."""
         description = self.model.Description()
-        producer = description.decode("utf-8", "replace") if description else ""
+        text = description.decode("utf-8", "replace").strip() if description else ""
+        producer = text if len(text) <= 40 and re.search(r"(?i)convert", text) else "tflite"
         for index in range(self._length(self.model.MetadataLength(), 4, "metadata")):
             entry = self.model.Metadata(index)
             if entry.Name() == b"min_runtime_version":

@@ -4,19 +4,25 @@ child of a verification run.
 The builtin kernels run, without the XNNPACK delegate. Inputs whose signature has
 unknown (-1) dimensions are resized to the defaults of
 :func:`~filterdb.readers.running.fill_dims` (TFLite images are NHWC), or to the index's
-``Input Shape``. Quantized integer inputs get 0 or 1 like any integer input.
+``Input Shape``. Quantized integer inputs get 0 or 1 like any integer input. A model
+with a custom operator LiteRT has no kernel for (MediaPipe's
+``Convolution2DTransposeBias``) is not run: that says nothing about the model.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..records import RunResult
+from ..records import NOT_RUN, RunResult
 from .running import chosen_shapes, failure, fill_dims, outputs_result, random_input
+
+#: LiteRT's message for a custom operator it has no kernel for.
+_UNRESOLVED = re.compile(r"unresolved custom op: ([^\s.]+)")
 
 
 def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
@@ -51,6 +57,10 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
         for detail, shape in zip(details, shapes, strict=True):
             interpreter.set_tensor(detail["index"], random_input(rng, shape, detail["dtype"]))
     except Exception as error:
+        custom = _UNRESOLVED.search(str(error))
+        if custom:  # the runtime lacks an operator (MediaPipe's): says nothing of the model
+            return RunResult(NOT_RUN, f"LiteRT has no kernel for its custom operator "
+                                      f"{custom.group(1)}")
         return failure("preparing the input", error)
     try:
         began = time.perf_counter()

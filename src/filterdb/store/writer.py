@@ -313,7 +313,8 @@ class DatabaseWriter:
         summary = entry.summary
         meta = dict(entry.meta)
         # The index says how a model was trained; fill gaps with what the file shows.
-        meta["Framework"] = meta.get("Framework") or summary["format"]
+        meta["Framework"] = meta.get("Framework") or summary.get("framework",
+                                                                summary["format"])
         meta["Precision"] = meta.get("Precision") or summary["weight_dtype"]
         three = summary["shape_counts"].get((3, 3), 0)
         row = {"model_id": model_id, "model": entry.model, **meta}
