@@ -499,6 +499,23 @@ def test_file_sha256_equals_hashlib_at_window_edges(tmp_path, size):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
+def test_fields_left_empty_in_the_index_are_no_change_on_a_rebuild(small_zoo, tmp_path):
+    """Framework and Precision left empty are filled in from the files; building again
+    with the same index names no change (every model was flagged)."""
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo.parent, zoo)
+    rows = (zoo / "index.csv").read_text().replace(",onnx,float32,", ",,,")
+    (zoo / "index.csv").write_text(rows)
+    db = tmp_path / "db.h5"
+    build(zoo, db, index=zoo / "index.csv", options=BuildOptions(workers=0))
+    models = filterdb.open(db).models
+    assert set(models["Framework"]) == {"ONNX"}  # no exporter the files name
+    assert set(models["Precision"]) == {"float32"}
+    again = build(zoo, db, index=zoo / "index.csv", options=BuildOptions(workers=0))
+    assert {o.reason for o in again.outcomes} == {f"same content as {m}"
+                                                 for m in models["model"]}
+
+
 def test_a_changed_index_row_of_a_present_model_is_named_not_applied(small_zoo, tmp_path):
     """Building again after editing the index: the models are present (same files); the
     outcome names each field that differs from the stored row, which stays as it was."""

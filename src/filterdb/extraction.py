@@ -103,7 +103,7 @@ def filters_by_shape(layers: list[ConvLayer], shape: Shape) -> Iterator[np.ndarr
 
 #: The framework a model file's format or ONNX exporter names, spelled as meta indexes
 #: spell it: what a build fills in where the index leaves Framework empty.
-_FRAMEWORKS = {"pytorch": "PyTorch", "torchscript": "PyTorch", "keras": "Keras",
+_FRAMEWORKS = {"onnx": "ONNX", "pytorch": "PyTorch", "torchscript": "PyTorch", "keras": "Keras",
                "tflite": "TensorFlow Lite", "tf2onnx": "TensorFlow", "keras2onnx": "Keras",
                "paddle2onnx": "PaddlePaddle", "caffe2": "Caffe2", "onnx-caffe2": "Caffe2",
                "mxnet": "MXNet", "onnx-mxnet": "MXNet", "chainer": "Chainer",
@@ -112,7 +112,7 @@ _FRAMEWORKS = {"pytorch": "PyTorch", "torchscript": "PyTorch", "keras": "Keras",
 
 def framework_of(record: ModelRecord) -> str:
     """The framework a model comes from, as far as its file says: its format's, or for
-    ONNX its exporter's (``pytorch 2.3`` -> PyTorch); else the format's name.
+    ONNX its exporter's (``pytorch 2.3`` -> PyTorch, else ONNX); else the format's name.
 
     Examples
     --------
@@ -122,7 +122,7 @@ def framework_of(record: ModelRecord) -> str:
     key = record.framework
     if key == "onnx" and record.producer:
         key = record.producer.split()[0].lower()
-    return _FRAMEWORKS.get(key, record.framework)
+    return _FRAMEWORKS.get(key, _FRAMEWORKS.get(record.framework, record.framework))
 
 
 def model_summary(record: ModelRecord, layers: list[ConvLayer]) -> dict:
