@@ -64,6 +64,24 @@ def test_composition_tables_equal_the_models_table(small_db, small_tables):
         layers.loc[(layers["kh"] == 3) & (layers["kw"] == 3), "n_filters"].sum())
 
 
+def test_an_empty_index_field_is_shown_as_empty_in_composition():
+    """As info, analyze and the datasheet call it, not a blank cell."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from filterdb.report.sections import composition_counts
+
+    models = pd.DataFrame({"Task": ["Classification", ""], "Visual Category": ["", ""],
+                           "Framework": ["ONNX", "ONNX"], "filter_id_start": [0, 10],
+                           "filter_id_stop": [10, 15]})
+    layers = pd.DataFrame({"kh": [3], "kw": [3], "conv_depth_norm": [0.0], "model_id": [0],
+                           "n_filters": [15]})
+    tables = composition_counts(SimpleNamespace(models=models, layers=layers))
+    assert tables["Task"].loc["(empty)", "filters"] == 5
+    assert list(tables["Visual Category"].index) == ["(empty)"]
+
+
 def test_quality_tables_equal_the_tables(small_db, small_tables, small_data):
     db = filterdb.open(small_db)
     models = db.models.set_index("model")

@@ -52,10 +52,12 @@ def run(args) -> int:
             print(f"  {line}")
     else:
         print("runs:      not recorded (the models table has no run columns)")
-    print("filters stored:")
+    # an export holds the tables of the filters, not the filters
+    print("filters described (not in this file):" if isinstance(db, MetaOnlyDB)
+          else "filters stored:")
     for shape in db.shapes:
-        print(f"  {layout.shape_label(shape):>7}  {db.filter_count(shape):>15,}  "
-              f"/{layout.filters_dataset(shape)}")
+        where = "" if isinstance(db, MetaOnlyDB) else f"  /{layout.filters_dataset(shape)}"
+        print(f"  {layout.shape_label(shape):>7}  {db.filter_count(shape):>15,}{where}")
     counted = sorted((c for c in models.columns if c.startswith("(") and c.endswith(" filters")),
                      key=lambda c: -int(models[c].sum()))
     print("filters by kernel shape (all layers):")

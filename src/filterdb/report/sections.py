@@ -59,7 +59,7 @@ def composition_counts(data) -> dict[str, pd.DataFrame]:
     for column in COMPOSITION_COLUMNS:
         if column not in models.columns:
             continue
-        key = models[column].fillna("(missing)").astype(str)
+        key = models[column].fillna("(missing)").astype(str).replace("", "(empty)")
         frame = pd.DataFrame({"models": key.value_counts(),
                               "filters": filters.groupby(key).sum()}).fillna(0).astype(np.int64)
         out[column] = frame.sort_values(["models", "filters"], ascending=False)
