@@ -267,3 +267,18 @@ def test_database_without_quality_metrics(small_zoo, tmp_path):
     document = text_of(render(collect(database, analysis=False)))
     assert "The quality metrics were not computed when this database was built." in document
     assert "Worst layers" not in document
+
+
+def test_mean_coefficient_readings_say_they_come_from_the_histograms():
+    """Bin centres give the means within half a bin: the reading marks them as such."""
+    from types import SimpleNamespace
+
+    from filterdb.report.readings import coefficient_means
+
+    edges = np.linspace(-1.0, 1.0, 5)  # centres -0.75, -0.25, 0.25, 0.75
+    histograms = np.zeros((2, 1, 4))
+    histograms[0, 0, 3] = histograms[1, 0, 0] = 1.0
+    grouping = SimpleNamespace(labels=["a", "b"], histograms=histograms)
+    assert coefficient_means(grouping, edges) == (
+        "On c0, a has the highest mean coefficient (≈0.75, from its histogram) and b the "
+        "lowest (≈-0.75).")

@@ -124,14 +124,17 @@ def coefficient_means(grouping, bin_edges: np.ndarray, component: int = 0) -> st
     Examples
     --------
     >>> coefficient_means(result.groupings["Task"], result.bin_edges)  # doctest: +SKIP
-    'On c0, Segmentation has the highest mean coefficient (0.41), ...'
+    'On c0, Segmentation has the highest mean coefficient (≈0.41, from its histogram) ...'
     """
+    # means from the histograms' bin centres: within half a bin of the exact ones
     means = group_means(grouping, bin_edges, component)
     if len(means) < 2:
-        return f"On c{component}, the only group {grouping.labels[0]} has mean {means[0]:.2f}."
+        return (f"On c{component}, the only group {grouping.labels[0]} has mean "
+                f"≈{means[0]:.2f}.")
     hi, lo = int(np.argmax(means)), int(np.argmin(means))
     return (f"On c{component}, {grouping.labels[hi]} has the highest mean coefficient "
-            f"({means[hi]:.2f}) and {grouping.labels[lo]} the lowest ({means[lo]:.2f}).")
+            f"(≈{means[hi]:.2f}, from its histogram) and {grouping.labels[lo]} the lowest "
+            f"(≈{means[lo]:.2f}).")
 
 
 def group_means(grouping, bin_edges: np.ndarray, component: int = 0) -> np.ndarray:
