@@ -917,8 +917,9 @@ def _inner_configs(config) -> dict[str, tuple[str, str, dict]]:
     ``layer`` for a wrapper's (Keras 3 saves it under that attribute). Values are
     (layer name, class name, config)."""
     found: dict[str, tuple[str, str, dict]] = {}
-
-    def visit(value, key=None):
+    pending: list[tuple[object, object]] = [(config, None)]  # no recursion: any nesting
+    while pending:
+        value, key = pending.pop()
         if isinstance(value, dict):
             inner = value.get("config")
             if isinstance(value.get("class_name"), str) and isinstance(inner, dict):
@@ -928,13 +929,9 @@ def _inner_configs(config) -> dict[str, tuple[str, str, dict]]:
                     found.setdefault(name, entry)
                 if key == "layer":
                     found.setdefault("layer", entry)
-            for inner_key, inner_value in value.items():
-                visit(inner_value, inner_key)
+            pending.extend((item, item_key) for item_key, item in reversed(value.items()))
         elif isinstance(value, list):
-            for item in value:
-                visit(item)
-
-    visit(config)
+            pending.extend((item, None) for item in reversed(value))
     return found
 
 
