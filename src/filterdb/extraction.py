@@ -107,7 +107,12 @@ _FRAMEWORKS = {"onnx": "ONNX", "pytorch": "PyTorch", "torchscript": "PyTorch", "
                "tflite": "TensorFlow Lite", "tf2onnx": "TensorFlow", "keras2onnx": "Keras",
                "paddle2onnx": "PaddlePaddle", "caffe2": "Caffe2", "onnx-caffe2": "Caffe2",
                "mxnet": "MXNet", "onnx-mxnet": "MXNet", "chainer": "Chainer",
-               "onnx-chainer": "Chainer", "cntk": "CNTK", "skl2onnx": "scikit-learn"}
+               "onnx-chainer": "Chainer", "cntk": "CNTK", "skl2onnx": "scikit-learn",
+               "tensorflow": "TensorFlow", "flax": "Flax"}
+
+
+#: The ``format`` metadata of safetensors files, by the library that wrote them.
+_SAFETENSORS_FORMATS = {"pt": "pytorch", "tf": "tensorflow", "flax": "flax", "np": "numpy"}
 
 
 def framework_of(record: ModelRecord) -> str:
@@ -120,8 +125,11 @@ def framework_of(record: ModelRecord) -> str:
     'TensorFlow'
     """
     key = record.framework
-    if key == "onnx" and record.producer:
-        key = record.producer.split()[0].lower()
+    words = (record.producer or "").split()
+    if key == "onnx" and words:
+        key = words[0].lower()
+    elif key == "safetensors" and words[1:]:  # "safetensors (pt)": the format metadata
+        key = _SAFETENSORS_FORMATS.get(words[1].strip("()"), key)
     return _FRAMEWORKS.get(key, _FRAMEWORKS.get(record.framework, record.framework))
 
 

@@ -609,6 +609,36 @@ def test_real_time_distributed_convs_read_with_the_wrapped_config(keras, tmp_pat
     assert len(layers) == 4
 
 
+def test_real_unrelated_layer_config_in_a_custom_config_is_not_a_held_convs(keras,
+                                                                           tmp_path):
+    """A custom block holding a conv named ``conv`` whose config also carries another
+    layer config named ``conv`` (a template, stride 2, 16 filters): the held conv is
+    read by its weights, not with the template's config (which refused the model)."""
+    L = keras.layers
+
+    @keras.saving.register_keras_serializable("filterdb_test")
+    class Templated(L.Layer):
+        def __init__(self, template=None, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = L.Conv2D(8, 3, padding="same", name="conv")
+            self.template = template or keras.layers.serialize(
+                L.Conv2D(16, 3, strides=2, name="conv"))
+
+        def call(self, x):
+            return self.conv(x)
+
+        def get_config(self):
+            return {**super().get_config(), "template": self.template}
+
+    image = keras.Input((16, 16, 4))
+    model = keras.Model(image, Templated(name="block")(image))
+    for suffix in (".keras", ".h5"):
+        path = tmp_path / f"templated{suffix}"
+        model.save(path)
+        (layer,) = open_model(path).layers
+        assert (layer.c_out, layer.c_in_per_group, layer.strides) == (8, 4, (1, 1))
+
+
 def test_real_conv_lstm_reads_both_kernels(keras, tmp_path):
     """ConvLSTM2D convolves the input and the state: both kernels (4 gates each) are
     layers at its depth, the input kernel with the config's strides."""

@@ -723,6 +723,62 @@ def test_function_holding_its_weight_as_a_constant_called_twice_is_one_layer(tmp
     assert layer.depth == 0
 
 
+def test_separate_constants_of_equal_values_are_separate_layers(tmp_path):
+    """Two zero-initialised convs whose weights are separate Constants (not copies of a
+    function's) stay two layers."""
+    zeros = np.zeros((3, 3, 3, 3), np.float32)
+    model = ob.make_model(
+        [ob.constant("a", "wa", zeros), ob.constant("b", "wb", zeros.copy()),
+         ob.conv("first", "x", "wa", "h", pads=[1, 1, 1, 1]),
+         ob.conv("second", "h", "wb", "y", strides=[2, 2], pads=[1, 1, 1, 1])],
+        [ob.image_input("x", 3)], [ob.output("y")], [])
+    layers = open_model(ob.save(model, tmp_path / "zeros.onnx")).layers
+    assert [(layer.name, layer.strides) for layer in layers] == [("first", (1, 1)),
+                                                                 ("second", (2, 2))]
+
+
+def test_nested_holders_span_their_nested_subgraphs(tmp_path):
+    """If -> a branch whose only node is an If -> 4 chained convs: the conv after the
+    outer If comes after them; a second outer If with a shallower nest is not given the
+    first one's span."""
+    weight = ob.random_weight((3, 3, 1, 1), seed=9)
+
+    def chain(name: str, count: int):
+        nodes = [helper.make_node("Identity", ["x"], [f"{name}_0"], name=f"{name}_in")]
+        inits = []
+        for k in range(count):
+            inits.append(ob.tensor(f"{name}_w{k}", weight))
+            nodes.append(ob.conv(f"{name}_c{k}", f"{name}_{k}", f"{name}_w{k}", f"{name}_{k + 1}"))
+        return helper.make_graph(nodes, name, [], [ob.output(f"{name}_{count}")], inits)
+
+    def nest(name: str, count: int):
+        inner = helper.make_node("If", ["cond"], [f"{name}_o"], name=f"{name}_if",
+                                 then_branch=chain(f"{name}_t", count),
+                                 else_branch=chain(f"{name}_e", count))
+        return helper.make_graph([inner], name, [], [ob.output(f"{name}_o")])
+
+    def passing(name: str):
+        return helper.make_graph([helper.make_node("Identity", ["x"], [f"{name}_o"])], name,
+                                 [], [ob.output(f"{name}_o")])
+
+    model = ob.make_model(
+        [helper.make_node("If", ["cond"], ["o1"], name="if1", then_branch=nest("A", 4),
+                          else_branch=passing("P")),
+         ob.conv("after1", "o1", "w1", "y1"),
+         helper.make_node("If", ["cond"], ["o2"], name="if2", then_branch=nest("D", 1),
+                          else_branch=passing("Q")),
+         ob.conv("after2", "o2", "w2", "y2")],
+        [ob.image_input("x", 3), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [ob.output("y1"), ob.output("y2")],
+        [ob.tensor("w1", weight), ob.tensor("w2", weight)], check=False)
+    depths = {layer.name: layer.depth
+              for layer in open_model(ob.save(model, tmp_path / "nested.onnx")).layers}
+    # inside if1: A_if at 0, its branch: Identity 0, convs 1..4; after1 at 5
+    assert depths["if1/then_branch/A_if/then_branch/A_t_c3"] == 4
+    assert depths["after1"] == 5
+    assert depths["after2"] == 2  # Identity 0, one conv 1
+
+
 def test_contrib_convs_are_read_or_refused_never_left_out(tmp_path):
     """onnxruntime's ConvTransposeWithDynamicPads keeps ConvTranspose's layout and is
     read; its NhwcConv is refused in one line, not left out of the layers unseen."""
@@ -774,6 +830,35 @@ def test_sparse_weights_are_read_dense(tmp_path, where, coordinates):
         else:
             (layer,) = open_model(path).layers
             np.testing.assert_array_equal(layer.weight, weight)
+
+
+@pytest.mark.parametrize("indices", [np.array([0, 1, 1]), np.array([0.0, 1.0, 2.0]),
+                                     np.array([True, False, True])])
+def test_sparse_indices_that_are_repeated_or_not_integers_are_refused(tmp_path, indices):
+    values = numpy_helper.from_array(np.ones(3, np.float32), "W")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(indices, "W_i"),
+                                       [1, 3, 3, 3])
+    graph = helper.make_graph([ob.conv("conv", "x", "W", "y")], "g", [ob.image_input("x", 3)],
+                              [ob.output("y")], sparse_initializer=[sparse])
+    path = ob.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                   tmp_path / "hostile.onnx")
+    with pytest.raises(ModelReadError, match="sparse tensor 'W'"):
+        open_model(path)
+
+
+def test_framework_from_the_file():
+    """ONNX by its exporter (a blank producer is ONNX, not a crash), safetensors by its
+    format metadata."""
+    from filterdb.extraction import framework_of
+    from filterdb.records import ModelRecord
+
+    cases = [("onnx", "pytorch 2.1", "PyTorch"), ("onnx", "tf2onnx 1.16", "TensorFlow"),
+             ("onnx", "  ", "ONNX"), ("onnx", "", "ONNX"),
+             ("safetensors", "safetensors (pt)", "PyTorch"),
+             ("safetensors", "safetensors", "safetensors"), ("keras", "keras 3", "Keras")]
+    for fmt, producer, expected in cases:
+        record = ModelRecord("m", "m", framework=fmt, producer=producer)
+        assert framework_of(record) == expected, (fmt, producer)
 
 
 def test_weights_saved_as_graph_inputs_say_so(tmp_path):

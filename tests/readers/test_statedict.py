@@ -65,14 +65,39 @@ def _timm_ema_attribute(net):
     return holder.state_dict()
 
 
+def _ema_module_attribute(net):
+    """A LightningModule keeping timm's EMA under ``ema``: ``ema.module.`` beside
+    ``model.``."""
+    ema = nn.Module()
+    ema.module = copy.deepcopy(net)
+    holder = nn.Module()
+    holder.model, holder.ema = net, ema
+    return holder.state_dict()
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-@pytest.mark.parametrize("layout", [_mmcv_ema_hook, _lit_ema, _timm_ema_attribute])
+@pytest.mark.parametrize("layout", [_mmcv_ema_hook, _lit_ema, _timm_ema_attribute,
+                                    _ema_module_attribute])
 def test_ema_copy_inside_a_state_dict_is_not_read(tmp_path, suffix, layout):
     net = _net()
     record = open_model(_save(layout(net), tmp_path / f"ema{suffix}", suffix))
     assert [layer.name for layer in record.layers] == ["0", "1"]
     for layer, conv in zip(record.layers, net, strict=True):
         np.testing.assert_array_equal(layer.weight, conv.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_modules_named_ema_that_mirror_part_of_the_network_are_kept(tmp_path, suffix):
+    """An EMA attention block (``ema``, ``ema_attn``) whose names and shapes echo some
+    other layers' is no copy of the network: only a group mirroring every weight is."""
+    torch.manual_seed(1)
+    state = {"features.0.weight": torch.randn(8, 3, 3, 3),
+             "stage2.attn.conv.weight": torch.randn(8, 8, 3, 3),
+             "ema.0.weight": torch.randn(8, 3, 3, 3),
+             "ema_attn.conv.weight": torch.randn(8, 8, 3, 3)}
+    record = open_model(_save(state, tmp_path / f"attention{suffix}", suffix))
+    assert sorted(layer.name for layer in record.layers) == [
+        "ema.0", "ema_attn.conv", "features.0", "stage2.attn.conv"]
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

@@ -347,6 +347,55 @@ def test_operators_after_a_call_come_after_the_called_subgraph(tmp_path):
         "y": 2, "two/mid": 0, "two/out": 1, "one/one_out": 0}
 
 
+def test_a_nested_call_spans_its_own_subgraph_and_a_deep_chain_of_calls_is_read(tmp_path):
+    """IF -> a subgraph whose only operator is an IF -> three chained convs: the conv
+    after the outer IF comes after all three. A hostile chain of 600 nested calls is
+    read (nesting beyond 64 counts one level each), not a RecursionError."""
+    w = np.ones((3, 1, 1, 3), np.float32)
+    m = wt.ModelDef()
+    x, c = m.tensor("x", [1, 8, 8, 3]), m.tensor("c", [], type=TensorType.BOOL)
+    o, y = m.tensor("o", [1, 8, 8, 3]), m.tensor("after", [1, 8, 8, 3])
+    m.op(BuiltinOperator.IF, [c, x], [o], then_subgraph=1, else_subgraph=1)
+    m.op(BuiltinOperator.CONV_2D, [o, m.tensor("wa", w.shape, data=w), -1], [y])
+    m.inputs, m.outputs = [x, c], [y]
+    outer = wt.ModelDef(name="outer")
+    c1, x1, o1 = (outer.tensor("c", [], type=TensorType.BOOL), outer.tensor("x", [1, 8, 8, 3]),
+                  outer.tensor("o", [1, 8, 8, 3]))
+    outer.op(BuiltinOperator.IF, [c1, x1], [o1], then_subgraph=2, else_subgraph=2)
+    outer.inputs, outer.outputs = [c1, x1], [o1]
+    inner = wt.ModelDef(name="inner")
+    previous = inner.tensor("x", [1, 8, 8, 3])
+    inner.inputs = [previous]
+    for k in range(3):
+        following = inner.tensor(f"y{k}", [1, 8, 8, 3])
+        inner.op(BuiltinOperator.CONV_2D, [previous, inner.tensor(f"w{k}", w.shape, data=w), -1],
+                 [following])
+        previous = following
+    inner.outputs = [previous]
+    m.subgraphs = [outer, inner]
+    depths = {layer.name: layer.depth
+              for layer in open_model(m.save(tmp_path / "nested.tflite")).layers}
+    assert depths == {"after": 3, "outer/inner/y0": 0, "outer/inner/y1": 1,
+                      "outer/inner/y2": 2}
+
+    def chained(index: int, following: int | None) -> wt.ModelDef:
+        graph = wt.ModelDef(name=f"s{index}")
+        condition = graph.tensor("c", [], type=TensorType.BOOL)
+        value, out = graph.tensor("x", [1, 8, 8, 3]), graph.tensor("y", [1, 8, 8, 3])
+        if following is not None:
+            graph.op(BuiltinOperator.IF, [condition, value], [out], then_subgraph=following,
+                     else_subgraph=index)
+        graph.inputs, graph.outputs = [condition, value], [out]
+        return graph
+
+    deep = chained(0, 1)
+    weight = np.ones((2, 3, 3, 3), np.float32)
+    deep.op(BuiltinOperator.CONV_2D, [1, deep.tensor("w", weight.shape, data=weight), -1],
+            [deep.tensor("z", [1, 8, 8, 2])])
+    deep.subgraphs = [chained(k, k + 1 if k < 600 else None) for k in range(1, 601)]
+    assert len(open_model(deep.save(tmp_path / "deep.tflite")).layers) == 1
+
+
 def test_weights_a_caller_passes_into_a_branch_are_read_from_the_caller(tmp_path):
     """TF's functional If passes captured constants as operands: the branch's weight is
     one of its inputs, a float constant or an int8 one whose scale only the caller's

@@ -282,6 +282,38 @@ def test_one_conv_under_two_names_is_one_layer(tmp_path, kind):
         assert [layer.depth for layer in layers] == [0, 2]
 
 
+def test_quantized_torchscript_convs_of_one_shape_stay_apart(tmp_path):
+    """Unpacked quantized weights are temporaries whose memory a later one may reuse:
+    no two convs are merged by their storage (8 came out as 6)."""
+    import torch.ao.quantization as quantization
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = quantization.QuantStub(), quantization.DeQuantStub()
+            self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(8))
+
+        def forward(self, x):
+            x = self.quant(x)
+            for conv in self.convs:
+                x = conv(x)
+            return self.dequant(x)
+
+    torch.manual_seed(0)
+    engines = torch.backends.quantized.supported_engines
+    torch.backends.quantized.engine = "fbgemm" if "fbgemm" in engines else "qnnpack"
+    model = Net().eval()
+    model.qconfig = quantization.get_default_qconfig(torch.backends.quantized.engine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantization.prepare(model, inplace=True)
+        model(torch.randn(1, 8, 8, 8))
+        quantization.convert(model, inplace=True)
+        torch.jit.save(torch.jit.script(model), tmp_path / "quantized.pt")
+    layers = open_model(tmp_path / "quantized.pt").layers
+    assert [layer.name for layer in layers] == [f"convs.{k}" for k in range(8)]
+
+
 class _Branches(nn.Module):
     def __init__(self):
         super().__init__()

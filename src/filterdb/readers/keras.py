@@ -912,26 +912,29 @@ def _split_kernels(label: str, name: str, arrays: list) -> list[tuple[str, list]
 
 
 def _inner_configs(config) -> dict[str, tuple[str, str, dict]]:
-    """Layer entries inside a layer's config (a wrapper's ``layer``, the layers of a
-    model it wraps), by the names their weights are saved under: the layer's name, and
-    ``layer`` for a wrapper's (Keras 3 saves it under that attribute). Values are
-    (layer name, class name, config)."""
+    """The layer a wrapper's config holds (TimeDistributed's ``layer``), and the layers
+    of a model it wraps (at any depth of nesting), by the names their weights are saved
+    under: the layer's name, and ``layer`` for the wrapped one (Keras 3 saves it under
+    that attribute). Values are (layer name, class name, config). Other layer entries a
+    custom layer's config may hold (templates, say) are not its sublayers'."""
     found: dict[str, tuple[str, str, dict]] = {}
-    pending: list[tuple[object, object]] = [(config, None)]  # no recursion: any nesting
+    wrapped = config.get("layer") if isinstance(config, dict) else None
+    if not (isinstance(wrapped, dict) and isinstance(wrapped.get("class_name"), str)
+            and isinstance(wrapped.get("config"), dict)):
+        return found
+    found["layer"] = (str(wrapped["config"].get("name", "")), wrapped["class_name"],
+                      wrapped["config"])
+    pending = [wrapped]  # a wrapped model's layers, and theirs (no recursion)
     while pending:
-        value, key = pending.pop()
-        if isinstance(value, dict):
-            inner = value.get("config")
-            if isinstance(value.get("class_name"), str) and isinstance(inner, dict):
-                name = str(inner.get("name", ""))
-                entry = (name, value["class_name"], inner)
-                if name:
-                    found.setdefault(name, entry)
-                if key == "layer":
-                    found.setdefault("layer", entry)
-            pending.extend((item, item_key) for item_key, item in reversed(value.items()))
-        elif isinstance(value, list):
-            pending.extend((item, None) for item in reversed(value))
+        entry = pending.pop()
+        inner = entry.get("config") if isinstance(entry, dict) else None
+        if not isinstance(inner, dict) or not isinstance(entry.get("class_name"), str):
+            continue
+        name = str(inner.get("name", ""))
+        if name:
+            found.setdefault(name, (name, entry["class_name"], inner))
+        if entry["class_name"] in _MODEL_CLASSES and isinstance(inner.get("layers"), list):
+            pending.extend(reversed(inner["layers"]))
     return found
 
 

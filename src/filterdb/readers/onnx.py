@@ -34,6 +34,8 @@ _CONV_OPS = {
     "QLinearConv": (QUANTIZED_CONV, 3),
     "ConvTransposeWithDynamicPads": (CONV_TRANSPOSE, 1),  # onnxruntime's, ONNX's layout
 }
+#: A value the inliner renamed at one call of a local function (``w`` -> ``w__2``).
+_INLINED = re.compile(r"(.+)__\d+")
 #: An operator name that says convolution (NhwcConv, ConvTransposeWithDynamicPads; not
 #: ConvertFoo).
 _CONV_NAME = re.compile(r"Conv(?:[A-Z]|$)")
@@ -113,7 +115,7 @@ class _Walk:
         self.depths: list[int | None] = []
         self.operators: Counter = Counter()
         self.position = 0  # graph order over all graphs, a subgraph after its holder
-        self.levels: dict[int, int] = {}  # depth levels of each subgraph, by id
+        self.levels: dict[str, int] = {}  # depth levels of each subgraph, by path
 
     def _depths(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str):
         """The graph's subgraphs per node, its nodes and their depths (from 0)."""
@@ -122,26 +124,28 @@ class _Walk:
         nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}").removeprefix("/" if prefix else ""),
                       [*n.input, *_implicit_inputs(subgraphs)], list(n.output))
                  for i, (n, subgraphs) in enumerate(zip(graph.node, held, strict=True))]
-        spans = [max([1, *(self._levels(g, tensors) for _, g in subgraphs)])
-                 for subgraphs in held]
+        spans = [max([1, *(self._levels(g, tensors, f"{node.name}/{label}/")
+                           for label, g in subgraphs)])
+                 for node, subgraphs in zip(nodes, held, strict=True)]
         try:
             depths = node_depths(nodes, [*inputs, *tensors.outer_values(nodes)], spans)
         except GraphCycleError as error:
             raise ModelReadError(self.path, str(error)) from None
-        return held, nodes, depths
+        return held, nodes, depths, spans
 
-    def _levels(self, subgraph, tensors: _TensorSource) -> int:
-        """Depth levels of a subgraph's nodes (its holder's span)."""
-        key = id(subgraph)
-        if key not in self.levels:
-            _, _, depths = self._depths(subgraph, tensors.scope(subgraph),
-                                        [i.name for i in subgraph.input], "")
-            self.levels[key] = max((d for d in depths if d is not None), default=-1) + 1
-        return self.levels[key]
+    def _levels(self, subgraph, tensors: _TensorSource, path: str) -> int:
+        """Depth levels of a subgraph's nodes, a nested holder with its own span (the
+        holder's span); kept by the subgraph's path (``<holder>/<attribute>/``)."""
+        if path not in self.levels:
+            _, _, depths, spans = self._depths(subgraph, tensors.scope(subgraph),
+                                               [i.name for i in subgraph.input], path)
+            self.levels[path] = max((d + span for d, span in zip(depths, spans, strict=True)
+                                     if d is not None), default=0)
+        return self.levels[path]
 
     def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
               base: int) -> None:
-        held, nodes, depths = self._depths(graph, tensors, inputs, prefix)
+        held, nodes, depths, _ = self._depths(graph, tensors, inputs, prefix)
         for index, node in enumerate(graph.node):
             depth = None if depths[index] is None else base + depths[index]
             self.depths.append(depth)
@@ -404,11 +408,13 @@ class _TensorSource:
         return self, name
 
     def constant_key(self, name: str) -> tuple | None:
-        """For a weight that a Constant node holds, a key of its value: a function
-        called twice gives each call its own copy of the Constant (the inliner renames
-        them), one weight all the same."""
+        """For a weight that a Constant node of an inlined function holds, a key of its
+        value: a function called twice gives each call its own copy of the Constant
+        (the inliner renames ``w`` to ``w__1``, ``w__2``), one weight all the same.
+        Other Constants of equal values (zero-initialised layers) stay apart."""
         node = self.producers.get(name)
-        if node is None or node.op_type != "Constant":
+        copy = _INLINED.fullmatch(name)
+        if node is None or node.op_type != "Constant" or copy is None:
             return None
         value = next((a.t for a in node.attribute if a.name == "value"), None)
         if value is None:
@@ -421,7 +427,7 @@ class _TensorSource:
             unnamed.ClearField("name")
             data = unnamed.SerializeToString()
         digest = hashlib.blake2b(data, digest_size=16).digest()
-        return ("Constant", tuple(value.dims), value.data_type, digest)
+        return ("Constant", copy.group(1), tuple(value.dims), value.data_type, digest)
 
     def resolve(self, name: str, consumer: str, hops: int = 0) -> tuple[np.ndarray, str]:
         """The tensor's values (original dtype) and the name of its source dtype."""
@@ -569,7 +575,11 @@ class _TensorSource:
             raise ModelReadError(self.path, f"sparse tensor {name!r} declares {dims}, "
                                             "beyond the element limit")
         values, dtype = self._array(sparse.values)
-        indices = self._array(sparse.indices)[0].astype(np.int64)
+        indices = self._array(sparse.indices)[0]
+        if indices.dtype.kind not in "iu":
+            raise ModelReadError(self.path, f"sparse tensor {name!r}: its indices are "
+                                            f"{indices.dtype}, not integers")
+        indices = indices.astype(np.int64)
         flat = indices if indices.ndim == 1 else None
         if indices.ndim == 2 and indices.shape[1] == len(dims):
             try:
@@ -577,7 +587,8 @@ class _TensorSource:
             except ValueError:  # a coordinate outside the shape
                 flat = None
         if (flat is None or values.ndim != 1 or len(flat) != len(values)
-                or (len(flat) and (flat.min() < 0 or flat.max() >= elements))):
+                or (len(flat) and (flat.min() < 0 or flat.max() >= elements))
+                or len(np.unique(flat)) != len(flat)):
             raise ModelReadError(self.path, f"sparse tensor {name!r}: its indices do not fit "
                                             f"its {len(values)} values and shape {dims}")
         dense = np.zeros(elements, dtype=values.dtype)

@@ -11,10 +11,8 @@ Training code often saves an exponential moving average of the weights in the sa
 state dict, under a prefix (timm's ``model_ema.module.``, latent diffusion's LitEma
 ``model_ema.`` with the dots of the names removed, mmcv's EMAHook buffers
 ``ema_<name with _ for .>``). Such a copy is the network again: the readers read the
-main weights, as they do for a checkpoint's ``ema`` entry. A tensor counts as a copy
-only when a tensor of the same shape has its name without the prefix (comparing names
-without dots and underscores, and also without the main weights' own leading prefix,
-``model.``).
+main weights, as they do for a checkpoint's ``ema`` entry (see :func:`ema_copies` for
+when tensors under such a prefix are a copy).
 
 ``torch.nn.utils.parametrize`` stores the tensors a weight is computed from, not the
 weight. :mod:`.reparam` folds weight norm and spectral norm; any other parametrization
@@ -33,7 +31,8 @@ from . import reparam
 #: Name prefixes removed when every tensor name carries them.
 STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 #: Prefixes of EMA copies, longest first.
-EMA_PREFIXES = ("model_ema.module.", "model_ema.", "ema_model.", "ema.", "ema_")
+EMA_PREFIXES = ("model_ema.module.", "ema.module.", "model_ema.", "ema_model.", "ema.",
+                "ema_")
 _PARAMETRIZED = re.compile(r"(?P<module>(?:.*\.)?)parametrizations\.weight\.[^.].*")
 
 
@@ -52,27 +51,44 @@ def _bare(name: str) -> str:
     return name.replace(".", "").replace("_", "")
 
 
-def _ema_part(name: str) -> str | None:
-    return next((name[len(p):] for p in EMA_PREFIXES
-                 if name.startswith(p) and len(name) > len(p)), None)
+def _ema_prefix(name: str) -> str | None:
+    return next((p for p in EMA_PREFIXES if name.startswith(p) and len(name) > len(p)), None)
 
 
 def ema_copies(shapes: Mapping[str, tuple]) -> set[str]:
     """The names of ``shapes`` (tensor name -> shape) that are EMA copies of others.
 
+    The tensors under one EMA prefix are a copy when each of them (but scalars, such as
+    LitEma's ``decay``) has a main tensor of its shape and name, and together they
+    mirror every main weight: a module that is merely named ``ema`` (an attention
+    block) is no copy of the network.
+
     Examples
     --------
     >>> sorted(ema_copies({"conv1.weight": (8, 3, 3, 3), "ema_conv1_weight": (8, 3, 3, 3),
-    ...                    "ema_head": (2,)}))
-    ['ema_conv1_weight']
+    ...                    "ema_head": ()}))
+    ['ema_conv1_weight', 'ema_head']
     """
-    known: set[tuple[str, tuple]] = set()
-    for name, shape in shapes.items():
-        if _ema_part(name) is None:
-            parts = name.split(".")
-            known.update((_bare(".".join(parts[k:])), tuple(shape)) for k in range(len(parts)))
-    return {name for name, shape in shapes.items()
-            if (part := _ema_part(name)) is not None and (_bare(part), tuple(shape)) in known}
+    main = {name: tuple(shape) for name, shape in shapes.items() if _ema_prefix(name) is None}
+    known: dict[tuple[str, tuple], str] = {}
+    for name, shape in main.items():
+        parts = name.split(".")  # also without the main weights' own first component
+        for key in (name, ".".join(parts[1:])):
+            if key:
+                known.setdefault((_bare(key), shape), name)
+    groups: dict[str, list[str]] = {}
+    for name in shapes:
+        prefix = _ema_prefix(name)
+        if prefix is not None:
+            groups.setdefault(prefix, []).append(name)
+    weights = {name for name, shape in main.items() if name.endswith("weight") and shape}
+    copies: set[str] = set()
+    for prefix, names in groups.items():
+        arrays = [n for n in names if len(shapes[n]) > 0]
+        mirrored = {known.get((_bare(n[len(prefix):]), tuple(shapes[n]))) for n in arrays}
+        if arrays and None not in mirrored and weights <= mirrored:
+            copies.update(names)
+    return copies
 
 
 def unfoldable(names, found: Mapping[str, reparam.Reparametrised]) -> dict[str, list[str]]:

@@ -48,6 +48,8 @@ _CONV_2D, _DEPTHWISE_CONV_2D, _DEQUANTIZE, _CUSTOM = 3, 4, 6, 32
 _TRANSPOSE_CONV, _DENSIFY = 67, 124
 _CONV_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _TRANSPOSE_CONV}
 _IF = 118
+#: Calls nested deeper than this count as one level each (a hostile chain of calls).
+_MAX_CALL_DEPTH = 64
 # BuiltinOptions union members of the conv operators.
 _OPTIONS = {_CONV_2D: 1, _DEPTHWISE_CONV_2D: 2, _TRANSPOSE_CONV: 49}
 # BuiltinOptions union members that call subgraphs: (options class, its index getters).
@@ -196,9 +198,11 @@ class _Reader:
         finally:
             self._use(current)
 
-    def _graph_depths(self, visiting: frozenset = frozenset()) -> list[int | None]:
-        """Depths (from 0) of this subgraph's operators; an operator that calls subgraphs
-        spans their depth levels, so the operators after it come after theirs."""
+    def _graph_depths(self, visiting: frozenset = frozenset()
+                      ) -> tuple[list[int | None], list[int]]:
+        """Depths (from 0) of this subgraph's operators, and their spans: an operator that
+        calls subgraphs spans their depth levels, so the operators after it come after
+        theirs."""
         constants = {t for t in range(self.n_tensors) if self._has_data(t)}
         nodes = [Node(str(i), [str(t) for t in inputs if t >= 0 and t not in constants],
                       [str(t) for t in outputs if t >= 0])
@@ -207,20 +211,22 @@ class _Reader:
         spans = [max([1, *(self._levels(called, inside)
                            for called, _ in self._called(op, code, inputs))])
                  for code, _name, inputs, _outputs, op in list(self.operators)]
-        return node_depths(nodes, [str(t) for t in self.inputs], spans)
+        return node_depths(nodes, [str(t) for t in self.inputs], spans), spans
 
     def _levels(self, subgraph: int, visiting: frozenset) -> int:
-        """Depth levels of a called subgraph's operators (its caller's span)."""
-        if subgraph in visiting:  # a subgraph calling itself again: no further levels
-            return 1
+        """Depth levels of a called subgraph's operators, a nested caller with its own
+        span (its caller's span)."""
+        if subgraph in visiting or len(visiting) >= _MAX_CALL_DEPTH:
+            return 1  # a subgraph calling itself again, or calls nested beyond reason
         if subgraph not in self.levels:
             current = self.subgraph
             self._use(subgraph)
             try:
-                depths = self._graph_depths(visiting)
+                depths, spans = self._graph_depths(visiting)
             finally:
                 self._use(current)
-            self.levels[subgraph] = max((d for d in depths if d is not None), default=-1) + 1
+            self.levels[subgraph] = max((d + span for d, span in zip(depths, spans, strict=True)
+                                         if d is not None), default=0)
         return self.levels[subgraph]
 
     # -- the record ------------------------------------------------------------------
@@ -234,7 +240,7 @@ class _Reader:
         while pending:  # a subgraph after the one that calls it
             subgraph, prefix, base = pending.pop(0)
             self._use(subgraph)
-            depths = [None if d is None else base + d for d in self._graph_depths()]
+            depths = [None if d is None else base + d for d in self._graph_depths()[0]]
             depths_of_all += depths
             for index, (code, name, inputs, _outputs, op) in enumerate(self.operators):
                 counts[name] += 1

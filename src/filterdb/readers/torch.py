@@ -629,7 +629,9 @@ def _graph_layers(torch, module, graph, where, limits):
             continue
         qualified, tensor, transposed, groups, strides, dilations = conv
         depth = depths[index] if depths[index] is not None else 0
-        same = _tensor_key(tensor)
+        # a parameter's storage identifies it; an unpacked quantized weight is a
+        # temporary whose memory a later one may reuse
+        same = _tensor_key(tensor) if jit_node.kind() in _CONV_NODES else None
         qualified = names.setdefault(same, qualified) if same is not None else qualified
         if qualified in layers:  # one weight, several calls: the first (shallowest) counts
             layers[qualified].depth = min(layers[qualified].depth, depth)
