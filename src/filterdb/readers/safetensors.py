@@ -98,10 +98,8 @@ def read(path: Path, limits) -> ModelRecord:
     entries = [(name, info) for name, info in entries if name not in copies]
     infos = dict(entries)
     found = reparam.find(infos)
-    for weight, stored in statedict.unfoldable(infos, found).items():
-        module = weight.removesuffix("weight") + "parametrizations.weight."
-        if any(len(info["shape"]) == 4 for name, info in entries if name.startswith(module)):
-            raise ModelReadError(path, statedict.unfoldable_reason(weight, stored))
+    statedict.refuse_unfoldable(path, {name: len(info["shape"]) for name, info in entries},
+                                found)
     folded = {name: item for name, item in found.items()
               if len(infos[name]["shape"]) == 4
               and all(infos[part]["dtype"] in _FLOAT_DTYPES for part in item.parts)}

@@ -17,8 +17,8 @@ when tensors under such a prefix are a copy).
 ``torch.nn.utils.parametrize`` stores the tensors a weight is computed from, not the
 weight. :mod:`.reparam` folds weight norm and spectral norm; any other parametrization
 (``orthogonal``, a custom one, or one chained after those) stores neither the function
-nor the weight, so the weight cannot be known: :func:`unfoldable` names them, and the
-readers refuse the model rather than leave the conv out or read a wrong weight.
+nor the weight, so the weight cannot be known: :func:`refuse_unfoldable` refuses the
+model rather than leave the conv out or read a wrong weight.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..errors import ModelReadError
 from . import reparam
 
 #: Name prefixes removed when every tensor name carries them.
@@ -91,20 +92,22 @@ def ema_copies(shapes: Mapping[str, tuple]) -> set[str]:
     return copies
 
 
-def unfoldable(names, found: Mapping[str, reparam.Reparametrised]) -> dict[str, list[str]]:
-    """Parametrized weights that :func:`reparam.fold` cannot compute: ``<module>weight``
-    -> the stored names under its ``parametrizations.weight.`` that no fold uses."""
+def refuse_unfoldable(path, ranks: Mapping[str, int],
+                      found: Mapping[str, reparam.Reparametrised]) -> None:
+    """Refuse a model with a conv weight that :func:`reparam.fold` cannot compute: a
+    weight under ``parametrizations.weight.`` with a stored part of 4 dimensions that no
+    fold uses (``ranks``: tensor name -> number of dimensions)."""
     used = reparam.parts_of(found)
     left: dict[str, list[str]] = {}
-    for name in names:
+    for name in ranks:
         match = _PARAMETRIZED.fullmatch(name)
         if match is not None and name not in used:
             left.setdefault(match["module"] + "weight", []).append(name)
-    return left
-
-
-def unfoldable_reason(weight: str, stored: list[str]) -> str:
-    return (f"the conv weight {weight!r} is computed by a parametrization "
-            f"(torch.nn.utils.parametrize) that the file does not store, from "
-            f"{', '.join(stored)}; save the model after "
-            "torch.nn.utils.parametrize.remove_parametrizations, or as TorchScript")
+    for weight, stored in left.items():
+        module = weight.removesuffix("weight") + "parametrizations.weight."
+        if any(rank == 4 for name, rank in ranks.items() if name.startswith(module)):
+            raise ModelReadError(path, (
+                f"the conv weight {weight!r} is computed by a parametrization "
+                f"(torch.nn.utils.parametrize) that the file does not store, from "
+                f"{', '.join(stored)}; save the model after "
+                "torch.nn.utils.parametrize.remove_parametrizations, or as TorchScript"))

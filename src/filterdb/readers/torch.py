@@ -396,14 +396,10 @@ def _fold_reparametrised(torch, items: list[tuple[str, object]], path
     normalised or pruned weight (:mod:`.reparam`) replaced, at the first part's place, by the
     ``<module>.weight`` they stand for, in the first part's dtype."""
     found = reparam.find(name for name, _ in items)
-    tensors = dict(items)
-    for weight, stored in statedict.unfoldable(tensors, found).items():
-        module = weight.removesuffix("weight") + "parametrizations.weight."
-        if any(t.dim() == 4 for name, t in items if name.startswith(module)):
-            raise ModelReadError(path, statedict.unfoldable_reason(weight, stored))
+    statedict.refuse_unfoldable(path, {name: t.dim() for name, t in items}, found)
     if not found:
         return items
-    parts = reparam.parts_of(found)
+    tensors, parts = dict(items), reparam.parts_of(found)
     folded = []
     for name, tensor in items:
         item = found.get(name)
