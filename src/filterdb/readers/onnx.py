@@ -115,10 +115,16 @@ class _Walk:
         self.depths: list[int | None] = []
         self.operators: Counter = Counter()
         self.position = 0  # graph order over all graphs, a subgraph after its holder
-        self.levels: dict[str, int] = {}  # depth levels of each subgraph, by path
+        self.computed: dict[str, tuple] = {}  # _depths of each (sub)graph, by its prefix
 
     def _depths(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str):
-        """The graph's subgraphs per node, its nodes and their depths (from 0)."""
+        """The graph's subgraphs per node, its nodes, their depths (from 0) and spans;
+        computed once per graph, whose prefix (``<holder>/<attribute>/``) names it."""
+        if prefix not in self.computed:
+            self.computed[prefix] = self._compute_depths(graph, tensors, inputs, prefix)
+        return self.computed[prefix]
+
+    def _compute_depths(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str):
         held = [_subgraphs(n) for n in graph.node]
         # a node holding subgraphs also reads what they read from the enclosing graphs
         nodes = [Node(prefix + (n.name or f"{n.op_type}_{i}").removeprefix("/" if prefix else ""),
@@ -135,13 +141,11 @@ class _Walk:
 
     def _levels(self, subgraph, tensors: _TensorSource, path: str) -> int:
         """Depth levels of a subgraph's nodes, a nested holder with its own span (the
-        holder's span); kept by the subgraph's path (``<holder>/<attribute>/``)."""
-        if path not in self.levels:
-            _, _, depths, spans = self._depths(subgraph, tensors.scope(subgraph),
-                                               [i.name for i in subgraph.input], path)
-            self.levels[path] = max((d + span for d, span in zip(depths, spans, strict=True)
-                                     if d is not None), default=0)
-        return self.levels[path]
+        holder's span)."""
+        _, _, depths, spans = self._depths(subgraph, tensors.scope(subgraph),
+                                           [i.name for i in subgraph.input], path)
+        return max((d + span for d, span in zip(depths, spans, strict=True)
+                    if d is not None), default=0)
 
     def graph(self, graph, tensors: _TensorSource, inputs: list[str], prefix: str,
               base: int) -> None:
@@ -151,14 +155,8 @@ class _Walk:
             self.depths.append(depth)
             self.operators[node.op_type] += 1
             position, self.position = self.position, self.position + 1
-            if node.op_type in _CONV_OPS:
-                _check_domain(self.path, node, nodes[index].name)
+            if _readable_conv(self.path, node, nodes[index].name):
                 self._add(node, nodes[index].name, tensors, depth or 0, position)
-            elif node.domain not in ("", "ai.onnx") and _CONV_NAME.search(node.op_type):
-                # a contrib conv (onnxruntime's NhwcConv): refused, not left out unseen
-                raise ModelReadError(self.path, f"node {nodes[index].name!r} is a "
-                                                f"{node.domain}:{node.op_type}, a convolution "
-                                                "whose weight layout filterdb does not read")
             for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
                            f"{nodes[index].name}/{label}/", depth or 0)
@@ -194,15 +192,21 @@ class _Walk:
 _LAYOUT_DOMAINS = {"", "ai.onnx", "com.microsoft"}
 
 
-def _check_domain(path: Path, node, name: str) -> None:
-    """Refuse a conv operator of another domain: its weight layout is not ONNX's (the
-    ``com.microsoft.nchwc`` Conv of a graph onnxruntime saved after its layout
-    optimizations holds weights reordered into blocks, under the same shape)."""
-    if node.domain not in _LAYOUT_DOMAINS:
+def _readable_conv(path: Path, node, name: str) -> bool:
+    """Whether ``node`` is a conv operator this reader reads. Any other convolution (a
+    known conv of another domain, such as the ``com.microsoft.nchwc`` Conv of a graph
+    onnxruntime saved after its layout optimizations, whose weights are reordered into
+    blocks under the same shape; a contrib conv such as NhwcConv) is refused, not read
+    scrambled or left out unseen."""
+    known = node.op_type in _CONV_OPS
+    if known and node.domain in _LAYOUT_DOMAINS:
+        return True
+    if known or (node.domain not in ("", "ai.onnx") and _CONV_NAME.search(node.op_type)):
         hint = (" (onnxruntime's blocked NCHWc layout: save the model with an optimization "
                 "level below ORT_ENABLE_ALL)" if node.domain == "com.microsoft.nchwc" else "")
-        raise ModelReadError(path, f"node {name!r} is a {node.domain}:{node.op_type}, whose "
-                                   f"weight layout is not ONNX's{hint}")
+        raise ModelReadError(path, f"node {name!r} is a {node.domain}:{node.op_type}, a "
+                                   f"convolution whose weight layout is not ONNX's{hint}")
+    return False
 
 
 def _subgraphs(node) -> list[tuple[str, object]]:
