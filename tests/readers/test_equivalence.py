@@ -27,11 +27,6 @@ WRITERS = {
     "tflite": ("net.tflite", writers_tflite.write_network),
 }
 
-#: Without a graph or layer types a transposed conv reads as a conv (README): same
-#: filters, but c_out / c_in_per_group describe the stored weight's first two axes.
-BARE_STATE_DICTS = {"state dict", "lightning checkpoint"}
-
-
 @pytest.mark.parametrize("form", sorted(WRITERS))
 def test_every_format_gives_the_same_filters(form, tmp_path):
     network = equivalence_network()
@@ -41,9 +36,8 @@ def test_every_format_gives_the_same_filters(form, tmp_path):
     assert len(layers) == len(network)
     for layer, spec, expected in zip(layers, network, expected_filters(network), strict=True):
         assert layer.kernel_shape == spec.kernel
-        if form not in BARE_STATE_DICTS:
-            assert (layer.c_out, layer.c_in_per_group) == (spec.c_out,
-                                                           spec.c_in // spec.groups), spec.name
+        assert (layer.c_out, layer.c_in_per_group) == (spec.c_out,
+                                                       spec.c_in // spec.groups), spec.name
         np.testing.assert_array_equal(layer.filters(), expected, err_msg=f"{form} {spec.name}")
     # orientation: the first 'plain' filter is weight[0, 0], not its transpose or flip
     plain = layers[0].filters()[0]

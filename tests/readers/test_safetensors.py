@@ -70,7 +70,8 @@ def test_layer_attributes_inferred_without_a_graph(tmp_path, network):
     assert got == {
         "plain": ("conv", 8, 3, 1, False, (3, 3)),
         "strided": ("conv", 8, 8, 1, False, (3, 3)),
-        "grouped": ("conv", 8, 4, 2, False, (3, 3)),  # 8 channels in, read 4 per group
+        # no 1x1 conv beside it says 8 channels come in: plain (see test_statedict)
+        "grouped": ("conv", 8, 4, 1, False, (3, 3)),
         "depthwise": ("conv", 8, 1, 8, True, (3, 3)),
         "transposed": ("conv_transpose", 4, 8, 1, False, (3, 3)),  # by its name
         "wide": ("conv", 6, 4, 1, False, (1, 3)),

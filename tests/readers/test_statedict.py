@@ -189,3 +189,90 @@ def test_safetensors_layer_names_drop_a_shared_prefix_as_torch_files_do(tmp_path
     names = [[layer.name for layer in open_model(_save(state, tmp_path / f"ddp{s}", s)).layers]
              for s in (".pt", ".safetensors")]
     assert names == [["0", "1"], ["0", "1"]]
+
+
+def _layout(shapes: dict) -> dict:
+    """Tensors of the given shapes, a 1-D bias beside each 4-D weight."""
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for name, shape in shapes.items():
+        state[name] = torch.randn(shape, generator=generator)
+        if len(shape) == 4 and name.endswith(".weight"):
+            state.setdefault(name.removesuffix("weight") + "bias", torch.zeros(shape[0]))
+    return state
+
+
+#: name -> (weight shape, op_type, groups) the readers must give; the networks' own modules.
+LAYOUTS = {
+    "diffusers UNet, name order puts a downsampler before the next block": {
+        "down_blocks.0.resnets.0.conv1.weight": ((16, 16, 3, 3), "conv", 1),
+        "down_blocks.0.downsamplers.0.conv.weight": ((16, 16, 3, 3), "conv", 1),
+        "down_blocks.1.downsamplers.0.conv.weight": ((32, 32, 3, 3), "conv", 1),
+        "down_blocks.1.resnets.0.conv1.weight": ((32, 16, 3, 3), "conv", 1),
+        "down_blocks.1.resnets.0.conv2.weight": ((32, 32, 3, 3), "conv", 1),
+        "down_blocks.1.resnets.0.conv_shortcut.weight": ((32, 16, 1, 1), "conv", 1),
+    },
+    "grayscale VAE: a 1-channel input conv is not depthwise": {
+        "decoder.conv_in.weight": ((16, 4, 3, 3), "conv", 1),
+        "decoder.conv_out.weight": ((1, 16, 3, 3), "conv", 1),
+        "encoder.conv_in.weight": ((16, 1, 3, 3), "conv", 1),
+        "encoder.conv_out.weight": ((8, 16, 3, 3), "conv", 1),
+    },
+    "torchvision MobileNetV2": {
+        "features.0.0.weight": ((32, 3, 3, 3), "conv", 1),
+        "features.1.conv.0.0.weight": ((32, 1, 3, 3), "conv", 32),
+        "features.1.conv.1.weight": ((16, 32, 1, 1), "conv", 1),
+        "features.2.conv.0.0.weight": ((96, 16, 1, 1), "conv", 1),
+        "features.2.conv.1.0.weight": ((96, 1, 3, 3), "conv", 96),
+        "features.2.conv.2.weight": ((24, 96, 1, 1), "conv", 1),
+    },
+    "transformers MobileNetV2: name order is not the data flow": {
+        "layer.0.conv_3x3.convolution.weight": ((96, 1, 3, 3), "conv", 96),
+        "layer.0.expand_1x1.convolution.weight": ((96, 16, 1, 1), "conv", 1),
+        "layer.0.reduce_1x1.convolution.weight": ((24, 96, 1, 1), "conv", 1),
+    },
+    "timm names": {
+        "blocks.0.0.conv_dw.weight": ((32, 1, 5, 5), "conv", 32),
+        "blocks.0.0.conv_pw.weight": ((16, 32, 1, 1), "conv", 1),
+    },
+    "torchvision ConvNeXt: a Linear after the depthwise conv": {
+        "features.1.0.block.0.weight": ((96, 1, 7, 7), "conv", 96),
+        "features.1.0.block.2.weight": ((96,), None, None),
+        "features.1.0.block.3.weight": ((384, 96), None, None),
+    },
+    "ResNeXt bottleneck": {
+        "layer1.0.conv1.weight": ((128, 64, 1, 1), "conv", 1),
+        "layer1.0.conv2.weight": ((128, 4, 3, 3), "conv", 32),
+        "layer1.0.conv3.weight": ((256, 128, 1, 1), "conv", 1),
+    },
+    "ConvNeXt V2's GRN is no conv": {
+        "stages.0.0.dwconv.weight": ((64, 1, 7, 7), "conv", 64),
+        "stages.0.0.grn.weight": ((1, 1, 1, 64), None, None),
+        "stages.0.0.grn.bias": ((1, 1, 1, 64), None, None),
+    },
+    "transposed by the module's or its container's name": {
+        "head.deconv1.weight": ((16, 8, 4, 4), "conv_transpose", 1),
+        "head.deconv_layers.0.weight": ((8, 4, 4, 4), "conv_transpose", 1),
+        "head.final.weight": ((2, 4, 1, 1), "conv", 1),
+    },
+}
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_groups_and_direction_inferred_alike_in_both_formats(tmp_path, suffix, layout):
+    spec = LAYOUTS[layout]
+    state = _layout({name: shape for name, (shape, _, _) in spec.items()})
+    record = open_model(_save(state, tmp_path / f"m{suffix}", suffix))
+    got = {layer.name: (layer.op_type, layer.groups) for layer in record.layers}
+    want = {name.removesuffix(".weight"): (op, groups)
+            for name, (_, op, groups) in spec.items() if op is not None}
+    assert got == want
+    for layer in record.layers:
+        weight = state[layer.name + ".weight"].numpy()
+        np.testing.assert_array_equal(layer.weight, weight)
+        rows, columns = weight.shape[:2]
+        if layer.op_type == "conv_transpose":  # (c_in, c_out / groups, kh, kw)
+            assert (layer.c_out, layer.c_in_per_group) == (columns, rows)
+        else:
+            assert (layer.c_out, layer.c_in_per_group) == (rows, columns)

@@ -114,10 +114,11 @@ def test_state_dicts_and_checkpoints(tmp_path, network, kind):
     assert all(layer.depth_is_approximate for layer in layers)
     assert [d for d, _ in conv_depths(layers)] == list(range(6))
     assert all(layer.source_dtype == "float32" for layer in layers)
-    # without a graph: a transposed weight reads as a conv, groups as 1
-    transposed = layers[4]
-    assert (transposed.op_type, transposed.groups) == ("conv", 1)
-    assert (transposed.c_out, transposed.c_in_per_group) == (8, 4)
+    # without a graph: direction and groups from names and neighbours, as in safetensors
+    got = [(layer.op_type, layer.groups) for layer in layers]
+    assert got == [("conv", 1), ("conv", 1), ("conv", 1), ("conv", 8),
+                   ("conv_transpose", 1), ("conv", 1)]
+    assert (layers[4].c_out, layers[4].c_in_per_group) == (4, 8)  # weight (c_in, c_out, ..)
     if kind == "lightning":
         assert record.producer == "pytorch-lightning 2.4.0"
 

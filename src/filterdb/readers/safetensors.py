@@ -18,13 +18,9 @@ approximations, and every layer is marked ``depth_is_approximate=True``:
   ``layer10``, ``features.9`` before ``features.10``); a header in any other order was
   written deliberately and is kept as it is. A layer's depth is its position in that
   order among the conv layers.
-* **Groups.** A grouped weight looks like a plain one. A ``(c, 1, kh, kw)`` weight
-  (kernel larger than 1x1) that is not the first conv layer is taken as depthwise
-  (``groups = c``); a weight whose output channels equal the previous layer's and whose
-  input channels divide them evenly, e.g. ``(128, 4, 3, 3)`` after a 128-channel layer,
-  as grouped (``groups = 128 // 4``). Everything else has ``groups = 1``.
-* **Transposed convolutions** are recognised by name only (``transpose`` or ``deconv``
-  in the tensor's name); their weight is (c_in, c_out, kh, kw) as in PyTorch and ONNX.
+* **Groups and direction** are inferred from names and neighbouring weights as for
+  PyTorch state dicts (:func:`.statedict.infer_conv_attributes`); a ``depthwise_kernel``
+  is depthwise by its layout.
 
 Weight-normalised, spectrally normalised and pruned convs, stored as parts
 (``weight_g``/``weight_v``, ``weight_orig``/``weight_u``/``weight_v`` and their
@@ -47,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelReadError
-from ..records import CONV, CONV_TRANSPOSE, ConvLayer, ModelRecord
+from ..records import CONV, ConvLayer, ModelRecord
 from . import reparam, require, statedict
 
 NAME = "safetensors"
@@ -71,7 +67,6 @@ _NUMPY_NATIVE = {"F64", "F32", "F16"}
 _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
              "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
              "I64": 8, "U64": 8, "F64": 8, "C64": 8}
-_TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
 #: PyTorch's weight names, and TensorFlow's and Flax's kernel names (a TF variable name
 #: may end in ``:0``).
 _TORCH_NAME = re.compile(r"(^|\.)weight$")
@@ -104,8 +99,9 @@ def read(path: Path, limits) -> ModelRecord:
               if len(infos[name]["shape"]) == 4
               and all(infos[part]["dtype"] in _FLOAT_DTYPES for part in item.parts)}
     parts = reparam.parts_of(folded)
-    candidates = [(name, info) for name, info in entries
-                  if name in folded or (name not in parts and _is_conv_weight(name, info))]
+    others = statedict.not_conv_weights({name: tuple(info["shape"]) for name, info in entries})
+    candidates = [(name, info) for name, info in entries if name in folded or (
+        name not in parts and name not in others and _is_conv_weight(name, info))]
     # layer names as the PyTorch reader gives them, without a prefix all names share
     first = next(iter(infos), "")
     shared = len(first) - len(statedict.strip_prefixes([*infos])[0]) if infos else 0
@@ -141,7 +137,11 @@ def read(path: Path, limits) -> ModelRecord:
                     raise ModelReadError(path, str(error)) from None
                 weight = _stored_precision(weight, info["dtype"])
             layers.append(_layer((item.name if item else name)[shared:], weight,
-                                 _FLOAT_DTYPES[info["dtype"]][1], layers, torch_layout))
+                                 _FLOAT_DTYPES[info["dtype"]][1], torch_layout))
+    linear = {_TORCH_NAME.sub("", name)[shared:]: tuple(info["shape"]) for name, info in entries
+              if len(info["shape"]) == 2 and _TORCH_NAME.search(name)}
+    statedict.infer_conv_attributes(
+        layers, linear | {layer.name: layer.weight.shape for layer in layers})
     for index, layer in enumerate(layers):
         layer.depth = layer.order = index
         layer.depth_is_approximate = True
@@ -219,11 +219,6 @@ def _is_conv_weight(name: str, info: dict) -> bool:
             and bool(_TORCH_NAME.search(name) or _KERNEL_NAME.search(name)))
 
 
-def _natural_key(name: str) -> list:
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
-            for part in re.split(r"(\d+)", name) if part]
-
-
 def _ordered(candidates: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """Header order when the writer chose it; numeric-aware name order when the header
     is the library's (dtype, name) sort, which says nothing about the model."""
@@ -231,7 +226,7 @@ def _ordered(candidates: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     for name, info in candidates:
         by_dtype.setdefault(info["dtype"], []).append(name)
     if all(names == sorted(names) for names in by_dtype.values()):
-        return sorted(candidates, key=lambda item: _natural_key(item[0]))
+        return sorted(candidates, key=lambda item: statedict.natural_key(item[0]))
     return candidates
 
 
@@ -265,8 +260,8 @@ def _stored_precision(weight: np.ndarray, dtype: str) -> np.ndarray:
     return weight
 
 
-def _layer(name: str, weight: np.ndarray, source_dtype: str, previous: list[ConvLayer],
-           torch_layout: bool = False) -> ConvLayer:
+def _layer(name: str, weight: np.ndarray, source_dtype: str, torch_layout: bool = False
+           ) -> ConvLayer:
     kernel = _KERNEL_NAME.search(name)
     layer_name = name[:kernel.start()] if kernel else _TORCH_NAME.sub("", name)
     layer_name = layer_name or name
@@ -281,19 +276,8 @@ def _layer(name: str, weight: np.ndarray, source_dtype: str, previous: list[Conv
         # (kh, kw, c_in, c_out) -> (c_out, c_in, kh, kw); a transposed conv's
         # (kh, kw, c_out, c_in) -> (c_in, c_out, kh, kw), its ONNX layout
         weight = np.ascontiguousarray(weight.transpose(3, 2, 0, 1))
-    a, b, kh, kw = (int(d) for d in weight.shape)
-    groups = 1
-    if _TRANSPOSED_NAME.search(layer_name):
-        return ConvLayer(name=layer_name, op_type=CONV_TRANSPOSE, weight=weight, c_out=b,
-                         c_in_per_group=a, groups=1, source_dtype=source_dtype)
-    if kh * kw > 1 and previous:
-        before = previous[-1].c_out
-        if b == 1 and a > 1:
-            groups = a  # depthwise
-        elif a == before and b < before and before % b == 0:
-            groups = before // b
-    return ConvLayer(name=layer_name, op_type=CONV, weight=weight, c_out=a,
-                     c_in_per_group=b, groups=groups, source_dtype=source_dtype)
+    return ConvLayer(name=layer_name, op_type=CONV, weight=weight, c_out=int(weight.shape[0]),
+                     c_in_per_group=int(weight.shape[1]), source_dtype=source_dtype)
 
 
 def _spatial_last(shape) -> bool:

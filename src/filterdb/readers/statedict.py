@@ -19,6 +19,11 @@ weight. :mod:`.reparam` folds weight norm and spectral norm; any other parametri
 (``orthogonal``, a custom one, or one chained after those) stores neither the function
 nor the weight, so the weight cannot be known: :func:`refuse_unfoldable` refuses the
 model rather than leave the conv out or read a wrong weight.
+
+A state dict has no graph and no layer types, so which 4-D ``weight`` is a conv's, its
+groups and its direction are read from names and neighbours, the same way for either
+format (:func:`not_conv_weights`, :func:`infer_conv_attributes`), so that one network
+gives the same layer records from either file.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import re
 from collections.abc import Mapping
 
 from ..errors import ModelReadError
+from ..records import CONV, CONV_TRANSPOSE, ConvLayer
 from . import reparam
 
 #: Name prefixes removed when every tensor name carries them.
@@ -34,6 +40,10 @@ STRIPPED_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 #: Prefixes of EMA copies, longest first.
 EMA_PREFIXES = ("model_ema.module.", "ema.module.", "model_ema.", "ema_model.", "ema.",
                 "ema_")
+#: Words of a conv module's name that say it is transposed (``deconv1``,
+#: ``conv_transpose``, ``deconv_layers.0``) or depthwise (``conv_dw``, ``dwconv``).
+_TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
+_DEPTHWISE_WORDS = {"dw", "dwconv", "convdw", "depthwise"}
 _PARAMETRIZED = re.compile(r"(?P<module>(?:.*\.)?)parametrizations\.weight\.[^.].*")
 
 
@@ -111,3 +121,115 @@ def refuse_unfoldable(path, ranks: Mapping[str, int],
                 f"(torch.nn.utils.parametrize) that the file does not store, from "
                 f"{', '.join(stored)}; save the model after "
                 "torch.nn.utils.parametrize.remove_parametrizations, or as TorchScript"))
+
+
+def not_conv_weights(shapes: Mapping[str, tuple]) -> set[str]:
+    """The 4-D ``weight`` tensors of ``shapes`` (name -> shape) that are not a conv's: a
+    conv's bias is a vector, so a module whose ``bias`` has other dimensions is something
+    else (ConvNeXt V2's GRN stores ``weight`` and ``bias`` as (1, 1, 1, C))."""
+    return {name for name, shape in shapes.items()
+            if len(shape) == 4 and name.endswith("weight")
+            and len(shapes.get(name.removesuffix("weight") + "bias", (0,))) != 1}
+
+
+def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) -> None:
+    """Direction and groups of conv layers read without a graph, in place.
+
+    ``layers``: plain conv layers named by module (``layer1.0.conv1``) with weights in
+    ONNX layout; layers already marked transposed or grouped are kept. ``shapes``: module
+    name -> shape of every 2-D (Linear, (out, in)) and 4-D (conv, ONNX layout) weight.
+
+    * **Transposed**: the module's own name (for a numbered module in a container, the
+      container's name) says so, e.g. ``deconv1``, ``up.conv_transpose``,
+      ``deconv_layers.3``; the stored weight is then (c_in, c_out / groups, kh, kw).
+    * **Depthwise** (``groups = c_out``): a (c, 1, kh, kw) weight with a kernel larger than
+      1x1 whose name says so (``conv_dw``, ``dwconv``, ``depthwise``), or next to a weight
+      made for c channels: a 1x1 conv with c outputs or c inputs, or a Linear with c
+      inputs (MobileNet's expand and project convs, ConvNeXt's ``pwconv1``).
+    * **Grouped** (``groups = C / c_in_per_group``): a (c_out, c_in_per_group, kh, kw)
+      weight, kernel larger than 1x1, between a 1x1 conv with C > c_in_per_group outputs,
+      a multiple of them, and a 1x1 conv or Linear with c_out inputs (ResNeXt's and
+      RegNet's bottlenecks).
+
+    Neighbours are the weights just before and after the layer in name order (numbers
+    compared as numbers; names need not follow the data flow) within its block: the
+    names that share all of its module name but the last two parts (one for a module two
+    parts deep). A top-level conv has no block; a 1-channel input conv (``conv_in`` of a
+    grayscale network) and a plain conv next to another block's layers stay plain.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shapes = {"b.expand": (32, 8, 1, 1), "b.dw": (32, 1, 3, 3), "b.project": (8, 32, 1, 1)}
+    >>> layers = [ConvLayer(name=n, op_type=CONV, weight=np.zeros(s, np.float32),
+    ...                     c_out=s[0], c_in_per_group=s[1]) for n, s in shapes.items()]
+    >>> infer_conv_attributes(layers, shapes)
+    >>> [layer.groups for layer in layers]
+    [1, 32, 1]
+    """
+    order = sorted(shapes, key=natural_key)
+    position = {name: i for i, name in enumerate(order)}
+    for layer in layers:
+        if layer.op_type != CONV or layer.groups != 1:
+            continue
+        if _TRANSPOSED_NAME.search(_own_name(layer.name)):
+            layer.op_type = CONV_TRANSPOSE
+            layer.c_out, layer.c_in_per_group = layer.c_in_per_group, layer.c_out
+            continue
+        a, b, kh, kw = layer.weight.shape
+        if kh * kw == 1 or layer.name not in position:
+            continue
+        before, after = _neighbours(order, position[layer.name], _block(layer.name), shapes)
+        if b == 1 and a > 1:
+            words = set(re.split(r"[^a-z]+", _own_name(layer.name).lower()))
+            if words & _DEPTHWISE_WORDS or any(
+                    _pointwise(n, out=a) or _pointwise(n, into=a) or _linear(n, into=a)
+                    for n in (before, after)):
+                layer.groups = a
+            continue
+        for expand, project in ((before, after), (after, before)):
+            if _pointwise(expand) and b < expand[0] and expand[0] % b == 0 \
+                    and a % (expand[0] // b) == 0 \
+                    and (_pointwise(project, into=a) or _linear(project, into=a)):
+                layer.groups = expand[0] // b
+                break
+
+
+def natural_key(name: str) -> list:
+    """Sort key comparing the numbers in a name as numbers (``layer2`` before ``layer10``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def _own_name(module: str) -> str:
+    """A module's last name part; for a numbered module, its container's name."""
+    parts = module.split(".")
+    while len(parts) > 1 and parts[-1].isdigit():
+        parts.pop()
+    return parts[-1]
+
+
+def _block(module: str) -> str | None:
+    parts = module.split(".")
+    keep = len(parts) - 2 if len(parts) > 2 else len(parts) - 1
+    return ".".join(parts[:keep]) + "." if keep > 0 else None
+
+
+def _neighbours(order: list[str], at: int, block: str | None, shapes: Mapping[str, tuple]
+                ) -> tuple[tuple | None, tuple | None]:
+    if block is None:
+        return None, None
+    before = order[at - 1] if at > 0 else ""
+    after = order[at + 1] if at + 1 < len(order) else ""
+    return (shapes[before] if before.startswith(block) else None,
+            shapes[after] if after.startswith(block) else None)
+
+
+def _pointwise(shape: tuple | None, out: int | None = None, into: int | None = None) -> bool:
+    """A 1x1 conv weight (of ``out`` outputs, of ``into`` inputs)."""
+    return (shape is not None and len(shape) == 4 and tuple(shape[2:]) == (1, 1)
+            and out in (None, shape[0]) and into in (None, shape[1]))
+
+
+def _linear(shape: tuple | None, into: int) -> bool:
+    return shape is not None and len(shape) == 2 and shape[1] == into

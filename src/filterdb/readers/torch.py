@@ -354,10 +354,12 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     copies = statedict.ema_copies({k: tuple(v.shape) for k, v in items})
     items = _fold_reparametrised(torch, [(k, v) for k, v in items if k not in copies], path)
     names = statedict.strip_prefixes([k for k, _ in items])
-    layers = []
+    shapes = {name: tuple(tensor.shape) for name, (_, tensor) in zip(names, items, strict=True)}
+    others = statedict.not_conv_weights(shapes)
+    layers, inferred = [], []
     seen = set()  # one conv under two names (``m.a = m.b = conv``): its first name counts
     for name, (key, tensor) in zip(names, items, strict=True):
-        if tensor.dim() != 4 or not name.endswith("weight"):
+        if tensor.dim() != 4 or not name.endswith("weight") or name in others:
             continue
         same = _tensor_key(tensor)
         if same is not None and same in seen:
@@ -372,8 +374,14 @@ def state_dict_layers(torch, state: Mapping, path, limits,
             weight=weight, c_out=int(weight.shape[0]), c_in_per_group=int(weight.shape[1]),
             source_dtype=source_dtype, depth=len(layers), order=len(layers),
             depth_is_approximate=True)
-        _apply_conv_attributes(layer, (attributes or {}).get(key))
+        known = (attributes or {}).get(key)
+        _apply_conv_attributes(layer, known)
         layers.append(layer)
+        if known is None:
+            inferred.append(layer)
+    statedict.infer_conv_attributes(inferred, {
+        _layer_name(name): shape for name, shape in shapes.items()
+        if len(shape) in (2, 4) and name.endswith("weight") and name not in others})
     return layers
 
 
