@@ -9,7 +9,8 @@ and records the result in these columns of ``/models``:
     Why a model does not run or was not run; empty when it runs.
 ``run_input_shapes`` / ``output_shapes``
     The shapes fed and produced, one per graph input or output, e.g. ``1x3x224x224``,
-    joined by ``;``; empty when the model did not run.
+    joined by ``;``; empty when the model was not run (the input shapes are kept when
+    its forward pass failed).
 ``outputs_finite``
     ``yes`` when every output value is finite, ``no`` when some is NaN or Inf, empty
     when the model did not run.

@@ -62,6 +62,40 @@ def test_symbolic_dimensions_get_defaults_and_overrides(tmp_path):
                                                 "2 input shape(s) given for 1 graph input(s)")
 
 
+def _shared_dimension_model(path: Path) -> Path:
+    """DeepFilterNet's decoder inputs: ``emb`` [1, S, 8] and ``e3`` [1, 4, S, 2] share S."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Transpose", ["e3"], ["t"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["t", "shape"], ["r"]),
+             helper.make_node("Add", ["emb", "r"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, "S", 8]),
+                          helper.make_tensor_value_info("e3", TensorProto.FLOAT,
+                                                        [1, 4, "S", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", 8])],
+        [helper.make_tensor("shape", TensorProto.INT64, [3], [1, -1, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_dimension_name_shared_by_inputs_gets_one_value(tmp_path):
+    result = run_model(_shared_dimension_model(tmp_path / "shared.onnx"))
+    assert (result.runs, result.input_shapes, result.output_shapes) == (
+        "yes", [(1, 224, 8), (1, 4, 224, 2)], [(1, 224, 8)])
+
+
+def test_a_failed_forward_pass_records_the_inputs_it_was_given(tmp_path):
+    result = run_model(_shared_dimension_model(tmp_path / "shared.onnx"),
+                       [(1, 3, 8), (1, 4, 5, 2)])
+    assert result.runs == "no"
+    assert result.reason.startswith("the forward pass failed")
+    assert result.input_shapes == [(1, 3, 8), (1, 4, 5, 2)]
+
+
 def test_nan_weights_run_with_non_finite_outputs(tmp_path):
     result = run_model(models.onnx_model(tmp_path / "nan.onnx", nan=True))
     assert (result.runs, result.output_shapes, result.finite) == ("yes", [(1, 4)], False)

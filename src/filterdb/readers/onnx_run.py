@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import NOT_RUN, RunResult
-from .running import chosen_shapes, failure, fill_dims, outputs_result, random_input
+from .running import chosen_shapes, failure, fill_named_dims, outputs_result, random_input
 
 
 def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
@@ -38,7 +38,7 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
 
     def defaults():
         channels = _first_conv_channels(path)
-        return [fill_dims(i.shape, channels.get(i.name)) for i in inputs]
+        return fill_named_dims([i.shape for i in inputs], [channels.get(i.name) for i in inputs])
 
     shapes = chosen_shapes(input_shapes, len(inputs), defaults)
     if isinstance(shapes, RunResult):
@@ -56,7 +56,7 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
         outputs = session.run(None, feeds)
         seconds = time.perf_counter() - began
     except Exception as error:
-        return failure("the forward pass", error)
+        return failure("the forward pass", error, shapes)
     return outputs_result(shapes, [np.asarray(out) for out in outputs], seconds)
 
 

@@ -13,10 +13,12 @@ dimensions get defaults (:func:`fill_dims`): the first one (batch) is 1; in a 4-
 input, the spatial ones are :data:`SPATIAL` (224) and the channel one is the
 in-channels of the first convolution reading the input, else 3; the input is taken as
 NHWC when its second and third dimensions are unknown and its last is known, else as
-NCHW; any other unknown dimension is 1. ``input_shapes`` (the index's ``Input Shape`` column,
-parsed by :func:`parse_input_shapes`) overrides all of them, one shape per graph input
-in order. Float inputs are standard normal, integer inputs are 0 or 1, boolean inputs
-are False, all from ``numpy.random.default_rng(seed)``.
+NCHW; any other unknown dimension is 1. A dimension name that several inputs share
+(``S`` in ``[1, S, 512]`` and ``[1, 64, S, 8]``) gets one value, the largest its
+places get by these rules (:func:`fill_named_dims`). ``input_shapes`` (the index's
+``Input Shape`` column, parsed by :func:`parse_input_shapes`) overrides all of them, one
+shape per graph input in order. Float inputs are standard normal, integer inputs are 0
+or 1, boolean inputs are False, all from ``numpy.random.default_rng(seed)``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,30 @@ def fill_dims(dims: Sequence[int | None], channels: int | None = None) -> tuple[
     return tuple(filled)
 
 
+def fill_named_dims(shapes: Sequence[Sequence], channels: Sequence[int | None]
+                    ) -> list[tuple[int, ...]]:
+    """:func:`fill_dims` for every input of a graph, with one value per dimension name.
+
+    ``shapes``: the declared shapes, a named dimension as its name (a string);
+    ``channels``: per input, the in-channels of a convolution reading it, or None.
+
+    Examples
+    --------
+    >>> fill_named_dims([[1, "S", 512], [1, 64, "S", 8]], [None, None])
+    [(1, 224, 512), (1, 64, 224, 8)]
+    """
+    filled = [list(fill_dims(shape, channel))
+              for shape, channel in zip(shapes, channels, strict=True)]
+    value: dict[str, int] = {}
+    for shape, dims in zip(shapes, filled, strict=True):
+        for name, dim in zip(shape, dims, strict=True):
+            if isinstance(name, str) and name:
+                value[name] = max(value.get(name, 0), dim)
+    return [tuple(value.get(name, dim) if isinstance(name, str) and name else dim
+                  for name, dim in zip(shape, dims, strict=True))
+            for shape, dims in zip(shapes, filled, strict=True)]
+
+
 def random_input(rng: np.random.Generator, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A seeded input of ``shape``: standard normal floats, 0/1 integers, False booleans."""
     dtype = np.dtype(dtype)
@@ -172,8 +198,10 @@ def outputs_result(inputs: list[tuple[int, ...]], outputs: list[np.ndarray],
                      finite=bool(finite), seconds=seconds)
 
 
-def failure(stage: str, error: BaseException) -> RunResult:
-    """A failed run: the stage that failed and the error's message on one line, shortened.
+def failure(stage: str, error: BaseException, inputs: Sequence[tuple[int, ...]] = ()
+            ) -> RunResult:
+    """A failed run: the stage that failed and the error's message on one line, shortened,
+    and the input shapes it was given (``inputs``), if it got that far.
 
     An error that carries a traceback (TorchScript's interpreter puts the scripted
     code's traceback first and the error last) is given by its last line.
@@ -188,7 +216,8 @@ def failure(stage: str, error: BaseException) -> RunResult:
         message = f"{type(error).__name__}: {text}".rstrip(": ")
     if len(message) > MAX_REASON:
         message = message[:MAX_REASON - 3] + "..."
-    return RunResult(RUNS_NO, f"{stage} failed ({message})")
+    return RunResult(RUNS_NO, f"{stage} failed ({message})",
+                     input_shapes=[tuple(shape) for shape in inputs])
 
 
 def run_in_child(module: str, path: str | os.PathLike,

@@ -61,12 +61,12 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
         if custom:  # the runtime lacks an operator (MediaPipe's): says nothing of the model
             return RunResult(NOT_RUN, f"LiteRT has no kernel for its custom operator "
                                       f"{custom.group(1)}")
-        return failure("preparing the input", error)
+        return failure("preparing the input", error, shapes)
     try:
         began = time.perf_counter()
         interpreter.invoke()
         seconds = time.perf_counter() - began
     except Exception as error:
-        return failure("the forward pass", error)
+        return failure("the forward pass", error, shapes)
     outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
     return outputs_result(shapes, outputs, seconds)

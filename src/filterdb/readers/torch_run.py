@@ -58,7 +58,7 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
             result = module(*inputs)
             seconds = time.perf_counter() - began
     except Exception as error:
-        return failure("the forward pass", error)
+        return failure("the forward pass", error, shapes)
     return outputs_result(shapes, [t.numpy() for t in _tensors(torch, result)], seconds)
 
 
