@@ -488,15 +488,15 @@ def test_a_pool_started_before_the_build_is_used_and_shut_down(tmp_path):
 
 
 @pytest.mark.parametrize("size", [0, 1, (8 << 20) - 1, (8 << 20) + 1, 3 * (8 << 20)])
-def test_file_sha256_equals_hashlib_at_window_edges(tmp_path, size):
+def test_model_sha256_equals_hashlib_at_window_edges(tmp_path, size):
     import hashlib
 
-    from filterdb.worker import file_sha256
+    from filterdb.worker import model_sha256
 
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert model_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_fields_left_empty_in_the_index_are_no_change_on_a_rebuild(small_zoo, tmp_path):

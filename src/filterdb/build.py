@@ -25,7 +25,7 @@ from pathlib import Path
 from . import layer_quality
 from .errors import BuildInterrupted, IndexFileError, ModelReadError, WorkerStartError
 from .index import SELECTION, is_selected, plan_zoo
-from .readers import Limits, RunLimits, is_model_file
+from .readers import Limits, RunLimits, is_model_file, member_files
 from .runs import summarize_runs
 from .store import dataset, layout
 from .store.entry import ModelEntry
@@ -183,7 +183,7 @@ def _build(zoo, database, index, options: BuildOptions, on_outcome,
            pool: WorkerPool | None) -> BuildReport:
     started = time.perf_counter()
     database = Path(database)
-    plan = plan_zoo(zoo, is_model_file, index)
+    plan = plan_zoo(zoo, is_model_file, index, member_files)
     if options.strict and plan.findings:
         raise IndexFileError(f"{index or zoo}: {len(plan.findings)} index problem(s), "
                              f"first: {plan.findings[0]}")

@@ -147,10 +147,12 @@ def _yaml_row(path: Path, row: dict) -> dict:
     return out
 
 
-def scan_zoo(zoo: str | Path,
-             is_model: Callable[[Path], bool]) -> tuple[list[Path], list[Path]]:
+def scan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
+             members: Callable[[Path], list[Path]] | None = None
+             ) -> tuple[list[Path], list[Path]]:
     """Model files and the other files under ``zoo`` (recursively, hidden files and
-    folders skipped), each sorted."""
+    folders skipped), each sorted; files that ``members`` says belong to another model
+    file (the shards of a sharded checkpoint) are neither."""
     zoo = Path(zoo)
     if zoo.is_file():
         return [zoo], []
@@ -160,6 +162,9 @@ def scan_zoo(zoo: str | Path,
     for p in sorted(zoo.rglob("*")):
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(zoo).parts):
             (models if is_model(p) else others).append(p)
+    if members is not None:
+        taken = {member.resolve() for p in models for member in members(p)}
+        models = [p for p in models if p.resolve() not in taken]
     return models, others
 
 
@@ -167,6 +172,9 @@ def scan_zoo(zoo: str | Path,
 #: weights files ``<name>.weights.h5``; PyTorch's ImageNet example saves
 #: ``model_best.pth.tar``.
 TYPE_SUFFIXES = (".weights", ".pth", ".pt", ".ckpt")
+#: The index file of a sharded checkpoint names the model: ``model.safetensors.index.json``
+#: is ``model``.
+INDEX_SUFFIXES = (".safetensors.index", ".bin.index")
 
 
 def default_name(path: Path) -> str:
@@ -176,8 +184,13 @@ def default_name(path: Path) -> str:
     --------
     >>> default_name(Path("resnet50.weights.h5")), default_name(Path("model_best.pth.tar"))
     ('resnet50', 'model_best')
+    >>> default_name(Path("diffusion_pytorch_model.safetensors.index.json"))
+    'diffusion_pytorch_model'
     """
     stem = path.stem
+    for suffix in INDEX_SUFFIXES:
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            return stem[:-len(suffix)]
     inner = Path(stem).suffix
     return stem[:-len(inner)] if inner.lower() in TYPE_SUFFIXES and stem != inner else stem
 
@@ -208,7 +221,8 @@ def default_names(files: list[Path], root: Path) -> dict[Path, str]:
 
 
 def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
-             index: str | Path | None = None) -> ZooPlan:
+             index: str | Path | None = None,
+             members: Callable[[Path], list[Path]] | None = None) -> ZooPlan:
     """Match zoo files to index rows and report inconsistencies.
 
     A row names its file by a ``path`` column (relative to the zoo) or by its
@@ -217,7 +231,7 @@ def plan_zoo(zoo: str | Path, is_model: Callable[[Path], bool],
     file, empty required fields and duplicate names are findings.
     """
     zoo = Path(zoo)
-    files, others = scan_zoo(zoo, is_model)
+    files, others = scan_zoo(zoo, is_model, members)
     root = zoo if zoo.is_dir() else zoo.parent
     findings: list[str] = []
     rows = [] if index is None else index_rows(index)[1]

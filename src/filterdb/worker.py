@@ -27,7 +27,7 @@ from blake3 import blake3
 
 from . import extraction, layer_quality
 from .errors import MissingDependencyError, ModelReadError, WorkerStartError
-from .readers import Limits, RunLimits, open_model, parse_input_shapes, run_model
+from .readers import Limits, RunLimits, member_files, open_model, parse_input_shapes, run_model
 from .records import NOT_RUN, RUNS_NO, RunResult
 from .runs import run_columns
 from .store import layout
@@ -218,7 +218,7 @@ def process_model(job: Job) -> ModelEntry | ModelOutcome:
         hasher = _hashing_threads()  # the file and the weights, side by side
         # Its own read of the file: hashing the bytes the reader read would keep them
         # in memory beside the parsed model until the hash is done (+1x the file).
-        hashing = hasher.submit(file_sha256, job.path)
+        hashing = hasher.submit(model_sha256, job.path)
         if job.known_hashes:  # appending: recognise known models before reading them
             known = _known(job, hashing.result())
             if known is not None:
@@ -449,12 +449,20 @@ def _hashing_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(2, thread_name_prefix="filterdb-hash")
 
 
-def file_sha256(path: Path, window: int = 8 << 20) -> str:
-    """sha256 of a file, hashed from a read-only mapping window by window; each window's
-    pages are dropped from the mapping once hashed, so the mapping adds one window to the
-    process's memory, and no copy of the file is made. Files that cannot be mapped
-    (empty, special) are read in blocks."""
+def model_sha256(path: Path) -> str:
+    """sha256 of a model's file, or of the bytes of its files one after another (a
+    sharded checkpoint's index, then its shards in the index's order)."""
     digest = hashlib.sha256()
+    for part in [path, *member_files(path)]:
+        _hash_file(digest, part)
+    return digest.hexdigest()
+
+
+def _hash_file(digest, path: Path, window: int = 8 << 20) -> None:
+    """Hash a file into ``digest`` from a read-only mapping, window by window; each
+    window's pages are dropped from the mapping once hashed, so the mapping adds one
+    window to the process's memory, and no copy of the file is made. Files that cannot
+    be mapped (empty, special) are read in blocks."""
     with open(path, "rb", buffering=0) as handle:
         try:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -462,11 +470,10 @@ def file_sha256(path: Path, window: int = 8 << 20) -> str:
             buffer = memoryview(bytearray(1 << 20))  # one buffer: no allocation per block
             while count := handle.readinto(buffer):
                 digest.update(buffer[:count])
-            return digest.hexdigest()
+            return
         with mapped, memoryview(mapped) as view:
             for start in range(0, len(view), window):
                 with view[start:start + window] as piece:
                     digest.update(piece)
                     if hasattr(mapped, "madvise"):
                         mapped.madvise(mmap.MADV_DONTNEED, start, len(piece))
-    return digest.hexdigest()

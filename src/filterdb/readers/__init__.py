@@ -32,6 +32,7 @@ from .running import shape_text as shape_text  # re-exported
 #: Registered readers, in the order their ``sniff`` is tried: name -> module.
 #: Formats with a strong magic number come first; ONNX (a bare protobuf) last.
 READERS: dict[str, str] = {
+    "sharded": "filterdb.readers.sharded",
     "safetensors": "filterdb.readers.safetensors",
     "tflite": "filterdb.readers.tflite",
     "keras": "filterdb.readers.keras",
@@ -72,7 +73,7 @@ def reader_modules() -> dict[str, ModuleType]:
 
 #: Suffixes that other files share (ONNX external data, HDF5 data files): such a file
 #: is a model only when a reader recognises its content.
-AMBIGUOUS_EXTENSIONS = {".bin", ".h5", ".hdf5", ".tar", ".pkl"}
+AMBIGUOUS_EXTENSIONS = {".bin", ".h5", ".hdf5", ".tar", ".pkl", ".json"}
 
 
 def model_extensions() -> set[str]:
@@ -99,6 +100,20 @@ def is_model_file(path: str | os.PathLike) -> bool:
     return (any(module.sniff(head, path) for module in modules)
             or any(suffix in module.EXTENSIONS and module.damaged(head, path)
                    for module in modules if hasattr(module, "damaged")))
+
+
+def member_files(path: str | os.PathLike) -> list[Path]:
+    """The other files that belong to the model file ``path``: the shards a sharded
+    checkpoint's index names; [] for a model in one file."""
+    path = Path(path)
+    try:
+        head = read_head(path)
+    except ModelReadError:
+        return []
+    for module in reader_modules().values():
+        if hasattr(module, "members") and module.sniff(head, path):
+            return module.members(path)
+    return []
 
 
 def read_head(path: str | os.PathLike, size: int = HEAD_BYTES) -> bytes:

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import struct
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,24 @@ def sniff(head: bytes, path: Path) -> bool:
 
 
 def read(path: Path, limits) -> ModelRecord:
+    return read_shards(path, [path], limits)
+
+
+def read_shards(path: Path, shards: list[Path], limits) -> ModelRecord:
+    """One model from the tensors of ``shards``: the file ``path`` itself, or the shards
+    of a sharded checkpoint read through its index file ``path``."""
     safetensors = require("safetensors", path, "safetensors")
-    entries, metadata, data_start = _header(path, limits)
+    entries, metadata, owner, data_starts, sorted_headers = [], {}, {}, [], True
+    for number, shard in enumerate(shards):
+        shard_entries, shard_metadata, data_start = _header(shard, limits)
+        for name, _ in shard_entries:
+            if name in owner:
+                raise ModelReadError(shard, f"tensor {name!r} is in another shard too")
+            owner[name] = number
+        entries += shard_entries
+        metadata = metadata or shard_metadata
+        data_starts.append(data_start)
+        sorted_headers &= _library_sorted(shard_entries)
     torch_layout = isinstance(metadata, dict) and metadata.get("format") == "pt"
     copies = statedict.ema_copies({name: tuple(info["shape"]) for name, info in entries})
     entries = [(name, info) for name, info in entries if name not in copies]
@@ -111,22 +128,24 @@ def read(path: Path, limits) -> ModelRecord:
             raise ModelReadError(path, f"tensor {name!r} declares shape "
                                        f"{infos[name]['shape']}, beyond the element limit")
     layers: list[ConvLayer] = []
-    try:  # the library validates the header again (offsets, overlaps, sizes)
-        opened = safetensors.safe_open(os.fspath(path), framework="np")
-    except Exception as error:  # SafetensorError has no importable common base
-        raise ModelReadError(path, f"not a valid safetensors file "
-                                   f"({_first_line(error)})") from None
-    with opened, open(path, "rb") as handle:
-        def tensor(name: str) -> np.ndarray:
-            if infos[name]["dtype"] not in _NUMPY_NATIVE:
-                return _decode(handle, path, name, infos[name], data_start)
-            try:
-                return np.asarray(opened.get_tensor(name), dtype=np.float32)
-            except Exception as error:
-                raise ModelReadError(path, f"tensor {name!r} cannot be read "
-                                           f"({_first_line(error)})") from None
+    with ExitStack() as stack:
+        opened = [stack.enter_context(_safe_open(safetensors, shard)) for shard in shards]
+        handles = [stack.enter_context(open(shard, "rb")) for shard in shards]
 
-        for name, info in _ordered(candidates):
+        def tensor(name: str) -> np.ndarray:
+            number = owner[name]
+            if infos[name]["dtype"] not in _NUMPY_NATIVE:
+                return _decode(handles[number], shards[number], name, infos[name],
+                               data_starts[number])
+            try:
+                return np.asarray(opened[number].get_tensor(name), dtype=np.float32)
+            except Exception as error:
+                raise ModelReadError(shards[number], f"tensor {name!r} cannot be read "
+                                                     f"({_first_line(error)})") from None
+
+        ordered = sorted(candidates, key=lambda item: statedict.natural_key(item[0])) \
+            if sorted_headers else candidates
+        for name, info in ordered:
             item = folded.get(name)
             if item is None:
                 weight = tensor(name)
@@ -219,15 +238,23 @@ def _is_conv_weight(name: str, info: dict) -> bool:
             and bool(_TORCH_NAME.search(name) or _KERNEL_NAME.search(name)))
 
 
-def _ordered(candidates: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
-    """Header order when the writer chose it; numeric-aware name order when the header
-    is the library's (dtype, name) sort, which says nothing about the model."""
+def _library_sorted(entries: list[tuple[str, dict]]) -> bool:
+    """Whether a header lists its tensors as the safetensors library writes them, sorted
+    by dtype and name, which says nothing about the model (the reader then orders them
+    by name, numbers compared as numbers); a header in any other order was written
+    deliberately and is kept as it is."""
     by_dtype: dict[str, list[str]] = {}
-    for name, info in candidates:
+    for name, info in entries:
         by_dtype.setdefault(info["dtype"], []).append(name)
-    if all(names == sorted(names) for names in by_dtype.values()):
-        return sorted(candidates, key=lambda item: statedict.natural_key(item[0]))
-    return candidates
+    return all(names == sorted(names) for names in by_dtype.values())
+
+
+def _safe_open(safetensors, path: Path):
+    try:  # the library validates the header again (offsets, overlaps, sizes)
+        return safetensors.safe_open(os.fspath(path), framework="np")
+    except Exception as error:  # SafetensorError has no importable common base
+        raise ModelReadError(path, f"not a valid safetensors file "
+                                   f"({_first_line(error)})") from None
 
 
 def _decode(handle, path: Path, name: str, info: dict, data_start: int) -> np.ndarray:

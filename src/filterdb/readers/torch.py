@@ -174,6 +174,30 @@ def _inflating_member(path: Path) -> zipfile.ZipInfo | None:
 def read(path: Path, limits) -> ModelRecord:
     torch = require("torch", path, "torch")
     path = Path(path)
+    loaded = _load_file(torch, path, limits)
+    if isinstance(loaded, ModelRecord):
+        return loaded
+    return _record_from_object(torch, loaded, path, limits)
+
+
+def read_shards(path: Path, shards: list[Path], limits) -> ModelRecord:
+    """One model from the state dict split over ``shards`` (a sharded checkpoint, read
+    through its index file ``path``); each shard is a mapping of tensors."""
+    torch = require("torch", path, "torch")
+    merged: dict = {}
+    for shard in shards:
+        loaded = _load_file(torch, shard, limits)
+        if isinstance(loaded, ModelRecord) or not isinstance(loaded, Mapping):
+            raise ModelReadError(shard, "a shard of a sharded checkpoint must be a state dict")
+        for name, value in loaded.items():
+            if name in merged:
+                raise ModelReadError(shard, f"tensor {name!r} is in another shard too")
+            merged[name] = value
+    return _record_from_object(torch, merged, path, limits)
+
+
+def _load_file(torch, path: Path, limits):
+    """The object a torch file holds, or the record of a TorchScript archive."""
     head = read_head(path)
     if head.startswith(_ZIP_MAGIC):
         try:
@@ -194,8 +218,7 @@ def read(path: Path, limits) -> ModelRecord:
     elif not _is_legacy(head):
         raise ModelReadError(path, "not a PyTorch file (neither a torch.save archive nor "
                                    "a legacy torch.save pickle)")
-    obj = _load(torch, path, limits, mmap=head.startswith(_ZIP_MAGIC))
-    return _record_from_object(torch, obj, path, limits)
+    return _load(torch, path, limits, mmap=head.startswith(_ZIP_MAGIC))
 
 
 def _load(torch, path: Path, limits, mmap: bool):
