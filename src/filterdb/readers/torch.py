@@ -39,14 +39,14 @@ Without a graph, these approximations hold (and are marked on every layer with
 ``ConvLayer.depth_is_approximate = True``):
 
 * conv weights are the 4-D floating-point (or quantized, then dequantized) tensors
-  whose name ends in ``weight``;
+  whose name ends in ``weight`` (and whose module's bias, if any, is a vector);
 * layer order is the state dict's order, and depth is that order among the conv
   layers (layer *i* has depth *i*);
-* a ConvTranspose weight cannot be told from a Conv weight: it is read as a Conv, so
-  its ``c_out`` / ``c_in_per_group`` are the weight's first two dimensions swapped
-  (its filters are the same);
-* groups are unknown: ``groups`` is 1, ``c_in_per_group`` is the weight's second
-  dimension; strides and dilations are reported as 1.
+* direction and groups are inferred from names and neighbouring weights, as for
+  safetensors (:func:`.statedict.infer_conv_attributes`): a ConvTranspose whose name
+  does not say so reads as a Conv, its ``c_out`` / ``c_in_per_group`` the weight's
+  first two dimensions swapped (its filters are the same); strides and dilations are
+  reported as 1.
 
 TorchScript archives
 --------------------
