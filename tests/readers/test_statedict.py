@@ -245,6 +245,17 @@ LAYOUTS = {
         "layer1.0.conv2.weight": ((128, 4, 3, 3), "conv", 32),
         "layer1.0.conv3.weight": ((256, 128, 1, 1), "conv", 1),
     },
+    "ResNet-50 bottleneck: the widening conv3 after conv2 is no sign of groups": {
+        "layer1.0.conv1.weight": ((64, 64, 1, 1), "conv", 1),
+        "layer1.0.conv2.weight": ((64, 64, 3, 3), "conv", 1),
+        "layer1.0.conv3.weight": ((256, 64, 1, 1), "conv", 1),
+        "layer1.0.downsample.0.weight": ((256, 64, 1, 1), "conv", 1),
+    },
+    "SqueezeNet Fire: expand1x1 and expand3x3 read the same squeeze output": {
+        "features.3.squeeze.weight": ((16, 64, 1, 1), "conv", 1),
+        "features.3.expand1x1.weight": ((64, 16, 1, 1), "conv", 1),
+        "features.3.expand3x3.weight": ((64, 16, 3, 3), "conv", 1),
+    },
     "ConvNeXt V2's GRN is no conv": {
         "stages.0.0.dwconv.weight": ((64, 1, 7, 7), "conv", 64),
         "stages.0.0.grn.weight": ((1, 1, 1, 64), None, None),

@@ -147,9 +147,12 @@ def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) 
       made for c channels: a 1x1 conv with c outputs or c inputs, or a Linear with c
       inputs (MobileNet's expand and project convs, ConvNeXt's ``pwconv1``).
     * **Grouped** (``groups = C / c_in_per_group``): a (c_out, c_in_per_group, kh, kw)
-      weight, kernel larger than 1x1, between a 1x1 conv with C > c_in_per_group outputs,
-      a multiple of them, and a 1x1 conv or Linear with c_out inputs (ResNeXt's and
-      RegNet's bottlenecks).
+      weight, kernel larger than 1x1, after a 1x1 conv with C > c_in_per_group outputs,
+      a multiple of them, and before a 1x1 conv or Linear with c_out inputs (ResNeXt's
+      and RegNet's bottlenecks: ``conv1``, ``conv2``, ``conv3``), the 1x1 conv not
+      reading c_in_per_group channels itself (SqueezeNet's ``expand1x1`` beside
+      ``expand3x3`` reads what the 3x3 conv reads: they are parallel, not in a row).
+      ResNet's ``conv3`` after ``conv2`` widens the block: only the conv before counts.
 
     Neighbours are the weights just before and after the layer in name order (numbers
     compared as numbers; names need not follow the data flow) within its block: the
@@ -187,12 +190,10 @@ def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) 
                     for n in (before, after)):
                 layer.groups = a
             continue
-        for expand, project in ((before, after), (after, before)):
-            if _pointwise(expand) and b < expand[0] and expand[0] % b == 0 \
-                    and a % (expand[0] // b) == 0 \
-                    and (_pointwise(project, into=a) or _linear(project, into=a)):
-                layer.groups = expand[0] // b
-                break
+        if _pointwise(before) and b < before[0] and before[0] % b == 0 \
+                and a % (before[0] // b) == 0 and before[1] != b \
+                and (_pointwise(after, into=a) or _linear(after, into=a)):
+            layer.groups = before[0] // b
 
 
 def natural_key(name: str) -> list:
