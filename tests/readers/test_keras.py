@@ -516,3 +516,115 @@ def test_zoo_of_keras_and_safetensors_files_builds(tmp_path, network):
     assert not is_model_file(db)
     with pytest.raises(ModelReadError):
         open_model(db)
+
+
+# Keras 2 (tf.keras) legacy files, laid out as tf.keras 2.15 writes them ------------------
+
+def _conv(name: str, inbound: list, shape=(3, 3, 4, 4), **config) -> tuple[dict, list]:
+    """A Keras 2 config entry of a Conv2D-like layer and its (variable, array) list."""
+    spec_class = config.pop("class_name", "Conv2D")
+    kernel = np.random.default_rng(len(name)).standard_normal(shape).astype(np.float32)
+    base = {"name": name, "trainable": True, "dtype": "float32", "filters": shape[-1],
+            "kernel_size": list(shape[:2]), "strides": [1, 1], "padding": "same",
+            "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
+            "activation": "linear", "use_bias": False, **config}
+    entry = {"class_name": spec_class, "config": base, "name": name,
+             "inbound_nodes": [[[ref, node, 0, {}] for ref, node in call] for call in inbound]}
+    return entry, [("kernel" if spec_class != "DepthwiseConv2D" else "depthwise_kernel",
+                    kernel)]
+
+
+def _input(name: str, channels: int = 4) -> dict:
+    return {"class_name": "InputLayer", "name": name, "inbound_nodes": [],
+            "config": {"batch_input_shape": [None, 16, 16, channels], "dtype": "float32",
+                       "sparse": False, "ragged": False, "name": name}}
+
+
+def _functional(name: str, entries: list, inputs: list, outputs: list) -> dict:
+    return {"class_name": "Functional", "config": {
+        "name": name, "trainable": True, "layers": entries,
+        "input_layers": [[n, 0, 0] for n in inputs],
+        "output_layers": [[n, node, 0] for n, node in outputs]}}
+
+
+def _write_keras2(path, config: dict, groups: dict[str, list], weights_only=False):
+    """groups: top-level layer -> [(weight name ``owner/var:0``, array)]."""
+    with h5py.File(path, "w") as handle:
+        root = handle
+        if not weights_only:
+            handle.attrs["keras_version"] = b"2.15.0"
+            handle.attrs["backend"] = b"tensorflow"
+            handle.attrs["model_config"] = json.dumps(config).encode()
+            root = handle.create_group("model_weights")
+        root.attrs["layer_names"] = np.array([name.encode() for name in groups])
+        for name, weights in groups.items():
+            group = root.create_group(name)
+            group.attrs["weight_names"] = np.array([w.encode() for w, _ in weights]) \
+                if weights else np.array([], dtype="S1")
+            for weight_name, value in weights:
+                group.create_dataset(weight_name, data=value)
+    return path
+
+
+def test_keras2_nested_model_called_twice_has_its_calls_numbered_from_one(tmp_path):
+    # tf.keras 2 numbers the calls of a nested Functional model that starts with an
+    # InputLayer from 1 (node 0 is its construction), so head_a reads call 1 (the image)
+    # and head_b call 2 (after pre1..pre3).
+    enc_conv, enc_weights = _conv("enc_conv", [[("enc_in", 0)]])
+    enc = {**_functional("enc", [_input("enc_in"), enc_conv], ["enc_in"], [("enc_conv", 0)]),
+           "name": "enc", "inbound_nodes": [[["image", 0, 0, {}]], [["pre3", 0, 0, {}]]]}
+    pre = [_conv(f"pre{i}", [[("image" if i == 1 else f"pre{i - 1}", 0)]]) for i in (1, 2, 3)]
+    head_a = _conv("head_a", [[("enc", 1)]], shape=(1, 1, 4, 4))
+    head_b = _conv("head_b", [[("enc", 2)]], shape=(1, 1, 4, 4))
+    entries = [_input("image"), enc, *(e for e, _ in pre), head_a[0], head_b[0]]
+    config = _functional("model", entries, ["image"], [("head_a", 0), ("head_b", 0)])
+    groups = {"image": [], "enc": [(f"enc_conv/{v}:0", a) for v, a in enc_weights],
+              **{e["name"]: [(f"{e['name']}/{v}:0", a) for v, a in w] for e, w in pre},
+              **{e["name"]: [(f"{e['name']}/{v}:0", a) for v, a in w]
+                 for e, w in (head_a, head_b)}}
+    record = open_model(_write_keras2(tmp_path / "siamese.h5", config, groups))
+    depths = {layer.name: layer.depth for layer in record.layers}
+    assert depths == {"pre1": 0, "pre2": 1, "pre3": 2, "enc/enc_conv": 0, "head_a": 1,
+                      "head_b": 4}
+    assert not any(layer.depth_is_approximate for layer in record.layers)
+
+
+def test_keras2_time_distributed_saves_its_layers_variables_as_its_own(tmp_path):
+    up, up_weights = _conv("up", [], shape=(3, 3, 4, 6), class_name="Conv2DTranspose",
+                           strides=[2, 2], output_padding=None, filters=4)  # (.., out, in)
+    wrapped, wrapped_weights = _conv("g", [], shape=(3, 3, 2, 6), groups=3,
+                                     dilation_rate=[2, 2])
+    td = [{"class_name": "TimeDistributed", "name": outer, "inbound_nodes": [[[src, 0, 0, {}]]],
+           "config": {"name": outer, "trainable": True, "dtype": "float32",
+                      "layer": {"class_name": inner["class_name"], "config": inner["config"]}}}
+          for outer, src, inner in (("tdg", "frames", wrapped), ("tdt", "tdg", up))]
+    frames = _input("frames", 6)
+    frames["config"]["batch_input_shape"] = [None, 3, 16, 16, 6]
+    config = _functional("model", [frames, *td], ["frames"], [("tdt", 0)])
+    groups = {"frames": [], "tdg": [(f"tdg/{v}:0", a) for v, a in wrapped_weights],
+              "tdt": [(f"tdt/{v}:0", a) for v, a in up_weights]}
+    record = open_model(_write_keras2(tmp_path / "td.h5", config, groups))
+    got = [(layer.name, layer.op_type, layer.c_out, layer.c_in_per_group, layer.groups,
+            layer.strides, layer.dilations) for layer in record.layers]
+    assert got == [("tdg/g", "conv", 6, 2, 3, (1, 1), (2, 2)),
+                   ("tdt/up", "conv_transpose", 4, 6, 1, (2, 2), (1, 1))]
+
+
+def test_keras2_weights_only_submodel_saved_in_two_groups_counts_once(tmp_path):
+    # save_weights("x.h5") of a model that calls a sub-model ``unit`` at the top and again
+    # inside the Sequential ``seq``: Keras 2 writes unit's weights into both groups.
+    rng = np.random.default_rng(0)
+    unit = [("unit_conv/kernel:0", rng.standard_normal((3, 3, 4, 4)).astype(np.float32)),
+            ("unit_conv/bias:0", np.zeros(4, np.float32))]
+    seq = [*unit, ("seq_pw/kernel:0", rng.standard_normal((1, 1, 4, 4)).astype(np.float32))]
+    up = [("up/kernel:0", rng.standard_normal((2, 2, 3, 4)).astype(np.float32))]
+    path = _write_keras2(tmp_path / "nested_weights.h5", {},
+                         {"input_1": [], "unit": unit, "seq": seq, "up": up},
+                         weights_only=True)
+    record = open_model(path)
+    assert [layer.name for layer in record.layers] == ["unit_conv", "seq_pw", "up"]
+    changed = [*unit[:1], ("unit_conv/bias:0", np.ones(4, np.float32)), *seq[2:]]
+    path = _write_keras2(tmp_path / "two_layers.h5", {},
+                         {"unit": unit, "seq": changed}, weights_only=True)
+    assert [layer.name for layer in open_model(path).layers] == [
+        "unit_conv", "unit_conv", "seq_pw"]  # equal names, other values: two layers

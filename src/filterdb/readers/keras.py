@@ -393,6 +393,7 @@ class _Graph:
 
     def _functional(self, conf, layers, info, scope, legacy_group, inputs) -> list[str]:
         calls = {name: len(e.get("inbound_nodes") or []) for name, (e, _) in info.items()}
+        nodes_of = {name: e.get("inbound_nodes") or [] for name, (e, _) in info.items()}
         input_order = [ref[0] for ref in _refs(conf.get("input_layers"))]
 
         def tensor(ref) -> str | None:
@@ -405,8 +406,11 @@ class _Graph:
             count = calls[name]
             if count == 0:
                 return None
-            if node >= count:  # Keras 2 counts a nested model's own first node
+            if _is_model(entry) and _skips_first_node(entry, nodes_of[name]):
+                node -= 1  # Keras 2 numbers a nested Functional's calls from 1
+            elif node >= count:
                 node = min(node - 1 if _is_model(entry) else node, count - 1)
+            node = max(0, min(node, count - 1))
             return f"{scope}{name}@{node}:{index}" if _is_model(entry) else f"{scope}{name}@{node}"
 
         seen_inputs = 0
@@ -519,6 +523,18 @@ def _refs(data) -> Iterator[tuple[str, int, int]]:
             return
         for value in data:
             yield from _refs(value)
+
+
+def _skips_first_node(entry: dict, nodes) -> bool:
+    """Keras 2 (nested-list inbound nodes) saves a nested Functional model that starts
+    with an InputLayer with its calls numbered from 1: node 0 is its own construction
+    (keras.engine.functional._should_skip_first_node)."""
+    if not nodes or not all(isinstance(n, list) for n in nodes):
+        return False  # Keras 3 (dict nodes) numbers calls from 0
+    conf = entry.get("config")
+    layers = conf.get("layers") if isinstance(conf, dict) else None
+    return bool(layers) and isinstance(layers[0], dict) and \
+        layers[0].get("class_name") == "InputLayer"
 
 
 def _int(value) -> int:
@@ -779,9 +795,36 @@ def _legacy_layers(root) -> list[tuple[str, str, dict, list]]:
         for owner, arrays in owners.items():
             if not any(ds.ndim == 4 for _, ds in arrays):
                 continue
+            if any(owner == name and _same_arrays(arrays, other)
+                   for name, _, _, other in found):
+                continue  # one layer saved again in another top-level layer's group
             found.append((owner, _guess_class((owner.rsplit("/", 1)[-1],), arrays), {},
                           arrays))
     return found
+
+
+def _same_arrays(a: list, b: list) -> bool:
+    """Whether two layers' (hint, dataset) lists hold equal arrays, compared a few MB at
+    a time; a dataset beyond the default element limit counts as different (its read
+    refuses it later)."""
+    if len(a) != len(b):
+        return False
+    for (_, x), (_, y) in zip(a, b, strict=True):
+        if x.shape != y.shape or x.dtype != y.dtype or x.size > _MAX_COMPARED:
+            return False
+        if x.ndim == 0:
+            if not np.array_equal(x[()], y[()]):
+                return False
+            continue
+        step = max(1, (1 << 22) // max(1, x.size // max(1, x.shape[0])))
+        for start in range(0, x.shape[0], step):
+            if not np.array_equal(x[start:start + step], y[start:start + step]):
+                return False
+    return True
+
+
+#: Elements beyond which :func:`_same_arrays` does not compare (``Limits``' default).
+_MAX_COMPARED = 2**31
 
 
 def _owner_path(weight_name: str, group_name: str) -> str:
@@ -880,6 +923,8 @@ def _held_convs(path: Path, label: str, layer: _KLayer, inner, limits) -> list[C
     convs: list[ConvLayer] = []
     for sub, arrays in inner(layer):
         name = sub.rsplit("/", 1)[-1] if sub else layer.name
+        if not sub and name not in known and "layer" in known:
+            name = "layer"  # a legacy wrapper saves its layer's variables as its own
         if name in known:
             inner_name, class_name, config = known[name]
             kind = _kind(class_name, config)
