@@ -812,3 +812,31 @@ def test_cli_build_adds_pytorch_files(tmp_path, network, facenet_models, cli):
     assert dict(models["format"]) == {"pnet": "pytorch", "rnet": "pytorch", "onet": "pytorch",
                                       "scripted": "torchscript", "lightning": "pytorch"}
     assert int(models["total_filters"].sum()) > 702 + 1428 + 6240 + 2 * network_3x3 - 1
+
+
+class _BlurPool(nn.Module):
+    """timm's BlurPool2d: a fixed filter applied with groups and stride from attributes."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels, self.stride = channels, 2
+        kernel = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (kernel[:, None] * kernel[None]) / 16
+        self.register_buffer("filt", kernel[None, None].repeat(channels, 1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.filt, stride=self.stride, groups=self.channels)
+
+
+def test_torchscript_conv_arguments_from_module_attributes(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), _BlurPool(16), nn.Conv2d(16, 8, 3)).eval()
+    path = tmp_path / "blur.pt"
+    torch.jit.script(net).save(path)
+    layers = {layer.name: layer for layer in open_model(path).layers}
+    blur = layers["1.filt"]
+    assert (blur.groups, blur.strides, blur.depthwise) == (16, (2, 2), True)
+    np.testing.assert_array_equal(blur.weight, net[1].filt.numpy())
+    assert [(layer.groups, layer.strides) for name, layer in layers.items()
+            if name != "1.filt"] == [(1, (1, 1)), (1, (1, 1))]

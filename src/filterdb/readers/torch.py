@@ -690,11 +690,16 @@ def _aten_conv(torch, module, jit_node, self_value):
     if not isinstance(tensor, torch.Tensor):
         raise _Unmapped(f"{qualified} is not a tensor")
     transposed_at, groups_at, dilation_at = _CONV_NODES[jit_node.kind()]
+
+    def constant(value, default):  # module attributes too (``groups=self.channels``)
+        return _constant(value, default,
+                         lambda v: _attribute(module, _attribute_path(v, self_value)))
+
     transposed = (transposed_at if isinstance(transposed_at, bool)
-                  else bool(_constant(jit_node.inputsAt(transposed_at), False)))
-    groups = int(_constant(jit_node.inputsAt(groups_at), 1) or 1)
-    return (qualified, tensor, transposed, groups, _constant(jit_node.inputsAt(3), None),
-            _constant(jit_node.inputsAt(dilation_at), None))
+                  else bool(constant(jit_node.inputsAt(transposed_at), False)))
+    groups = int(constant(jit_node.inputsAt(groups_at), 1) or 1)
+    return (qualified, tensor, transposed, groups, constant(jit_node.inputsAt(3), None),
+            constant(jit_node.inputsAt(dilation_at), None))
 
 
 def _quantized_conv(torch, module, jit_node, self_value):
@@ -751,15 +756,25 @@ def _attribute(module, qualified: str):
     return obj
 
 
-def _constant(value, default):
-    """The value of a constant or a list of constants, else ``default``."""
+def _constant(value, default, attribute=None):
+    """The value of a constant or a list of constants, else ``default``; with
+    ``attribute`` (value -> the module attribute its ``prim::GetAttr`` steps reach),
+    int, bool and int-list attributes of the module count as constants."""
     node = value.node()
     if node.kind() == "prim::Constant":
         result = value.toIValue()
         return default if result is None else result
     if node.kind() == "prim::ListConstruct":
-        items = [_constant(v, None) for v in node.inputs()]
+        items = [_constant(v, None, attribute) for v in node.inputs()]
         return default if any(i is None for i in items) else items
+    if node.kind() == "prim::GetAttr" and attribute is not None:
+        try:
+            result = attribute(value)
+        except _Unmapped:
+            return default
+        if isinstance(result, int) or (isinstance(result, list | tuple)
+                                       and all(type(v) is int for v in result)):
+            return list(result) if isinstance(result, tuple) else result
     return default
 
 
