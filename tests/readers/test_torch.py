@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import shutil
@@ -840,3 +841,34 @@ def test_torchscript_conv_arguments_from_module_attributes(tmp_path):
     np.testing.assert_array_equal(blur.weight, net[1].filt.numpy())
     assert [(layer.groups, layer.strides) for name, layer in layers.items()
             if name != "1.filt"] == [(1, (1, 1)), (1, (1, 1))]
+
+
+def test_torchscript_calling_a_packages_operators_names_the_package(tmp_path):
+    # A scripted torchvision detection model calls torchvision::nms, which only importing
+    # torchvision registers; written here with a stand-in operator of that namespace.
+    import subprocess
+    import textwrap
+
+    path = tmp_path / "detector.pt"
+    script = textwrap.dedent(f"""
+        import torch
+        torch.library.define("torchvision::filterdb_probe", "(Tensor x) -> Tensor")
+        torch.library.impl("torchvision::filterdb_probe", "CPU")(lambda x: x)
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(3, 4, 3)
+            def forward(self, x):
+                return torch.ops.torchvision.filterdb_probe(self.conv(x))
+        torch.jit.script(Net()).save({str(path)!r})
+    """)
+    writer = tmp_path / "write_detector.py"  # TorchScript compiles from source files
+    writer.write_text(script)
+    subprocess.run([sys.executable, str(writer)], check=True)
+    with pytest.raises(ModelReadError) as caught:
+        open_model(path)
+    message = str(caught.value)
+    assert "\n" not in message and "torchvision::filterdb_probe" in message
+    if importlib.util.find_spec("torchvision") is None:
+        assert message.endswith("the package 'torchvision' registers; pip install "
+                                "torchvision)")

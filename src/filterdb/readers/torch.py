@@ -68,6 +68,7 @@ Precision: ``ConvLayer.source_dtype`` is the tensor's dtype name (``float32``,
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import re
@@ -530,15 +531,44 @@ class _Unmapped(Exception):
 
 def _read_torchscript(torch, path: Path, limits) -> ModelRecord:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(os.fspath(path), map_location="cpu")
+        module = load_script(torch, path)
     except Exception as error:  # torch raises RuntimeError, ValueError, ...
         raise ModelReadError(path, f"not a readable TorchScript archive "
                                    f"({_first_line(error)})") from None
     record = from_script_module(module, path.stem, path, limits)
     record.path = os.fspath(path)
     return record
+
+
+#: Namespaces of TorchScript operators that an installed package registers when imported.
+OPERATOR_PACKAGES = {"torchvision": "torchvision", "torchaudio": "torchaudio"}
+_UNKNOWN_OPERATOR = re.compile(r"Unknown builtin op: (\w+)::(\w+)")
+
+
+def load_script(torch, path: Path):
+    """``torch.jit.load`` of an archive; an archive that calls operators of a package
+    that registers them (``torchvision::nms`` in a scripted detection model) loads after
+    that package is imported, or fails saying which package it needs."""
+    try:
+        return _jit_load(torch, path)
+    except RuntimeError as error:
+        unknown = _UNKNOWN_OPERATOR.search(str(error))
+        package = OPERATOR_PACKAGES.get(unknown.group(1)) if unknown else None
+        if package is None or package in sys.modules:
+            raise
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise RuntimeError(f"it calls the operator {unknown.group(1)}::{unknown.group(2)}, "
+                           f"which the package {package!r} registers; pip install "
+                           f"{package}") from None
+    return _jit_load(torch, path)
+
+
+def _jit_load(torch, path: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(os.fspath(path), map_location="cpu")
 
 
 def from_script_module(module, name: str, path=None, limits=None) -> ModelRecord:

@@ -9,9 +9,7 @@ one thread, like onnxruntime.
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +28,11 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
     """
     import torch
 
-    from .torch import from_script_module
+    from .torch import from_script_module, load_script
 
     torch.set_num_threads(1)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = torch.jit.load(os.fspath(path), map_location="cpu").eval()
+        module = load_script(torch, path).eval()
     except Exception as error:  # torch raises RuntimeError, ValueError, ...
         return failure("loading the model", error)
     n_inputs = len(module.forward.schema.arguments) - 1  # without self
