@@ -256,6 +256,11 @@ LAYOUTS = {
         "features.3.expand1x1.weight": ((64, 16, 1, 1), "conv", 1),
         "features.3.expand3x3.weight": ((64, 16, 3, 3), "conv", 1),
     },
+    "a 4-D buffer not called weight is no conv (BlurPool's filter)": {
+        "stem.weight": ((16, 3, 3, 3), "conv", 1),
+        "aa.blur_weight": ((16, 1, 3, 3), None, None),
+        "aa.filt": ((16, 1, 3, 3), None, None),
+    },
     "ConvNeXt V2's GRN is no conv": {
         "stages.0.0.dwconv.weight": ((64, 1, 7, 7), "conv", 64),
         "stages.0.0.grn.weight": ((1, 1, 1, 64), None, None),

@@ -158,7 +158,7 @@ def read_shards(path: Path, shards: list[Path], limits) -> ModelRecord:
             layers.append(_layer((item.name if item else name)[shared:], weight,
                                  _FLOAT_DTYPES[info["dtype"]][1], torch_layout))
     linear = {_TORCH_NAME.sub("", name)[shared:]: tuple(info["shape"]) for name, info in entries
-              if len(info["shape"]) == 2 and _TORCH_NAME.search(name)}
+              if len(info["shape"]) == 2 and statedict.is_module_weight(name)}
     statedict.infer_conv_attributes(
         layers, linear | {layer.name: layer.weight.shape for layer in layers})
     for index, layer in enumerate(layers):
@@ -235,7 +235,7 @@ def _valid_entry(info) -> bool:
 
 def _is_conv_weight(name: str, info: dict) -> bool:
     return (len(info["shape"]) == 4 and info["dtype"] in _FLOAT_DTYPES
-            and bool(_TORCH_NAME.search(name) or _KERNEL_NAME.search(name)))
+            and (statedict.is_module_weight(name) or bool(_KERNEL_NAME.search(name))))
 
 
 def _library_sorted(entries: list[tuple[str, dict]]) -> bool:

@@ -123,12 +123,19 @@ def refuse_unfoldable(path, ranks: Mapping[str, int],
                 "torch.nn.utils.parametrize.remove_parametrizations, or as TorchScript"))
 
 
+def is_module_weight(name: str) -> bool:
+    """Whether a tensor is a module's ``weight`` (``layer1.0.conv1.weight``); a buffer of
+    another name (``blur_weight``, BlurPool's ``filt``) is no conv layer in a state dict,
+    whatever a graph does with it."""
+    return name == "weight" or name.endswith(".weight")
+
+
 def not_conv_weights(shapes: Mapping[str, tuple]) -> set[str]:
     """The 4-D ``weight`` tensors of ``shapes`` (name -> shape) that are not a conv's: a
     conv's bias is a vector, so a module whose ``bias`` has other dimensions is something
     else (ConvNeXt V2's GRN stores ``weight`` and ``bias`` as (1, 1, 1, C))."""
     return {name for name, shape in shapes.items()
-            if len(shape) == 4 and name.endswith("weight")
+            if len(shape) == 4 and is_module_weight(name)
             and len(shapes.get(name.removesuffix("weight") + "bias", (0,))) != 1}
 
 

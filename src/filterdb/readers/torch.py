@@ -383,7 +383,7 @@ def state_dict_layers(torch, state: Mapping, path, limits,
     layers, inferred = [], []
     seen = set()  # one conv under two names (``m.a = m.b = conv``): its first name counts
     for name, (key, tensor) in zip(names, items, strict=True):
-        if tensor.dim() != 4 or not name.endswith("weight") or name in others:
+        if tensor.dim() != 4 or not statedict.is_module_weight(name) or name in others:
             continue
         same = _tensor_key(tensor)
         if same is not None and same in seen:
@@ -405,7 +405,7 @@ def state_dict_layers(torch, state: Mapping, path, limits,
             inferred.append(layer)
     statedict.infer_conv_attributes(inferred, {
         _layer_name(name): shape for name, shape in shapes.items()
-        if len(shape) in (2, 4) and name.endswith("weight") and name not in others})
+        if len(shape) in (2, 4) and statedict.is_module_weight(name) and name not in others})
     return layers
 
 
