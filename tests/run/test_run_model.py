@@ -131,6 +131,27 @@ def test_torchscript_failure_reason_is_the_error_not_its_traceback(tmp_path):
     assert "Traceback" not in result.reason and "def forward" not in result.reason
 
 
+def test_torchscript_with_a_space_to_depth_stem_runs_on_an_rgb_image(tmp_path):
+    """TResNet's stem rearranges 3 channels into 48 before its first conv: the first
+    conv's channels do not run, 3 do."""
+    torch = pytest.importorskip("torch")
+
+    class SpaceToDepth(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(48, 8, 3)
+
+        def forward(self, x):
+            return self.conv(torch.nn.functional.pixel_unshuffle(x, 4))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(SpaceToDepth()).save(str(tmp_path / "s2d.pt"))
+    result = run_model(tmp_path / "s2d.pt")
+    assert (result.runs, result.input_shapes, result.output_shapes) == (
+        "yes", [(1, 3, 224, 224)], [(1, 8, 54, 54)])
+
+
 def test_state_dict_and_safetensors_are_not_run(tmp_path):
     pytest.importorskip("torch")
     from safetensors.numpy import save_file

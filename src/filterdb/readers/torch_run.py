@@ -3,7 +3,8 @@
 Archives are loaded with ``torch.jit.load`` only, never with ``torch.load``: running a
 model must not unpickle code. TorchScript declares no input shapes, so the default
 input is one image, ``1 x C x 224 x 224``, C being the in-channels of the archive's
-first convolution (the index's ``Input Shape`` column overrides it). torch runs with
+first convolution, and when that does not run, 3 (a stem that rearranges its input
+before the first conv); the index's ``Input Shape`` column overrides both. torch runs with
 one thread, like onnxruntime.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import NOT_RUN, RunResult
+from ..records import NOT_RUN, RUNS_NO, RunResult
 from .running import CHANNELS, SPATIAL, failure, outputs_result, random_input
 
 
@@ -37,15 +38,27 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
         return failure("loading the model", error)
     n_inputs = len(module.forward.schema.arguments) - 1  # without self
     if input_shapes is not None:
-        shapes = [tuple(shape) for shape in input_shapes]
+        attempts = [[tuple(shape) for shape in input_shapes]]
     elif n_inputs == 1:
         layers = sorted(from_script_module(module, path.stem).layers,
                         key=lambda layer: (layer.depth or 0, layer.order))
         channels = layers[0].c_in_per_group * layers[0].groups if layers else CHANNELS
-        shapes = [(1, channels, SPATIAL, SPATIAL)]
+        # a stem that rearranges its input first (TResNet's space-to-depth: 48 channels
+        # into the first conv from 3) runs on an RGB image
+        attempts = [[(1, c, SPATIAL, SPATIAL)] for c in dict.fromkeys([channels, CHANNELS])]
     else:
         return RunResult(NOT_RUN, f"forward takes {n_inputs} inputs: give their shapes "
                                   "in the index's Input Shape column")
+    first = None
+    for shapes in attempts:
+        result = _forward(torch, module, shapes, seed)
+        if result.runs != RUNS_NO:
+            return result
+        first = first or result
+    return first
+
+
+def _forward(torch, module, shapes: list[tuple[int, ...]], seed: int) -> RunResult:
     rng = np.random.default_rng(seed)
     inputs = [torch.from_numpy(random_input(rng, shape, np.float32)) for shape in shapes]
     try:
