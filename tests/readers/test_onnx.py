@@ -916,27 +916,51 @@ def test_nodes_after_a_loop_come_after_its_body(tmp_path):
     assert record.total_depth == 4
 
 
-def test_weight_of_a_loop_body_conv_from_a_body_input_raises_naming_node(tmp_path):
-    """A conv whose weight is a loop-carried value is not a constant: one line naming it."""
+def _loop_with_carried_weight(tmp_path, carry: str, fold: bool = False):
+    """A Loop whose body convolves with a loop-carried value initialised to the
+    initializer w0 (tf2onnx hands ConvLSTM kernels in so); ``carry`` computes the value's
+    next state: ``Identity`` passes it on unchanged, ``Neg`` changes it every iteration.
+    ``fold``: the conv reads the carried value through Transpose (a computation)."""
+    weight_in = "w_t" if fold else "w_carried"
+    body_nodes = [ob.conv("body_conv", "r", weight_in, "out", pads=[1, 1, 1, 1]),
+                  helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep"),
+                  helper.make_node(carry, ["w_carried"], ["w_next"], name="carry")]
+    if fold:
+        body_nodes.append(helper.make_node("Transpose", ["w_carried"], ["w_t"],
+                                           name="swap", perm=[1, 0, 2, 3]))
     body = helper.make_graph(
-        [ob.conv("body_conv", "r", "w_carried", "out", pads=[1, 1, 1, 1]),
-         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep"),
-         helper.make_node("Identity", ["w_carried"], ["w_next"], name="carry")],
-        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-                 helper.make_tensor_value_info("w_carried", TensorProto.FLOAT, None)],
+        body_nodes, "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                             helper.make_tensor_value_info("w_carried", TensorProto.FLOAT,
+                                                           None)],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("w_next", TensorProto.FLOAT, None),
          ob.output("out")])
+    weight = ob.random_weight((4, 3, 3, 3) if not fold else (3, 4, 3, 3), seed=2)
     model = ob.make_model(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
          helper.make_node("Loop", ["trips", "", "w0"], ["w_final", "scan"], name="loop",
                           body=body)],
         [ob.image_input("x", 3), helper.make_tensor_value_info("trips", TensorProto.INT64, [])],
         [helper.make_tensor_value_info("scan", TensorProto.FLOAT, None)],
-        [ob.tensor("w0", ob.random_weight((4, 3, 3, 3)))], check=False)
+        [ob.tensor("w0", weight)], check=False)
+    return ob.save(model, tmp_path / f"loop_{carry}_{fold}.onnx"), weight
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_loop_state_passed_on_unchanged_is_the_loops_initial_value(tmp_path, fold):
+    path, weight = _loop_with_carried_weight(tmp_path, "Identity", fold)
+    (layer,) = open_model(path).layers
+    assert layer.name == "loop/body/body_conv"
+    expected = weight.transpose(1, 0, 2, 3) if fold else weight
+    np.testing.assert_array_equal(layer.weight, expected)
+
+
+def test_weight_of_a_loop_body_conv_from_a_changing_state_raises_naming_node(tmp_path):
+    """A loop-carried value the body changes is not a constant: one line naming it."""
+    path, _ = _loop_with_carried_weight(tmp_path, "Neg")
     with pytest.raises(ModelReadError) as error:
-        open_model(ob.save(model, tmp_path / "loop.onnx"))
+        open_model(path)
     assert "loop/body/body_conv" in str(error.value)
     assert "w_carried" in str(error.value)
 

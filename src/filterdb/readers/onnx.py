@@ -158,8 +158,9 @@ class _Walk:
             if _readable_conv(self.path, node, nodes[index].name):
                 self._add(node, nodes[index].name, tensors, depth or 0, position)
             for label, subgraph in held[index]:
-                self.graph(subgraph, tensors.scope(subgraph), [i.name for i in subgraph.input],
-                           f"{nodes[index].name}/{label}/", depth or 0)
+                self.graph(subgraph, tensors.scope(subgraph, node),
+                           [i.name for i in subgraph.input], f"{nodes[index].name}/{label}/",
+                           depth or 0)
 
     def _add(self, node, name: str, tensors: _TensorSource, depth: int, position: int):
         """The conv node's layer, or, for a weight another conv node read first (a
@@ -206,6 +207,18 @@ def _readable_conv(path: Path, node, name: str) -> bool:
                 "level below ORT_ENABLE_ALL)" if node.domain == "com.microsoft.nchwc" else "")
         raise ModelReadError(path, f"node {name!r} is a {node.domain}:{node.op_type}, a "
                                    f"convolution whose weight layout is not ONNX's{hint}")
+    return False
+
+
+def _passes_on(output: str, value: str, produced: dict) -> bool:
+    """Whether a subgraph's ``output`` is its input ``value``, directly or by Identity."""
+    for _ in range(64):
+        if output == value:
+            return True
+        node = produced.get(output)
+        if node is None or node.op_type != "Identity" or not node.input:
+            return False
+        output = node.input[0]
     return False
 
 
@@ -351,8 +364,10 @@ class _TensorSource:
     or DequantizeLinear, reading external data only from inside the model's folder."""
 
     def __init__(self, path: Path, graph, limits, opsets=(), parent=None,
-                 spans: dict[str, Span] | None = None):
+                 spans: dict[str, Span] | None = None, bindings: dict[str, str] | None = None):
         self.path = path
+        # subgraph inputs that are the holder's inputs, unchanged (see :meth:`scope`)
+        self.bindings = bindings or {}
         self.spans = spans or {}  # initializers whose raw data is still in the file
         self.opsets = list(opsets)
         self.folder = path.resolve().parent
@@ -364,9 +379,22 @@ class _TensorSource:
         self.inputs = {value.name for value in graph.input}
         self.order = {id(node): index for index, node in enumerate(graph.node)}
 
-    def scope(self, subgraph) -> _TensorSource:
-        """The source of a subgraph, which also sees this graph's values."""
-        return _TensorSource(self.path, subgraph, self.limits, self.opsets, parent=self)
+    def scope(self, subgraph, holder=None) -> _TensorSource:
+        """The source of a subgraph, which also sees this graph's values; a Loop's state
+        that the body passes on unchanged (tf2onnx hands ConvLSTM kernels into the loop
+        so) is the Loop's input for it, constants included."""
+        bindings = {}
+        if holder is not None and holder.op_type == "Loop" and holder.domain in ("", "ai.onnx"):
+            produced = {out: node for node in subgraph.node for out in node.output}
+            outputs = [value.name for value in subgraph.output]
+            # body inputs (iteration, condition, states...), outputs (condition, states...)
+            for k, value in enumerate(subgraph.input[2:]):
+                initial = holder.input[k + 2] if k + 2 < len(holder.input) else ""
+                if initial and k + 1 < len(outputs) and _passes_on(outputs[k + 1], value.name,
+                                                                   produced):
+                    bindings[value.name] = initial
+        return _TensorSource(self.path, subgraph, self.limits, self.opsets, parent=self,
+                             bindings=bindings)
 
     def _has(self, name: str) -> bool:
         return (name in self.initializers or name in self.sparse or name in self.producers
@@ -403,6 +431,8 @@ class _TensorSource:
         subgraph's initializer may have the name of an outer one)."""
         if name in self.initializers or name in self.sparse:
             return self, name
+        if name in self.bindings and hops <= 64:
+            return self.parent.origin(self.bindings[name], hops + 1)
         if (outer := self._outer(name)) is not None:
             return outer.origin(name, hops)
         node = self.producers.get(name)
@@ -439,6 +469,8 @@ class _TensorSource:
             return self._array(self.initializers[name], self.spans.get(name))
         if name in self.sparse:
             return self._dense(self.sparse[name])
+        if name in self.bindings and hops <= 64:
+            return self.parent.resolve(self.bindings[name], consumer, hops + 1)
         if (outer := self._outer(name)) is not None:
             return outer.resolve(name, consumer, hops)
         node = self.producers.get(name)
@@ -494,6 +526,9 @@ class _TensorSource:
                 continue
             if tensor in self.sparse:
                 leaves[tensor] = self._dense(self.sparse[tensor])
+                continue
+            if tensor in self.bindings:
+                leaves[tensor] = self.parent.resolve(self.bindings[tensor], consumer)
                 continue
             if (outer := self._outer(tensor)) is not None:
                 leaves[tensor] = outer.resolve(tensor, consumer)
