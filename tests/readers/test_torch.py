@@ -872,3 +872,32 @@ def test_torchscript_calling_a_packages_operators_names_the_package(tmp_path):
     if importlib.util.find_spec("torchvision") is None:
         assert message.endswith("the package 'torchvision' registers; pip install "
                                 "torchvision)")
+
+
+class _FeatureDict(nn.Module):
+    """torchvision's IntermediateLayerGetter feeding heads: features stored in a dict by
+    name, read back by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.stage = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(4)])
+        self.low = nn.Conv2d(8, 4, 1)
+        self.high = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        features: dict[str, torch.Tensor] = {}
+        x = self.stem(x)
+        features["low"] = x
+        features["high"] = self.stage(x)
+        return self.low(features["low"]).mean() + self.high(features["high"]).mean()
+
+
+def test_torchscript_dict_read_by_key_gives_the_value_stored_under_it(tmp_path):
+    path = tmp_path / "features.pt"
+    torch.jit.script(_FeatureDict().eval()).save(path)
+    depths = {layer.name: layer.depth for layer in open_model(path).layers}
+    # stem 0, the stage's convs 1..4; low reads the stem's features, high the stage's,
+    # each one step (the dict read) after them
+    assert depths == {"stem": 0, "stage.0": 1, "stage.1": 2, "stage.2": 3, "stage.3": 4,
+                      "low": 2, "high": 6}

@@ -599,7 +599,8 @@ def _value_id(value) -> str:
     return f"%{value.unique()}"
 
 
-def _flatten(block, entries: list, versions: dict | None = None) -> None:
+def _flatten(block, entries: list, versions: dict | None = None,
+             stored: dict | None = None) -> None:
     """Append (Node, jit node or None) for every node of ``block``, blocks included.
 
     A node with blocks becomes two nodes: one that produces the blocks' parameters
@@ -609,14 +610,30 @@ def _flatten(block, entries: list, versions: dict | None = None) -> None:
     A node that writes to an input (``aten::append`` on a list, an in-place op: an
     argument marked ``(a!)`` in its schema) also produces a new version of that value,
     which the nodes after it read: in DenseNet's ``features.append(conv(...))`` then
-    ``torch.cat(features)``, the concatenation then comes after the conv. A conv
-    node's edges are its data, weight and bias, as an ONNX Conv's.
+    ``torch.cat(features)``, the concatenation then comes after the conv. A dict read
+    by a constant key reads the value last stored under that key, not every later
+    write (torchvision's ``IntermediateLayerGetter`` stores each stage's features in
+    one dict, which its FPN reads by name). A conv node's edges are its data, weight
+    and bias, as an ONNX Conv's.
     """
     versions = {} if versions is None else versions
+    stored = {} if stored is None else stored  # (dict, key) -> the value stored there
     for jit_node in block.nodes():
         name = f"{jit_node.kind()}#{len(entries)}"
         values = [_value_id(v) for v in jit_node.inputs()]
         inputs = [versions.get(v, v) for v in values]
+        key = _dict_key(jit_node)
+        if key is not None and jit_node.kind() == "aten::__getitem__" \
+                and (values[0], key) in stored:
+            inputs = [stored[values[0], key]]  # the value stored under the key
+        elif key is not None and jit_node.kind() == "aten::_set_item":
+            stored[values[0], key] = inputs[2]
+        elif jit_node.kind() == "prim::DictConstruct":
+            items = list(jit_node.inputs())
+            for at in range(0, len(items) - 1, 2):
+                constant = _constant(items[at], None)
+                if isinstance(constant, str | int):
+                    stored[_value_id(jit_node.output()), constant] = inputs[at + 1]
         if jit_node.kind() in _CONV_NODES or jit_node.kind() in _QUANTIZED_CONV_NODES:
             # the data, weight (bias): not the hyperparameters, which a scripted
             # ConvTranspose computes from the input's shape (output_padding)
@@ -634,10 +651,22 @@ def _flatten(block, entries: list, versions: dict | None = None) -> None:
         params = [_value_id(v) for b in blocks for v in b.inputs()]
         entries.append((Node(name, inputs, [*params, token]), jit_node))
         for sub in blocks:
-            _flatten(sub, entries, versions)
+            _flatten(sub, entries, versions, stored)
         results = [versions.get(_value_id(v), _value_id(v)) for b in blocks
                    for v in b.outputs()]
         entries.append((Node(f"{name}#end", [*results, token], outputs), None))
+
+
+def _dict_key(jit_node):
+    """The constant key of a dict read or write (``aten::__getitem__``,
+    ``aten::_set_item`` on a Dict), else None."""
+    if jit_node.kind() not in ("aten::__getitem__", "aten::_set_item"):
+        return None
+    inputs = list(jit_node.inputs())
+    if len(inputs) < 2 or inputs[0].type().kind() != "DictType":
+        return None
+    key = _constant(inputs[1], None)
+    return key if isinstance(key, str | int) else None
 
 
 @cache
