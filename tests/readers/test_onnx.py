@@ -15,6 +15,7 @@ from filterdb.extraction import conv_depths, ordered_layers
 from filterdb.readers import Limits, open_model
 
 from . import onnx_builders as ob
+from .refusals import one_line
 
 
 def _layer(record, name):
@@ -980,3 +981,26 @@ def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
     read = open_model(path)
     np.testing.assert_array_equal(read.layers[0].weight, mapped.layers[0].weight)
     np.testing.assert_array_equal(read.layers[0].weight, weight)
+
+
+@pytest.mark.parametrize("weight_shape, refused", [((4, 3, 3, 3), True), ((4,), False)])
+def test_an_unknown_onnx_operator_taking_a_4d_constant_is_refused(tmp_path, weight_shape,
+                                                                  refused):
+    """tf2onnx leaves a TensorFlow PartitionedCall where it cannot convert a grouped
+    Conv2D: its kernel would go missing unseen. One taking no 4-D constant is let be."""
+    model = ob.make_model(
+        [ob.conv("plain", "x", "w_plain", "a", pads=[1, 1, 1, 1]),
+         helper.make_node("PartitionedCall", ["a", "w_hidden"], ["y"], name="grouped")],
+        [ob.image_input("x", 3)], [ob.output("y")],
+        [ob.tensor("w_plain", ob.random_weight((3, 3, 3, 3))),
+         ob.tensor("w_hidden", ob.random_weight(weight_shape, seed=1))], check=False)
+    path = ob.save(model, tmp_path / "partitioned.onnx")
+    if not refused:
+        assert [layer.name for layer in open_model(path).layers] == ["plain"]
+        return
+    with pytest.raises(ModelReadError) as error:
+        open_model(path)
+    assert one_line(error.value).endswith(
+        "node 'grouped' is a PartitionedCall, which is no ONNX operator, and takes the 4-D "
+        "tensor 'w_hidden': a convolution the conversion left unconverted? (the model does "
+        "not run)")

@@ -157,6 +157,8 @@ class _Walk:
             position, self.position = self.position, self.position + 1
             if _readable_conv(self.path, node, nodes[index].name):
                 self._add(node, nodes[index].name, tensors, depth or 0, position)
+            else:
+                _refuse_unknown_operator(self.path, node, nodes[index].name, tensors)
             for label, subgraph in held[index]:
                 self.graph(subgraph, tensors.scope(subgraph, node),
                            [i.name for i in subgraph.input], f"{nodes[index].name}/{label}/",
@@ -208,6 +210,25 @@ def _readable_conv(path: Path, node, name: str) -> bool:
         raise ModelReadError(path, f"node {name!r} is a {node.domain}:{node.op_type}, a "
                                    f"convolution whose weight layout is not ONNX's{hint}")
     return False
+
+
+def _refuse_unknown_operator(path: Path, node, name: str, tensors: _TensorSource) -> None:
+    """Refuse a node of the ONNX domain that ONNX does not define and that takes a 4-D
+    constant: tf2onnx leaves a TensorFlow ``PartitionedCall`` where it cannot convert a
+    function (a grouped Conv2D), whose convolution would otherwise go missing unseen."""
+    import onnx
+
+    if node.domain not in ("", "ai.onnx") or node.op_type in _HOLDERS \
+            or onnx.defs.has(node.op_type):
+        return
+    for value in node.input:
+        source, origin = tensors.origin(value) if value else (None, "")
+        tensor = source.initializers.get(origin) if source is not None else None
+        if tensor is not None and len(tensor.dims) == 4:
+            raise ModelReadError(path, f"node {name!r} is a {node.op_type}, which is no ONNX "
+                                       f"operator, and takes the 4-D tensor {value!r}: a "
+                                       "convolution the conversion left unconverted? (the "
+                                       "model does not run)")
 
 
 def _passes_on(output: str, value: str, produced: dict) -> bool:
