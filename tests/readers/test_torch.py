@@ -901,3 +901,44 @@ def test_torchscript_dict_read_by_key_gives_the_value_stored_under_it(tmp_path):
     # each one step (the dict read) after them
     assert depths == {"stem": 0, "stage.0": 1, "stage.1": 2, "stage.2": 3, "stage.3": 4,
                       "low": 2, "high": 6}
+
+
+class _LayerGetter(nn.ModuleDict):
+    """torchvision's IntermediateLayerGetter: each returned stage's output stored under
+    the name a dict attribute gives it."""
+
+    def __init__(self):
+        super().__init__({"stem": nn.Conv2d(3, 8, 3),
+                          "stage": nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1)
+                                                   for _ in range(4)])})
+        self.return_layers = {"stem": "low", "stage": "high"}
+
+    def forward(self, x):
+        out: dict[str, torch.Tensor] = {}
+        for name, module in self.items():
+            x = module(x)
+            if name in self.return_layers:
+                out[self.return_layers[name]] = x
+        return out
+
+
+class _Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = _LayerGetter()
+        self.low = nn.Conv2d(8, 4, 1)
+        self.high = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        features = self.body(x)
+        return self.low(features["low"]).mean() + self.high(features["high"]).mean()
+
+
+def test_torchscript_dict_keys_from_a_dict_attribute(tmp_path):
+    path = tmp_path / "heads.pt"
+    torch.jit.script(_Heads().eval()).save(path)
+    depths = {layer.name: layer.depth for layer in open_model(path).layers}
+    assert depths["body.stage.3"] == 4
+    # low reads the stem's output (depth 0) through the dict, not the last stage's
+    assert depths["body.stem"] < depths["low"] < depths["body.stage.0"] + 2
+    assert depths["high"] > depths["body.stage.3"]

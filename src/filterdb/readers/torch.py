@@ -600,7 +600,7 @@ def _value_id(value) -> str:
 
 
 def _flatten(block, entries: list, versions: dict | None = None,
-             stored: dict | None = None) -> None:
+             stored: dict | None = None, attribute=None) -> None:
     """Append (Node, jit node or None) for every node of ``block``, blocks included.
 
     A node with blocks becomes two nodes: one that produces the blocks' parameters
@@ -613,8 +613,9 @@ def _flatten(block, entries: list, versions: dict | None = None,
     ``torch.cat(features)``, the concatenation then comes after the conv. A dict read
     by a constant key reads the value last stored under that key, not every later
     write (torchvision's ``IntermediateLayerGetter`` stores each stage's features in
-    one dict, which its FPN reads by name). A conv node's edges are its data, weight
-    and bias, as an ONNX Conv's.
+    one dict, under names from a dict attribute, which its FPN reads by name;
+    ``attribute``: value -> the module attribute its ``prim::GetAttr`` steps reach). A
+    conv node's edges are its data, weight and bias, as an ONNX Conv's.
     """
     versions = {} if versions is None else versions
     stored = {} if stored is None else stored  # (dict, key) -> the value stored there
@@ -622,7 +623,7 @@ def _flatten(block, entries: list, versions: dict | None = None,
         name = f"{jit_node.kind()}#{len(entries)}"
         values = [_value_id(v) for v in jit_node.inputs()]
         inputs = [versions.get(v, v) for v in values]
-        key = _dict_key(jit_node)
+        key = _dict_key(jit_node, attribute)
         if key is not None and jit_node.kind() == "aten::__getitem__" \
                 and (values[0], key) in stored:
             inputs = [stored[values[0], key]]  # the value stored under the key
@@ -651,21 +652,33 @@ def _flatten(block, entries: list, versions: dict | None = None,
         params = [_value_id(v) for b in blocks for v in b.inputs()]
         entries.append((Node(name, inputs, [*params, token]), jit_node))
         for sub in blocks:
-            _flatten(sub, entries, versions, stored)
+            _flatten(sub, entries, versions, stored, attribute)
         results = [versions.get(_value_id(v), _value_id(v)) for b in blocks
                    for v in b.outputs()]
         entries.append((Node(f"{name}#end", [*results, token], outputs), None))
 
 
-def _dict_key(jit_node):
+def _dict_key(jit_node, attribute=None):
     """The constant key of a dict read or write (``aten::__getitem__``,
-    ``aten::_set_item`` on a Dict), else None."""
+    ``aten::_set_item`` on a Dict), else None; a key looked up by a constant in a dict
+    attribute of the module (``self.return_layers[name]``) is constant too."""
     if jit_node.kind() not in ("aten::__getitem__", "aten::_set_item"):
         return None
     inputs = list(jit_node.inputs())
     if len(inputs) < 2 or inputs[0].type().kind() != "DictType":
         return None
     key = _constant(inputs[1], None)
+    producer = inputs[1].node()
+    if key is None and attribute is not None and producer.kind() == "aten::__getitem__":
+        container, index = list(producer.inputs())[:2]
+        try:
+            mapping = attribute(container) if container.node().kind() == "prim::GetAttr" \
+                else None
+        except _Unmapped:
+            mapping = None
+        index = _constant(index, None)
+        if isinstance(mapping, dict) and isinstance(index, str | int):
+            key = mapping.get(index)
     return key if isinstance(key, str | int) else None
 
 
@@ -696,7 +709,8 @@ def _graph_layers(torch, module, graph, where, limits):
         graph_inputs[0].type().kind() == "ClassType" else None
     real_inputs = [_value_id(v) for v in graph_inputs if v is not self_value]
     entries: list = []
-    _flatten(graph, entries)
+    _flatten(graph, entries, attribute=None if self_value is None else
+             lambda value: _attribute(module, _attribute_path(value, self_value)))
     kinds = Counter(jit_node.kind() for _, jit_node in entries if jit_node is not None)
     if kinds.get("prim::CallMethod") or kinds.get("prim::CallFunction"):
         raise _Unmapped("calls that inlining left in place may hide conv layers")
