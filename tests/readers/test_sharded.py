@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,8 +120,8 @@ def test_shard_problems_are_one_line_naming_the_file(tmp_path):
     index.write_text(json.dumps(content))
     with pytest.raises(ModelReadError) as caught:
         open_model(index)
-    assert "names a shard '../elsewhere.safetensors' outside the index's folder" in one_line(
-        caught.value)
+    assert ("names a shard '../elsewhere.safetensors', not a file name in the index's folder"
+            in one_line(caught.value))
 
     index = _write_sharded(tmp_path / "twice", state, ".bin")
     first = tmp_path / "twice" / "model-00001-of-00004.bin"
@@ -135,3 +136,36 @@ def test_shard_problems_are_one_line_naming_the_file(tmp_path):
     with pytest.raises(ModelReadError) as caught:
         open_model(broken)
     assert one_line(caught.value).endswith("index file without a weight_map of tensor -> shard")
+
+
+def test_a_zoo_with_broken_indexes_builds_the_rest(tmp_path, cli):
+    """An index that is not transformers' (a list where a file name belongs), one that
+    names itself, and one whose shard is missing each fail on their own; the shards of
+    the last are no models of their own; the other model is built."""
+    zoo = tmp_path / "zoo"
+    state = _state()
+    _write_sharded(zoo / "missing", state, ".safetensors")
+    (zoo / "missing" / "model-00002-of-00004.safetensors").unlink()
+    (zoo / "listed").mkdir()
+    (zoo / "listed" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a.weight": ["model-1.safetensors"]}}))
+    (zoo / "self").mkdir()
+    (zoo / "self" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a.weight": "model.safetensors.index.json"}}))
+    _single(zoo / "other", state, ".safetensors")
+    db = tmp_path / "db.h5"
+    built = cli("build", zoo, "-o", db, "--no-quality")
+    assert built.returncode == 0, built.stderr
+    assert "Traceback" not in built.stderr
+    report = json.loads((tmp_path / "db.h5.build.json").read_text())
+    outcomes = {Path(m["path"]).relative_to(zoo).as_posix(): (m["status"], m["reason"])
+                for m in report["outcomes"]}
+    assert outcomes == {
+        "missing/model.safetensors.index.json": (
+            "failed", "shard model-00002-of-00004.safetensors is missing"),
+        "listed/model.safetensors.index.json": (
+            "failed", "weight_map names a shard ['model-1.safetensors'], not a file name in "
+                      "the index's folder"),
+        "self/model.safetensors.index.json": ("failed", "the index names itself as a shard"),
+        "other/whole.safetensors": ("added", ""),
+    }

@@ -37,12 +37,16 @@ def sniff(head: bytes, path: Path) -> bool:
 
 
 def members(path: Path) -> list[Path]:
-    """The shards an index file names, in the order they first appear; [] when ``path``
-    is no readable index (the read then says why)."""
+    """The shard files an index file names that exist, in the order they first appear
+    (also when the index cannot be read as a whole: a missing shard fails the index, not
+    make the others models of their own); [] when ``path`` is no readable index."""
+    path = Path(path)
     try:
-        return _shards(Path(path))
-    except ModelReadError:
+        names = _shard_names(path)
+    except (ModelReadError, OSError):
         return []
+    return [path.parent / name for name in names
+            if name != path.name and (path.parent / name).is_file()]
 
 
 def read(path: Path, limits) -> ModelRecord:
@@ -68,23 +72,9 @@ def read(path: Path, limits) -> ModelRecord:
 
 
 def _shards(path: Path) -> list[Path]:
-    size = path.stat().st_size
-    if size > MAX_INDEX_BYTES:
-        raise ModelReadError(path, f"index file of {size} bytes exceeds the limit of "
-                                   f"{MAX_INDEX_BYTES} bytes")
-    try:
-        index = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ModelReadError(path, f"index file is not JSON ({error})") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise ModelReadError(path, "index file without a weight_map of tensor -> shard")
-    names = list(dict.fromkeys(weight_map.values()))
-    for name in names:
-        if not isinstance(name, str) or not name or os.path.basename(name) != name \
-                or name in (".", ".."):
-            raise ModelReadError(path, f"weight_map names a shard {name!r} outside the "
-                                       "index's folder")
+    names = _shard_names(path)
+    if path.name in names:
+        raise ModelReadError(path, "the index names itself as a shard")
     shards = [path.parent / name for name in names]
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
@@ -92,6 +82,27 @@ def _shards(path: Path) -> list[Path]:
                                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1
                                       else ""))
     return shards
+
+
+def _shard_names(path: Path) -> list[str]:
+    """The shard file names of an index's ``weight_map``, in the order they first appear."""
+    size = path.stat().st_size
+    if size > MAX_INDEX_BYTES:
+        raise ModelReadError(path, f"index file of {size} bytes exceeds the limit of "
+                                   f"{MAX_INDEX_BYTES} bytes")
+    try:
+        index = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ModelReadError(path, f"index file is not JSON ({type(error).__name__})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelReadError(path, "index file without a weight_map of tensor -> shard")
+    for name in weight_map.values():
+        if not isinstance(name, str) or not name or os.path.basename(name) != name \
+                or name in (".", ".."):
+            raise ModelReadError(path, f"weight_map names a shard {name!r}, not a file "
+                                       "name in the index's folder")
+    return list(dict.fromkeys(weight_map.values()))
 
 
 def cannot_run(path: Path) -> str:
