@@ -942,3 +942,54 @@ def test_torchscript_dict_keys_from_a_dict_attribute(tmp_path):
     # low reads the stem's output (depth 0) through the dict, not the last stage's
     assert depths["body.stem"] < depths["low"] < depths["body.stage.0"] + 2
     assert depths["high"] > depths["body.stage.3"]
+
+
+class _DictWrites(nn.Module):
+    """A dict value reached by other writes than a constant key's (the subclasses): conv_c
+    must come after the deep path in each."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 8, 3, padding=1)
+        self.deep = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)])
+        self.conv_c = nn.Conv2d(8, 8, 3, padding=1)
+
+
+class _KeyAtRunTime(_DictWrites):
+    def forward(self, x):
+        d: dict[str, torch.Tensor] = {"0": self.conv_a(x)}
+        for i in range(int(x.shape[0])):
+            d[str(i)] = self.deep(d[str(i)])
+        return self.conv_c(d["0"])
+
+
+class _Update(_DictWrites):
+    def forward(self, x):
+        d: dict[str, torch.Tensor] = {"0": self.conv_a(x)}
+        d.update({"0": self.deep(d["0"])})
+        return self.conv_c(d["0"])
+
+
+class _InPlace(_DictWrites):
+    def forward(self, x):
+        a = self.conv_a(x)
+        d: dict[str, torch.Tensor] = {"0": a}
+        a.add_(self.deep(self.conv_a(x)))
+        return self.conv_c(d["0"])
+
+
+class _Branch(_DictWrites):
+    def forward(self, x):
+        a = self.conv_a(x)
+        d: dict[str, torch.Tensor] = {"0": self.deep(a)}
+        if bool(x.sum() > 0):  # may not run: the deep value may be read
+            d["0"] = a
+        return self.conv_c(d["0"])
+
+
+@pytest.mark.parametrize("network", [_KeyAtRunTime, _Update, _InPlace, _Branch])
+def test_torchscript_dict_reads_come_after_every_write_that_may_reach_them(tmp_path, network):
+    path = tmp_path / "writes.pt"
+    torch.jit.script(network().eval()).save(path)
+    depths = {layer.name: layer.depth for layer in open_model(path).layers}
+    assert depths["conv_c"] > depths["deep.2"] > depths["conv_a"]

@@ -600,7 +600,7 @@ def _value_id(value) -> str:
 
 
 def _flatten(block, entries: list, versions: dict | None = None,
-             stored: dict | None = None, attribute=None) -> None:
+             dicts: _DictValues | None = None, attribute=None, nested: bool = False) -> None:
     """Append (Node, jit node or None) for every node of ``block``, blocks included.
 
     A node with blocks becomes two nodes: one that produces the blocks' parameters
@@ -611,36 +611,42 @@ def _flatten(block, entries: list, versions: dict | None = None,
     argument marked ``(a!)`` in its schema) also produces a new version of that value,
     which the nodes after it read: in DenseNet's ``features.append(conv(...))`` then
     ``torch.cat(features)``, the concatenation then comes after the conv. A dict read
-    by a constant key reads the value last stored under that key, not every later
-    write (torchvision's ``IntermediateLayerGetter`` stores each stage's features in
-    one dict, under names from a dict attribute, which its FPN reads by name;
-    ``attribute``: value -> the module attribute its ``prim::GetAttr`` steps reach). A
-    conv node's edges are its data, weight and bias, as an ONNX Conv's.
+    by a constant key reads the values stored under that key (:class:`_DictValues`),
+    not every later write (torchvision's ``IntermediateLayerGetter`` stores each
+    stage's features in one dict, under names from a dict attribute, which its FPN
+    reads by name; ``attribute``: value -> the module attribute its ``prim::GetAttr``
+    steps reach). A conv node's edges are its data, weight and bias, as an ONNX Conv's.
     """
     versions = {} if versions is None else versions
-    stored = {} if stored is None else stored  # (dict, key) -> the value stored there
+    dicts = _DictValues() if dicts is None else dicts
     for jit_node in block.nodes():
-        name = f"{jit_node.kind()}#{len(entries)}"
+        kind = jit_node.kind()
+        name = f"{kind}#{len(entries)}"
         values = [_value_id(v) for v in jit_node.inputs()]
         inputs = [versions.get(v, v) for v in values]
         key = _dict_key(jit_node, attribute)
-        if key is not None and jit_node.kind() == "aten::__getitem__" \
-                and (values[0], key) in stored:
-            inputs = [stored[values[0], key]]  # the value stored under the key
-        elif key is not None and jit_node.kind() == "aten::_set_item":
-            stored[values[0], key] = inputs[2]
-        elif jit_node.kind() == "prim::DictConstruct":
+        written = _written_inputs(jit_node)
+        if key is not None and kind == "aten::__getitem__" \
+                and (found := dicts.read(values[0], key)):
+            inputs = [versions.get(v, v) for v in found]  # what is stored under the key
+        elif key is not None and kind == "aten::_set_item":
+            dicts.write(values[0], key, values[2], nested)
+        elif kind == "prim::DictConstruct":
             items = list(jit_node.inputs())
             for at in range(0, len(items) - 1, 2):
                 constant = _constant(items[at], None)
                 if isinstance(constant, str | int):
-                    stored[_value_id(jit_node.output()), constant] = inputs[at + 1]
-        if jit_node.kind() in _CONV_NODES or jit_node.kind() in _QUANTIZED_CONV_NODES:
+                    dicts.write(_value_id(jit_node.output()), constant, values[at + 1], False)
+        else:  # any other write to a dict (update, pop, a key computed at run time)
+            for position in written:
+                if position < len(values):
+                    dicts.forget(values[position])
+        if kind in _CONV_NODES or kind in _QUANTIZED_CONV_NODES:
             # the data, weight (bias): not the hyperparameters, which a scripted
             # ConvTranspose computes from the input's shape (output_padding)
-            inputs = inputs[:3 if jit_node.kind() in _CONV_NODES else 2]
+            inputs = inputs[:3 if kind in _CONV_NODES else 2]
         outputs = [_value_id(v) for v in jit_node.outputs()]
-        for position in _written_inputs(jit_node):
+        for position in written:
             if position < len(values):
                 versions[values[position]] = f"{values[position]}@{len(entries)}"
                 outputs.append(versions[values[position]])
@@ -652,10 +658,34 @@ def _flatten(block, entries: list, versions: dict | None = None,
         params = [_value_id(v) for b in blocks for v in b.inputs()]
         entries.append((Node(name, inputs, [*params, token]), jit_node))
         for sub in blocks:
-            _flatten(sub, entries, versions, stored, attribute)
+            _flatten(sub, entries, versions, dicts, attribute, nested=True)
         results = [versions.get(_value_id(v), _value_id(v)) for b in blocks
                    for v in b.outputs()]
         entries.append((Node(f"{name}#end", [*results, token], outputs), None))
+
+
+class _DictValues:
+    """The values stored in dicts under constant keys, as :func:`_flatten` meets them.
+
+    A read by such a key reads the values stored there (each at its latest version, so
+    an in-place change after storing counts). A write inside a block (an ``if``
+    branch, a loop body) may not run, so it adds to the values stored before; any other
+    write to a dict (``update``, ``pop``, a key computed at run time) forgets what it
+    knew of that dict, whose reads then come after every write, as before.
+    """
+
+    def __init__(self):
+        self.stored: dict[str, dict] = {}  # dict value -> key -> values
+
+    def read(self, dict_value: str, key) -> list[str]:
+        return self.stored.get(dict_value, {}).get(key, [])
+
+    def write(self, dict_value: str, key, value: str, nested: bool) -> None:
+        keys = self.stored.setdefault(dict_value, {})
+        keys[key] = [*keys.get(key, []), value] if nested else [value]
+
+    def forget(self, dict_value: str) -> None:
+        self.stored.pop(dict_value, None)
 
 
 def _dict_key(jit_node, attribute=None):
