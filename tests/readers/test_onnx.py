@@ -1004,3 +1004,75 @@ def test_an_unknown_onnx_operator_taking_a_4d_constant_is_refused(tmp_path, weig
         "node 'grouped' is a PartitionedCall, which is no ONNX operator, and takes the 4-D "
         "tensor 'w_hidden': a convolution the conversion left unconverted? (the model does "
         "not run)")
+
+
+def test_one_int8_tensor_dequantized_with_two_scales_is_two_weights(tmp_path):
+    """onnxsim merges equal initializers: conv b = 2 x conv a, quantized per tensor, share
+    one int8 tensor with scales of their own. Two layers; one DequantizeLinear read by
+    two convs stays one."""
+    stored = np.random.default_rng(0).integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "scale_a"], ["w_a"], name="dq_a"),
+             helper.make_node("DequantizeLinear", ["w_q", "scale_b"], ["w_b"], name="dq_b"),
+             ob.conv("a", "x", "w_a", "ya", pads=[1, 1, 1, 1]),
+             ob.conv("b", "x", "w_b", "yb", pads=[1, 1, 1, 1]),
+             ob.conv("a_again", "x", "w_a", "yc", pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["ya", "yb", "yc"], ["y"], name="sum")]
+    model = ob.make_model(nodes, [ob.image_input("x", 3)], [ob.output("y")],
+                          [ob.tensor("w_q", stored),
+                           ob.tensor("scale_a", np.float32(0.01)),
+                           ob.tensor("scale_b", np.float32(0.02))])
+    layers = {layer.name: layer for layer in open_model(
+        ob.save(model, tmp_path / "shared_int8.onnx")).layers}
+    assert sorted(layers) == ["a", "b"]
+    np.testing.assert_array_equal(layers["a"].weight, stored.astype(np.float32) * np.float32(0.01))
+    np.testing.assert_array_equal(layers["b"].weight, stored.astype(np.float32) * np.float32(0.02))
+
+
+@pytest.mark.parametrize("to, dtype", [(TensorProto.BFLOAT16, "bfloat16"),
+                                       (TensorProto.FLOAT16, "float16")])
+def test_a_cast_to_16_bits_rounds_the_weight(tmp_path, to, dtype):
+    """float32 initializer -> Cast(bfloat16 or float16) -> Cast(float) -> Conv, as a
+    model exported under torch.autocast has it: the conv uses the rounded weight."""
+    import ml_dtypes
+
+    weight = ob.random_weight((4, 3, 3, 3), seed=3)
+    nodes = [helper.make_node("Cast", ["w"], ["w16"], name="down", to=to),
+             helper.make_node("Cast", ["w16"], ["w32"], name="up", to=TensorProto.FLOAT),
+             ob.conv("conv", "x", "w32", "y", pads=[1, 1, 1, 1])]
+    model = ob.make_model(nodes, [ob.image_input("x", 3)], [ob.output("y")],
+                          [ob.tensor("w", weight)])
+    (layer,) = open_model(ob.save(model, tmp_path / "cast.onnx")).layers
+    rounding = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    expected = weight.astype(rounding).astype(np.float32)
+    assert not np.array_equal(expected, weight)
+    np.testing.assert_array_equal(layer.weight, expected)
+    assert layer.source_dtype == dtype
+
+
+def test_dequantize_with_a_float16_scale_gives_float16_values(tmp_path):
+    """DequantizeLinear's output has its scale's type: float16 scales round the weight."""
+    stored = np.random.default_rng(1).integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    scale = np.float16(0.0123)
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "scale"], ["w16"], name="dq"),
+             helper.make_node("Cast", ["w16"], ["w"], name="up", to=TensorProto.FLOAT),
+             ob.conv("conv", "x", "w", "y", pads=[1, 1, 1, 1])]
+    model = ob.make_model(nodes, [ob.image_input("x", 3)], [ob.output("y")],
+                          [ob.tensor("w_q", stored), ob.tensor("scale", scale)], opset=19)
+    (layer,) = open_model(ob.save(model, tmp_path / "dq16.onnx")).layers
+    expected = (stored.astype(np.float32) * np.float32(scale)).astype(np.float16)
+    np.testing.assert_array_equal(layer.weight, expected.astype(np.float32))
+    assert layer.source_dtype == "int8"
+
+
+def test_dynamo_names_survive_onnxruntime_quantization(tmp_path):
+    """onnxruntime renames a dynamo export's nodes (node_Conv_3 -> node_Conv_3_quant) and
+    weights (stem.weight -> stem.weight_quantized): the layer keeps the module's name."""
+    stored = np.random.default_rng(2).integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["stem.weight_quantized", "s"], ["w"],
+                              name="dq"),
+             ob.conv("node_Conv_3_quant", "x", "w", "y", pads=[1, 1, 1, 1])]
+    model = ob.make_model(nodes, [ob.image_input("x", 3)], [ob.output("y")],
+                          [ob.tensor("stem.weight_quantized", stored),
+                           ob.tensor("s", np.float32(0.05))])
+    (layer,) = open_model(ob.save(model, tmp_path / "quantized_dynamo.onnx")).layers
+    assert layer.name == "stem"

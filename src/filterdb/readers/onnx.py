@@ -39,7 +39,7 @@ _INLINED = re.compile(r"(.+)__\d+")
 #: An operator name that says convolution (NhwcConv, ConvTransposeWithDynamicPads; not
 #: ConvertFoo).
 _CONV_NAME = re.compile(r"Conv(?:[A-Z]|$)")
-_PASS_THROUGH = {"Identity", "Cast"}
+_PASS_THROUGH = {"Identity", "Cast"}  # for the weight's origin; resolve rounds at a Cast
 #: Node names an exporter makes up (torch.onnx's dynamo exporter: ``node_conv2d_1``,
 #: ``node_Conv_291``).
 _GENERATED_NAME = re.compile(r"node_[A-Za-z][A-Za-z0-9]*(_\d+)?")
@@ -169,10 +169,12 @@ class _Walk:
         shared layer, a function called twice), that layer at the shallower depth: a
         weight counts once, as in the other formats."""
         weight_index = _CONV_OPS[node.op_type][1]
-        key = (tensors.origin(node.input[weight_index])
-               if len(node.input) > weight_index and node.input[weight_index] else None)
-        if key is not None:
-            key = key[0].constant_key(key[1]) or key
+        weight = node.input[weight_index] if len(node.input) > weight_index else ""
+        key = None
+        if weight:  # with the parameters a quantized conv dequantizes its weight with
+            key = (tensors.weight_key(weight), *(
+                tensors.weight_key(node.input[i]) if i < len(node.input) and node.input[i]
+                else None for i in _WEIGHT_PARAMETERS.get(node.op_type, ())))
         if key is not None and key in self.by_weight:
             shared = self.by_weight[key]
             shared.depth = min(shared.depth, depth)
@@ -180,14 +182,20 @@ class _Walk:
         layer = _conv_layer(node, name, tensors)
         if layer is not None:
             layer.depth, layer.order = depth, position
-            if key is not None and _GENERATED_NAME.fullmatch(node.name) \
-                    and key[1].endswith(".weight"):
+            origin = tensors.origin(weight)[1].removesuffix("_quantized") if weight else ""
+            if _GENERATED_NAME.fullmatch(node.name.removesuffix("_quant")) \
+                    and origin.endswith(".weight"):
                 # torch.onnx's dynamo exporter makes up node names (node_conv2d_1) but
                 # keeps the parameter's name on the weight: the module's name, as in the
-                # other formats
-                layer.name = name.removesuffix(node.name) + key[1].removesuffix(".weight")
+                # other formats (also after onnxruntime quantized it: node_Conv_91_quant,
+                # stem.weight_quantized)
+                layer.name = name.removesuffix(node.name) + origin.removesuffix(".weight")
             self.layers.append(layer)
             self.by_weight[key] = layer
+
+
+#: Inputs of quantized conv operators that dequantize the weight (scale, zero point).
+_WEIGHT_PARAMETERS = {"QLinearConv": (4, 5), "ConvInteger": (3,)}
 
 
 #: Domains whose conv operators keep the ONNX weight layout (c_out, c_in / groups, kh, kw):
@@ -353,6 +361,25 @@ def _optional_input(node, index, tensors, name):
     return None
 
 
+#: Cast targets that round a weight (TensorProto element types).
+_ROUNDING_CASTS = {10: "float16", 16: "bfloat16"}
+
+
+def _cast(values: np.ndarray, source_dtype: str, to: int) -> tuple[np.ndarray, str]:
+    """A Cast of a weight: to float16 or bfloat16 it rounds the values (the conv uses
+    them so; a float weight then has that precision); other casts change nothing the
+    float32 filters show."""
+    target = _ROUNDING_CASTS.get(to)
+    if target is None or np.asarray(values).dtype.kind not in "fiuV":
+        return values, source_dtype
+    import ml_dtypes  # onnx's own dependency
+
+    rounding = np.float16 if target == "float16" else ml_dtypes.bfloat16
+    rounded = np.asarray(values, dtype=np.float32).astype(rounding).astype(np.float32)
+    integer = source_dtype.startswith(("int", "uint"))
+    return rounded, source_dtype if integer else target
+
+
 def _dequantize(values: np.ndarray, scale, zero_point, axis: int = 0,
                 block_size: int = 0) -> np.ndarray:
     """(values - zero_point) * scale; per-channel parameters broadcast along ``axis``,
@@ -462,6 +489,30 @@ class _TensorSource:
             return self.origin(node.input[0], hops + 1)
         return self, name
 
+    def weight_key(self, name: str, hops: int = 0) -> tuple:
+        """What tells one weight from another: the tensor it comes from (through Cast
+        and Identity; an inlined function's Constant by its content, see
+        :meth:`constant_key`) and, for one a DequantizeLinear computes, the tensors and
+        axis it is dequantized with: two convs that share an int8 tensor with scales of
+        their own (onnxsim merges equal initializers) are two weights."""
+        node = self.producers.get(name)
+        if node is not None and node.op_type == "DequantizeLinear" and node.input \
+                and hops <= 64 and not self._has_constant(name):
+            return ("DequantizeLinear", *(self.weight_key(i, hops + 1) if i else None
+                                          for i in node.input),
+                    tuple(sorted((a.name, a.i) for a in node.attribute)))
+        if node is not None and node.op_type in _PASS_THROUGH and node.input and hops <= 64 \
+                and not self._has_constant(name):
+            return self.weight_key(node.input[0], hops + 1)
+        if name in self.bindings and hops <= 64:
+            return self.parent.weight_key(self.bindings[name], hops + 1)
+        if (outer := self._outer(name)) is not None:
+            return outer.weight_key(name, hops)
+        return self.constant_key(name) or (self, name)
+
+    def _has_constant(self, name: str) -> bool:
+        return name in self.initializers or name in self.sparse
+
     def constant_key(self, name: str) -> tuple | None:
         """For a weight that a Constant node of an inlined function holds, a key of its
         value: a function called twice gives each call its own copy of the Constant
@@ -511,6 +562,10 @@ class _TensorSource:
                 raise ModelReadError(self.path, f"Constant node {node.name!r} feeding "
                                                 f"{consumer!r} holds no tensor value")
             return self._array(value)
+        if node.op_type == "Cast":
+            values, source_dtype = self.resolve(node.input[0], consumer, hops + 1)
+            return _cast(values, source_dtype, next(
+                (a.i for a in node.attribute if a.name == "to"), 0))
         if node.op_type in _PASS_THROUGH:
             return self.resolve(node.input[0], consumer, hops + 1)
         if node.op_type == "DequantizeLinear":
@@ -526,6 +581,9 @@ class _TensorSource:
             except ValueError as error:
                 raise ModelReadError(self.path, f"DequantizeLinear node {node.name!r} feeding "
                                                 f"{consumer!r}: {error}") from None
+            scale_type = np.asarray(scale).dtype
+            if scale_type.kind == "f" and scale_type.itemsize < 4 or scale_type.kind == "V":
+                weight = weight.astype(scale_type).astype(np.float32)  # its output's type
             return weight, source_dtype
         return self._fold(name, consumer)
 
