@@ -240,6 +240,29 @@ LAYOUTS = {
         "features.1.0.block.2.weight": ((96,), None, None),
         "features.1.0.block.3.weight": ((384, 96), None, None),
     },
+    "timm names: depthwise by the container's name (dw_mid.conv, dwconv2.conv)": {
+        "blocks.2.0.dw_mid.conv.weight": ((32, 1, 3, 3), "conv", 32),
+        "blocks.2.0.head.weight": ((10, 32, 3, 3), "conv", 1),
+        "stages.0.1.dwconv2.conv.weight": ((24, 1, 7, 7), "conv", 24),
+        "stages.0.1.dwconv.conv.weight": ((24, 3, 7, 7), "conv", 1),
+    },
+    "several one-per-channel convs without telling names or neighbours": {
+        "a.x.weight": ((8, 3, 3, 3), "conv", 1),
+        "a.y.weight": ((8, 1, 3, 3), "conv", 8),
+        "b.x.weight": ((8, 8, 3, 3), "conv", 1),
+        "b.y.weight": ((8, 1, 5, 5), "conv", 8),
+    },
+    "a grayscale network's input conv among depthwise convs stays plain": {
+        "conv_in.weight": ((16, 1, 3, 3), "conv", 1),
+        "blocks.0.mix.weight": ((16, 1, 3, 3), "conv", 16),
+        "blocks.1.mix.weight": ((16, 1, 3, 3), "conv", 16),
+    },
+    "NFNet: two grouped 3x3 convs in a row": {
+        "stages.1.0.conv1.weight": ((128, 256, 1, 1), "conv", 1),
+        "stages.1.0.conv2.weight": ((128, 64, 3, 3), "conv", 2),
+        "stages.1.0.conv2b.weight": ((128, 64, 3, 3), "conv", 2),
+        "stages.1.0.conv3.weight": ((512, 128, 1, 1), "conv", 1),
+    },
     "ResNeXt bottleneck": {
         "layer1.0.conv1.weight": ((128, 64, 1, 1), "conv", 1),
         "layer1.0.conv2.weight": ((128, 4, 3, 3), "conv", 32),

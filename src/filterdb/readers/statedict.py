@@ -44,6 +44,8 @@ EMA_PREFIXES = ("model_ema.module.", "ema.module.", "model_ema.", "ema_model.", 
 #: ``conv_transpose``, ``deconv_layers.0``) or depthwise (``conv_dw``, ``dwconv``).
 _TRANSPOSED_NAME = re.compile(r"transpose|deconv", re.IGNORECASE)
 _DEPTHWISE_WORDS = {"dw", "dwconv", "convdw", "depthwise"}
+#: Words of an input conv's name (``conv_in``, ``stem``, ``conv_first``).
+_INPUT_WORDS = {"in", "stem", "first", "input"}
 _PARAMETRIZED = re.compile(r"(?P<module>(?:.*\.)?)parametrizations\.weight\.[^.].*")
 
 
@@ -150,22 +152,26 @@ def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) 
       container's name) says so, e.g. ``deconv1``, ``up.conv_transpose``,
       ``deconv_layers.3``; the stored weight is then (c_in, c_out / groups, kh, kw).
     * **Depthwise** (``groups = c_out``): a (c, 1, kh, kw) weight with a kernel larger than
-      1x1 whose name says so (``conv_dw``, ``dwconv``, ``depthwise``), or next to a weight
-      made for c channels: a 1x1 conv with c outputs or c inputs, or a Linear with c
-      inputs (MobileNet's expand and project convs, ConvNeXt's ``pwconv1``).
+      1x1, c > 1, whose name or its container's says so (``conv_dw``, ``dwconv``,
+      ``dw_mid.conv``, ``depthwise``), or next to a weight made for c channels (a 1x1
+      conv with c outputs or c inputs, a Linear with c inputs: MobileNet's expand and
+      project convs, ConvNeXt's ``pwconv1``), or one of two or more such weights in the
+      network unless named as an input conv (``conv_in``, ``stem``, ``first``): a lone
+      one is a 1-channel input conv (``conv_in`` of a grayscale VAE) and stays plain.
     * **Grouped** (``groups = C / c_in_per_group``): a (c_out, c_in_per_group, kh, kw)
       weight, kernel larger than 1x1, after a 1x1 conv with C > c_in_per_group outputs,
-      a multiple of them, and before a 1x1 conv or Linear with c_out inputs (ResNeXt's
-      and RegNet's bottlenecks: ``conv1``, ``conv2``, ``conv3``), the 1x1 conv not
-      reading c_in_per_group channels itself (SqueezeNet's ``expand1x1`` beside
-      ``expand3x3`` reads what the 3x3 conv reads: they are parallel, not in a row).
-      ResNet's ``conv3`` after ``conv2`` widens the block: only the conv before counts.
+      a multiple of them, and before a 1x1 conv or Linear with c_out inputs or a conv of
+      its own shape (ResNeXt's and RegNet's bottlenecks: ``conv1``, ``conv2``,
+      ``conv3``; NFNet's ``conv2``, ``conv2b``, which takes the groups of the conv
+      before it), the 1x1 conv not reading c_in_per_group channels itself (SqueezeNet's
+      ``expand1x1`` beside ``expand3x3`` reads what the 3x3 conv reads: they are
+      parallel, not in a row). ResNet's ``conv3`` after ``conv2`` widens the block: only
+      the conv before counts.
 
     Neighbours are the weights just before and after the layer in name order (numbers
     compared as numbers; names need not follow the data flow) within its block: the
     names that share all of its module name but the last two parts (one for a module two
-    parts deep). A top-level conv has no block; a 1-channel input conv (``conv_in`` of a
-    grayscale network) and a plain conv next to another block's layers stay plain.
+    parts deep). A top-level conv has no block.
 
     Examples
     --------
@@ -179,7 +185,9 @@ def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) 
     """
     order = sorted(shapes, key=natural_key)
     position = {name: i for i, name in enumerate(order)}
-    for layer in layers:
+    by_name = {layer.name: layer for layer in layers}
+    single = [layer for layer in layers if _one_per_channel(layer.weight.shape)]
+    for layer in sorted(layers, key=lambda item: natural_key(item.name)):
         if layer.op_type != CONV or layer.groups != 1:
             continue
         if _TRANSPOSED_NAME.search(_own_name(layer.name)):
@@ -189,18 +197,36 @@ def infer_conv_attributes(layers: list[ConvLayer], shapes: Mapping[str, tuple]) 
         a, b, kh, kw = layer.weight.shape
         if kh * kw == 1 or layer.name not in position:
             continue
-        before, after = _neighbours(order, position[layer.name], _block(layer.name), shapes)
-        if b == 1 and a > 1:
-            words = set(re.split(r"[^a-z]+", _own_name(layer.name).lower()))
+        at = position[layer.name]
+        before, after = _neighbours(order, at, _block(layer.name), shapes)
+        if _one_per_channel(layer.weight.shape):
+            words = _words(layer.name)
             if words & _DEPTHWISE_WORDS or any(
                     _pointwise(n, out=a) or _pointwise(n, into=a) or _linear(n, into=a)
-                    for n in (before, after)):
+                    for n in (before, after)) or (len(single) > 1
+                                                  and not words & _INPUT_WORDS):
                 layer.groups = a
             continue
-        if _pointwise(before) and b < before[0] and before[0] % b == 0 \
+        previous = by_name.get(order[at - 1]) if before is not None else None
+        if previous is not None and previous.groups > 1 and before == tuple(layer.weight.shape):
+            layer.groups = previous.groups  # the second of a pair (NFNet's conv2b)
+        elif _pointwise(before) and b < before[0] and before[0] % b == 0 \
                 and a % (before[0] // b) == 0 and before[1] != b \
-                and (_pointwise(after, into=a) or _linear(after, into=a)):
+                and (_pointwise(after, into=a) or _linear(after, into=a)
+                     or after == tuple(layer.weight.shape)):
             layer.groups = before[0] // b
+
+
+def _one_per_channel(shape) -> bool:
+    """A (c, 1, kh, kw) weight, c > 1, kernel larger than 1x1: depthwise, or a conv of a
+    1-channel input."""
+    return shape[1] == 1 and shape[0] > 1 and shape[2] * shape[3] > 1
+
+
+def _words(module: str) -> set[str]:
+    """The words of a module's last two name parts (``dwconv2.conv`` -> dwconv, conv)."""
+    parts = [part for part in module.split(".") if not part.isdigit()][-2:]
+    return {word for part in parts for word in re.split(r"[^a-z]+", part.lower()) if word}
 
 
 def natural_key(name: str) -> list:
