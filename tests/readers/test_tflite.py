@@ -253,6 +253,40 @@ def test_conv_dilation_and_asymmetric_stride(tmp_path):
     np.testing.assert_array_equal(layer.weight, tfl.transpose(0, 3, 1, 2))
 
 
+@pytest.mark.parametrize("block, code, expected", [
+    ([2, 3], BuiltinOperator.CONV_2D, (2, 3)),
+    ([2, 2], BuiltinOperator.DEPTHWISE_CONV_2D, (2, 2)),
+    ([3], BuiltinOperator.CONV_2D, (1, 3)),  # a Conv1D: EXPAND_DIMS between
+])
+def test_dilation_of_a_conv_between_space_to_batch_and_batch_to_space(tmp_path, block,
+                                                                      code, expected):
+    """A model without a fixed batch size converts a dilated conv to SPACE_TO_BATCH_ND,
+    a conv of dilation 1 and BATCH_TO_SPACE_ND: the block is the dilation."""
+    depthwise = code == BuiltinOperator.DEPTHWISE_CONV_2D
+    kernel = (1, 3, 3, 4) if depthwise else (4, 3, 3, 4)
+    tfl = np.arange(np.prod(kernel), dtype=np.float32).reshape(kernel)
+    m = wt.ModelDef()
+    one_d = len(block) == 1
+    x = m.tensor("x", [1, 12, 4] if one_d else [1, 12, 12, 4])
+    shape = m.tensor("block", [len(block)], TensorType.INT32, np.array(block, np.int32))
+    pads = m.tensor("pads", [len(block), 2], TensorType.INT32,
+                    np.zeros((len(block), 2), np.int32))
+    spaced = m.tensor("spaced", [block[0], 4, 4] if one_d else [6, 6, 4, 4])
+    m.op(BuiltinOperator.SPACE_TO_BATCH_ND, [x, shape, pads], [spaced])
+    conv_in = spaced
+    if one_d:
+        axis = m.tensor("axis", [1], TensorType.INT32, np.array([1], np.int32))
+        conv_in = m.tensor("expanded", [block[0], 1, 4, 4])
+        m.op(BuiltinOperator.EXPAND_DIMS, [spaced, axis], [conv_in])
+    w = m.tensor("w", tfl.shape, data=tfl)
+    y = m.tensor("y", [6, 6, 4, 4])
+    m.op(code, [conv_in, w, -1], [y], padding=0)
+    m.inputs, m.outputs = [x], [y]
+    (layer,) = open_model(m.save(tmp_path / "atrous.tflite")).layers
+    assert layer.dilations == expected
+    assert layer.groups == (4 if depthwise else 1)
+
+
 def _branch(name: str, code: int, weight: np.ndarray, in_channels: int, out_channels: int,
             **options) -> wt.ModelDef:
     """A subgraph of one conv: (1, 8, 8, in_channels) -> (1, 8, 8, out_channels)."""

@@ -170,16 +170,16 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
     buffer_tables.append(_buffer(b, data=runtime))
     runtime_buffer = len(buffer_tables) - 1
 
-    codes: list[int] = []
+    codes: list[tuple[int, str | None]] = []  # (builtin code, custom code)
     for graph in graphs:
         for op in graph.operators:
-            if op.code not in codes:
-                codes.append(op.code)
+            if _code(op) not in codes:
+                codes.append(_code(op))
     subgraph_tables = []
     for number, graph in enumerate(graphs):
         tensor_tables = [_tensor(b, t, buffer_of.get((number, i), 0))
                          for i, t in enumerate(graph.tensors)]
-        operator_tables = [_operator(b, op, codes.index(op.code)) for op in graph.operators]
+        operator_tables = [_operator(b, op, codes.index(_code(op))) for op in graph.operators]
         name = b.CreateString(graph.name)
         tensors = _table_vector(b, tflite.SubGraphStartTensorsVector, tensor_tables)
         inputs = _int32_vector(b, graph.inputs)
@@ -194,8 +194,11 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
         subgraph_tables.append(tflite.SubGraphEnd(b))
 
     code_tables = []
-    for code in codes:
+    for code, custom in codes:
+        custom_code = b.CreateString(custom) if custom else None
         tflite.OperatorCodeStart(b)
+        if custom_code is not None:
+            tflite.OperatorCodeAddCustomCode(b, custom_code)
         if model.opcode_fields in ("both", "deprecated"):
             tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
         if model.opcode_fields in ("both", "builtin"):
@@ -223,6 +226,11 @@ def _serialize(model: ModelDef, external_offsets: list[int] | None) -> bytes:
     tflite.ModelAddMetadata(b, metadata_vector)
     b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def _code(op: OpDef) -> tuple[int, str | None]:
+    """An operator's code: builtin, and for CUSTOM the ``custom_code`` option."""
+    return op.code, op.options.get("custom_code")
 
 
 def _buffer(b, data: bytes | None = None, offset: int = 0, size: int = 0) -> int:

@@ -176,6 +176,28 @@ def test_tflite_runs(tmp_path):
         "yes", [(1, 16, 16, 3)], [(1, 16, 16, 6)], True)
 
 
+def test_tflite_with_tensorflow_operators_is_not_run(tmp_path):
+    """A SELECT_TF_OPS model holds TensorFlow (Flex) operators, whose kernels LiteRT
+    lacks: the model is not run, which says nothing of the model."""
+    pytest.importorskip("ai_edge_litert")
+    from tflite import BuiltinOperator
+
+    from tests.readers import writers_tflite
+
+    m = writers_tflite.ModelDef()
+    x = m.tensor("x", [1, 8, 8, 3])
+    w = m.tensor("w", [4, 3, 3, 3], data=np.ones((4, 3, 3, 3), np.float32))
+    bias = m.tensor("bias", [4], data=np.zeros(4, np.float32))
+    c = m.tensor("c", [1, 8, 8, 4])
+    y = m.tensor("y", [4, 4])
+    m.op(BuiltinOperator.CONV_2D, [x, w, bias], [c])
+    m.op(BuiltinOperator.CUSTOM, [c], [y], custom_code="FlexMatrixInverse")
+    m.inputs, m.outputs = [x], [y]
+    result = run_model(m.save(tmp_path / "flex.tflite"))
+    assert result == RunResult("not run", "LiteRT has no kernels for its TensorFlow (Flex) "
+                                          "operators")
+
+
 def test_time_limit_kills_the_child(tmp_path):
     result = run_model(models.onnx_model(tmp_path / "ok.onnx"), limits=RunLimits(seconds=0.01))
     assert result == RunResult("no", "did not finish within 0.01 s (killed)")

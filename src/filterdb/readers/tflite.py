@@ -46,6 +46,9 @@ _IDENTIFIER = b"TFL3"
 # BuiltinOperator codes (schema.fbs); they never change once published.
 _CONV_2D, _DEPTHWISE_CONV_2D, _DEQUANTIZE, _CUSTOM = 3, 4, 6, 32
 _TRANSPOSE_CONV, _DENSIFY = 67, 124
+#: SPACE_TO_BATCH_ND, and the operators between it and a conv that change only the
+#: layout (TRANSPOSE, RESHAPE, EXPAND_DIMS); TensorType INT32.
+_SPACE_TO_BATCH_ND, _LAYOUT_OPS, _INT32 = 38, {39, 22, 70}, 2
 _CONV_OPS = {_CONV_2D, _DEPTHWISE_CONV_2D, _TRANSPOSE_CONV}
 _IF = 118
 #: Calls nested deeper than this count as one level each (a hostile chain of calls).
@@ -321,8 +324,9 @@ class _Reader:
             strides = (_positive(options, "StrideH"), _positive(options, "StrideW"))
         dilations = (1, 1)
         if code in (_CONV_2D, _DEPTHWISE_CONV_2D):
-            dilations = (_positive(options, "DilationHFactor"),
-                         _positive(options, "DilationWFactor"))
+            block = self._space_to_batch_block(inputs[input_slot]) or (1, 1)
+            dilations = (_positive(options, "DilationHFactor") * block[0],
+                         _positive(options, "DilationWFactor") * block[1])
         in_channels = self._channels(inputs[input_slot])
 
         if code == _CONV_2D:
@@ -365,6 +369,37 @@ class _Reader:
             dilations=dilations,
             source_dtype=source_dtype,
         )
+
+    def _space_to_batch_block(self, index: int) -> tuple[int, int] | None:
+        """The block shape of a SPACE_TO_BATCH_ND that feeds a conv's input (through
+        TRANSPOSE, RESHAPE or EXPAND_DIMS): the converter writes a dilated conv of a
+        model without a fixed batch size as SPACE_TO_BATCH_ND, a conv of dilation 1 and
+        BATCH_TO_SPACE_ND; the block is the dilation ((1, b) for a Conv1D's one)."""
+        for _ in range(4):
+            producer = self.producers.get(index)
+            if producer is None:
+                return None
+            code, _name, inputs, _outputs, _op = self.operators[producer]
+            if code == _SPACE_TO_BATCH_ND and len(inputs) > 1:
+                block = self._int32_values(inputs[1])
+                if block is None or not 1 <= len(block) <= 2 or (block < 1).any():
+                    return None
+                return (1, int(block[0])) if len(block) == 1 else (int(block[0]),
+                                                                   int(block[1]))
+            if code not in _LAYOUT_OPS or not inputs or inputs[0] < 0:
+                return None
+            index = inputs[0]
+        return None
+
+    def _int32_values(self, index: int) -> np.ndarray | None:
+        """A small constant INT32 tensor's values, or None."""
+        if index < 0:
+            return None
+        tensor = self._tensor(index)
+        if tensor.Type() != _INT32 or not self._has_data(index):
+            return None
+        raw = self._buffer(tensor.Buffer(), repr(self._tensor_name(index)))
+        return raw.view("<i4") if len(raw) % 4 == 0 and len(raw) <= 64 else None
 
     # -- weights ---------------------------------------------------------------------
 

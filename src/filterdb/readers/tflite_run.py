@@ -23,6 +23,8 @@ from .running import chosen_shapes, failure, fill_dims, outputs_result, random_i
 
 #: LiteRT's message for a custom operator it has no kernel for.
 _UNRESOLVED = re.compile(r"unresolved custom op: ([^\s.]+)")
+#: LiteRT's message for TensorFlow operators (SELECT_TF_OPS, custom codes Flex...).
+_FLEX = re.compile(r"Select TensorFlow op\(s\)|Regular TensorFlow ops are not supported")
 
 
 def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResult:
@@ -57,6 +59,9 @@ def run(path: Path, input_shapes: list[list[int]] | None, seed: int) -> RunResul
         for detail, shape in zip(details, shapes, strict=True):
             interpreter.set_tensor(detail["index"], random_input(rng, shape, detail["dtype"]))
     except Exception as error:
+        if _FLEX.search(str(error)):  # TensorFlow's own kernels, which LiteRT lacks
+            return RunResult(NOT_RUN, "LiteRT has no kernels for its TensorFlow (Flex) "
+                                      "operators")
         custom = _UNRESOLVED.search(str(error))
         if custom:  # the runtime lacks an operator (MediaPipe's): says nothing of the model
             return RunResult(NOT_RUN, f"LiteRT has no kernel for its custom operator "
