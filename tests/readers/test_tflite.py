@@ -563,6 +563,21 @@ def test_int4_weights_unpack_low_nibble_first(tmp_path):
                                   .transpose(0, 3, 1, 2))
 
 
+def test_int2_weights_unpack_lowest_bits_first(tmp_path):
+    """ai-edge-quantizer's 2-bit recipes: four signed values per byte (TensorType 19),
+    as LiteRT unpacks them. 110 values: the last byte is half used."""
+    values = np.random.default_rng(9).integers(-2, 2, (5, 2, 11, 1)).astype(np.int8)
+    flat = np.concatenate([values.reshape(-1), np.zeros(2, np.int8)]).astype(np.uint8) & 3
+    packed = (flat[0::4] | flat[1::4] << 2 | flat[2::4] << 4 | flat[3::4] << 6)
+    path = _single_conv(tmp_path / "int2.tflite", dict(
+        name="w", shape=values.shape, type=19, data=packed.astype(np.uint8).tobytes(),
+        quant=wt.Quant([0.5], [0])), via=[BuiltinOperator.DEQUANTIZE])
+    layer = open_model(path).layers[0]
+    assert layer.source_dtype == "int2"
+    np.testing.assert_array_equal(layer.weight, (values.astype(np.float32) * 0.5)
+                                  .transpose(0, 3, 1, 2))
+
+
 def test_bfloat16_weights(tmp_path):
     values = np.random.default_rng(8).standard_normal((2, 3, 3, 3)).astype(np.float32)
     bits = (values.view(np.uint32) >> 16).astype("<u2")

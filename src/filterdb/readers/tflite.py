@@ -76,9 +76,12 @@ _TYPES = {
     10: (np.dtype("<f8"), "float64"),
     17: (np.dtype("i1"), "int4"),
     18: (np.dtype("<u2"), "bfloat16"),
+    19: (np.dtype("i1"), "int2"),
 }
-_INT4, _BFLOAT16 = 17, 18
-_INTEGER_TYPES = {3, 7, 9, 17}
+_INT4, _BFLOAT16, _INT2 = 17, 18, 19
+_INTEGER_TYPES = {3, 7, 9, 17, 19}
+#: Signed values packed several per byte, the lowest bits first: type -> bits per value.
+_PACKED = {_INT4: 4, _INT2: 2}
 
 # DimensionType and SparseIndexVector (schema.fbs).
 DENSE, SPARSE_CSR = 0, 1
@@ -455,9 +458,9 @@ class _Reader:
         sparsity = tensor.Sparsity()
         raw = self._buffer(tensor.Buffer(), label)
         if sparsity is not None:
-            if tensor_type == _INT4:
-                raise ModelReadError(self.path, f"tensor {label}: sparse INT4 weights "
-                                                "are not supported")
+            if tensor_type in _PACKED:
+                raise ModelReadError(self.path, f"tensor {label}: sparse {source_dtype} "
+                                                "weights are not supported")
             if len(raw) % dtype.itemsize:
                 raise ModelReadError(self.path, f"sparse tensor {label} holds {len(raw)} "
                                                 f"bytes, not a whole number of "
@@ -469,13 +472,14 @@ class _Reader:
                 raise ModelReadError(self.path, f"sparse tensor {label}: "
                                                 f"{error}") from None
         else:
-            needed = (elements + 1) // 2 if tensor_type == _INT4 else elements * dtype.itemsize
+            bits = _PACKED.get(tensor_type)
+            needed = -(-elements * bits // 8) if bits else elements * dtype.itemsize
             if len(raw) != needed:
                 raise ModelReadError(self.path, f"tensor {label} declares shape {shape} "
                                                 f"({needed} bytes) but its buffer holds "
                                                 f"{len(raw)} bytes")
-            if tensor_type == _INT4:
-                values = _unpack_int4(raw, elements).reshape(shape)
+            if bits:
+                values = _unpack(raw, elements, bits).reshape(shape)
             else:
                 values = raw.view(dtype).reshape(shape)
         if tensor_type == _BFLOAT16:
@@ -848,13 +852,14 @@ def densify(values: np.ndarray, shape, traversal_order, block_map, dim_metadata,
     return dense.reshape(shape)
 
 
-def _unpack_int4(raw: np.ndarray, elements: int) -> np.ndarray:
-    """Two signed 4-bit values per byte, the low nibble first."""
-    low = (raw << 4).astype(np.int8) >> 4
-    high = raw.astype(np.int8) >> 4
-    out = np.empty(raw.size * 2, dtype=np.int8)
-    out[0::2], out[1::2] = low, high
-    return out[:elements]
+def _unpack(raw: np.ndarray, elements: int, bits: int) -> np.ndarray:
+    """Signed ``bits``-bit values (4: INT4, 2: INT2) packed into bytes, the lowest bits
+    first, as int8."""
+    per_byte = 8 // bits
+    out = np.empty((raw.size, per_byte), dtype=np.int8)
+    for k in range(per_byte):  # shift the value to the top, then back with its sign
+        out[:, k] = (raw << (8 - bits * (k + 1))).astype(np.int8) >> (8 - bits)
+    return out.reshape(-1)[:elements]
 
 
 def _builtin_code_field(opcode) -> int:
