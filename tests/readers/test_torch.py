@@ -993,3 +993,23 @@ def test_torchscript_dict_reads_come_after_every_write_that_may_reach_them(tmp_p
     torch.jit.script(network().eval()).save(path)
     depths = {layer.name: layer.depth for layer in open_model(path).layers}
     assert depths["conv_c"] > depths["deep.2"] > depths["conv_a"]
+
+
+class _TupleArguments(nn.Module):
+    """A conv given stride and dilation from tuple attributes (``self.stride = (2, 2)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+        self.stride: tuple[int, int] = (2, 3)
+        self.dilation: tuple[int, int] = (2, 1)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight, stride=self.stride, dilation=self.dilation)
+
+
+def test_torchscript_conv_arguments_from_tuple_attributes(tmp_path):
+    path = tmp_path / "tuples.pt"
+    torch.jit.script(_TupleArguments()).save(path)
+    (layer,) = open_model(path).layers
+    assert (layer.strides, layer.dilations) == ((2, 3), (2, 1))

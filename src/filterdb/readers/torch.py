@@ -862,7 +862,8 @@ def _attribute(module, qualified: str):
 def _constant(value, default, attribute=None):
     """The value of a constant or a list of constants, else ``default``; with
     ``attribute`` (value -> the module attribute its ``prim::GetAttr`` steps reach),
-    int, bool and int-list attributes of the module count as constants."""
+    int, bool and int-list or int-tuple attributes of the module (and the elements of
+    such a tuple) count as constants."""
     node = value.node()
     if node.kind() == "prim::Constant":
         result = value.toIValue()
@@ -878,6 +879,12 @@ def _constant(value, default, attribute=None):
         if isinstance(result, int) or (isinstance(result, list | tuple)
                                        and all(type(v) is int for v in result)):
             return list(result) if isinstance(result, tuple) else result
+    if node.kind() == "prim::TupleUnpack" and attribute is not None:
+        # an element of a tuple attribute (``stride=self.stride``, a pair)
+        whole = _constant(node.input(), None, attribute)
+        at = [output.unique() for output in node.outputs()].index(value.unique())
+        if isinstance(whole, list) and at < len(whole):
+            return whole[at]
     return default
 
 
