@@ -108,6 +108,14 @@ def test_torchscript_runs_with_channels_of_its_first_conv(tmp_path):
         "yes", [(1, 2, 224, 224)], [(1, models.CLASSES)], True)
 
 
+def _scripted(torch, module, path: Path) -> Path:
+    """``module`` saved as TorchScript (torch deprecates scripting: not a test's warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(module).save(str(path))
+    return path
+
+
 def test_torchscript_failure_reason_is_the_error_not_its_traceback(tmp_path):
     """A scripted forward that fails at the default input: TorchScript's message starts
     with the scripted code's traceback; the reason gives the error at its end."""
@@ -121,10 +129,7 @@ def test_torchscript_failure_reason_is_the_error_not_its_traceback(tmp_path):
         def forward(self, x):
             return self.conv(x).reshape(1, 2 * 6 * 6)  # only for 8 x 8 inputs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Fixed()).save(str(tmp_path / "fixed.pt"))
-    result = run_model(tmp_path / "fixed.pt")
+    result = run_model(_scripted(torch, Fixed(), tmp_path / "fixed.pt"))
     assert result.runs == "no"
     assert result.reason.startswith("the forward pass failed (RuntimeError: shape '[1, 72]' "
                                     "is invalid for input of size"), result.reason
@@ -144,10 +149,7 @@ def test_torchscript_with_a_space_to_depth_stem_runs_on_an_rgb_image(tmp_path):
         def forward(self, x):
             return self.conv(torch.nn.functional.pixel_unshuffle(x, 4))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(SpaceToDepth()).save(str(tmp_path / "s2d.pt"))
-    result = run_model(tmp_path / "s2d.pt")
+    result = run_model(_scripted(torch, SpaceToDepth(), tmp_path / "s2d.pt"))
     assert (result.runs, result.input_shapes, result.output_shapes) == (
         "yes", [(1, 3, 224, 224)], [(1, 8, 54, 54)])
 

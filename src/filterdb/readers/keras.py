@@ -406,10 +406,9 @@ class _Graph:
             count = calls[name]
             if count == 0:
                 return None
-            if _is_model(entry) and _skips_first_node(entry, nodes_of[name]):
+            if _is_model(entry) and (node >= count
+                                     or _skips_first_node(entry, nodes_of[name])):
                 node -= 1  # Keras 2 numbers a nested Functional's calls from 1
-            elif node >= count:
-                node = min(node - 1 if _is_model(entry) else node, count - 1)
             node = max(0, min(node, count - 1))
             return f"{scope}{name}@{node}:{index}" if _is_model(entry) else f"{scope}{name}@{node}"
 

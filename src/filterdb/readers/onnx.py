@@ -473,45 +473,38 @@ class _TensorSource:
                     names.append(name)
         return names
 
-    def origin(self, name: str, hops: int = 0) -> tuple[_TensorSource, str]:
+    def origin(self, name: str, hops: int = 0, dequantize: bool = True
+               ) -> tuple[_TensorSource, str]:
         """The tensor a weight comes from: its initializer or constant, through Cast,
-        Identity and DequantizeLinear steps, with the graph scope that holds it (a
-        subgraph's initializer may have the name of an outer one)."""
+        Identity and (``dequantize``) DequantizeLinear steps, with the graph scope that
+        holds it (a subgraph's initializer may have the name of an outer one)."""
         if name in self.initializers or name in self.sparse:
             return self, name
         if name in self.bindings and hops <= 64:
-            return self.parent.origin(self.bindings[name], hops + 1)
+            return self.parent.origin(self.bindings[name], hops + 1, dequantize)
         if (outer := self._outer(name)) is not None:
-            return outer.origin(name, hops)
+            return outer.origin(name, hops, dequantize)
         node = self.producers.get(name)
         if node is not None and node.input and hops <= 64 and (
-                node.op_type in _PASS_THROUGH or node.op_type == "DequantizeLinear"):
-            return self.origin(node.input[0], hops + 1)
+                node.op_type in _PASS_THROUGH
+                or dequantize and node.op_type == "DequantizeLinear"):
+            return self.origin(node.input[0], hops + 1, dequantize)
         return self, name
 
     def weight_key(self, name: str, hops: int = 0) -> tuple:
-        """What tells one weight from another: the tensor it comes from (through Cast
-        and Identity; an inlined function's Constant by its content, see
-        :meth:`constant_key`) and, for one a DequantizeLinear computes, the tensors and
-        axis it is dequantized with: two convs that share an int8 tensor with scales of
-        their own (onnxsim merges equal initializers) are two weights."""
-        node = self.producers.get(name)
+        """What tells one weight from another: the tensor it comes from (:meth:`origin`;
+        an inlined function's Constant by its content, see :meth:`constant_key`) and, for
+        one a DequantizeLinear computes, the tensors and axis it is dequantized with: two
+        convs that share an int8 tensor with scales of their own (onnxsim merges equal
+        initializers) are two weights."""
+        source, origin = self.origin(name, hops, dequantize=False)
+        node = source.producers.get(origin)
         if node is not None and node.op_type == "DequantizeLinear" and node.input \
-                and hops <= 64 and not self._has_constant(name):
-            return ("DequantizeLinear", *(self.weight_key(i, hops + 1) if i else None
+                and hops <= 64:
+            return ("DequantizeLinear", *(source.weight_key(i, hops + 1) if i else None
                                           for i in node.input),
                     tuple(sorted((a.name, a.i) for a in node.attribute)))
-        if node is not None and node.op_type in _PASS_THROUGH and node.input and hops <= 64 \
-                and not self._has_constant(name):
-            return self.weight_key(node.input[0], hops + 1)
-        if name in self.bindings and hops <= 64:
-            return self.parent.weight_key(self.bindings[name], hops + 1)
-        if (outer := self._outer(name)) is not None:
-            return outer.weight_key(name, hops)
-        return self.constant_key(name) or (self, name)
-
-    def _has_constant(self, name: str) -> bool:
-        return name in self.initializers or name in self.sparse
+        return source.constant_key(origin) or (source, origin)
 
     def constant_key(self, name: str) -> tuple | None:
         """For a weight that a Constant node of an inlined function holds, a key of its

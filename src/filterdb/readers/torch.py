@@ -738,9 +738,11 @@ def _graph_layers(torch, module, graph, where, limits):
     self_value = graph_inputs[0] if graph_inputs and \
         graph_inputs[0].type().kind() == "ClassType" else None
     real_inputs = [_value_id(v) for v in graph_inputs if v is not self_value]
+    # value -> the module attribute its prim::GetAttr steps reach (``self.channels``)
+    attribute = None if self_value is None else \
+        (lambda value: _attribute(module, _attribute_path(value, self_value)))
     entries: list = []
-    _flatten(graph, entries, attribute=None if self_value is None else
-             lambda value: _attribute(module, _attribute_path(value, self_value)))
+    _flatten(graph, entries, attribute=attribute)
     kinds = Counter(jit_node.kind() for _, jit_node in entries if jit_node is not None)
     if kinds.get("prim::CallMethod") or kinds.get("prim::CallFunction"):
         raise _Unmapped("calls that inlining left in place may hide conv layers")
@@ -752,7 +754,7 @@ def _graph_layers(torch, module, graph, where, limits):
         if jit_node is None:
             continue
         if jit_node.kind() in _CONV_NODES:
-            conv = _aten_conv(torch, module, jit_node, self_value)
+            conv = _aten_conv(torch, module, jit_node, self_value, attribute)
         elif jit_node.kind() in _QUANTIZED_CONV_NODES:
             conv = _quantized_conv(torch, module, jit_node, self_value)
         else:
@@ -787,22 +789,20 @@ def _graph_layers(torch, module, graph, where, limits):
     return list(layers.values()), dict(kinds), total_depth(depths)
 
 
-def _aten_conv(torch, module, jit_node, self_value):
-    """(weight name, weight, transposed, groups, strides, dilations) of an aten conv node."""
+def _aten_conv(torch, module, jit_node, self_value, attribute=None):
+    """(weight name, weight, transposed, groups, strides, dilations) of an aten conv node;
+    ``attribute`` (see :func:`_constant`) reads arguments given by module attributes
+    (``groups=self.channels``)."""
     qualified, tensor = _weight_source(module, jit_node.inputsAt(1), self_value)
     if not isinstance(tensor, torch.Tensor):
         raise _Unmapped(f"{qualified} is not a tensor")
     transposed_at, groups_at, dilation_at = _CONV_NODES[jit_node.kind()]
-
-    def constant(value, default):  # module attributes too (``groups=self.channels``)
-        return _constant(value, default,
-                         lambda v: _attribute(module, _attribute_path(v, self_value)))
-
     transposed = (transposed_at if isinstance(transposed_at, bool)
-                  else bool(constant(jit_node.inputsAt(transposed_at), False)))
-    groups = int(constant(jit_node.inputsAt(groups_at), 1) or 1)
-    return (qualified, tensor, transposed, groups, constant(jit_node.inputsAt(3), None),
-            constant(jit_node.inputsAt(dilation_at), None))
+                  else bool(_constant(jit_node.inputsAt(transposed_at), False, attribute)))
+    groups = int(_constant(jit_node.inputsAt(groups_at), 1, attribute) or 1)
+    return (qualified, tensor, transposed, groups,
+            _constant(jit_node.inputsAt(3), None, attribute),
+            _constant(jit_node.inputsAt(dilation_at), None, attribute))
 
 
 def _quantized_conv(torch, module, jit_node, self_value):
